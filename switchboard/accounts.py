@@ -1,0 +1,163 @@
+"""Users, groups and passwords: the queries every service shares.
+
+Passwords are hashed with argon2 (argon2-cffi). Functions take a session and never commit:
+the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlmodel import Session, col, select
+
+from switchboard.errors import AccountError
+from switchboard.tables import Group, GroupMember, Role, User
+from switchboard.topics import Conversation, Kind, is_valid_name
+
+_hasher = PasswordHasher()
+#: Verified against when the user does not exist, so unknown names cost the same time as known ones.
+_DUMMY_HASH = _hasher.hash("switchboard-dummy-password")
+MAX_PASSWORD_CHARS = 1024
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password``."""
+    if not password:
+        raise AccountError("the password is empty: choose one of at least 1 character")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise AccountError(f"the password is longer than {MAX_PASSWORD_CHARS} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches ``password_hash``."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def authenticate(session: Session, name: str, password: str) -> User | None:
+    """The enabled user with this name and password, or None."""
+    user = session.get(User, name) if is_valid_name(name) else None
+    if user is None or len(password) > MAX_PASSWORD_CHARS:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password) or user.disabled:
+        return None
+    return user
+
+
+def _check_name(name: str, what: str) -> None:
+    if not is_valid_name(name):
+        raise AccountError(
+            f"{what} name {name!r} is invalid: use 1 to 64 letters, digits, '_', '.' or '-'"
+        )
+
+
+def create_user(session: Session, name: str, password: str, role: Role = Role.USER) -> User:
+    """Add a user; AccountError if the name is taken or invalid."""
+    _check_name(name, "user")
+    if session.get(User, name) is not None:
+        raise AccountError(f"user {name!r} already exists: pick another name")
+    user = User(name=name, password_hash=hash_password(password), role=role)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def ensure_service_account(session: Session, name: str, password: str) -> User:
+    """Create the service account, or reset its password and role, so the bridge can log in."""
+    _check_name(name, "service account")
+    user = session.get(User, name)
+    if user is None:
+        return create_user(session, name, password, Role.SERVICE)
+    if user.role != Role.SERVICE:
+        raise AccountError(
+            f"{name!r} is an existing {user.role} account and cannot become the bridge's service "
+            "account: set SWITCHBOARD_BRIDGE__USERNAME to another name"
+        )
+    if not verify_password(user.password_hash, password):
+        user.password_hash = hash_password(password)
+    user.disabled = False
+    session.add(user)
+    return user
+
+
+def list_users(session: Session) -> Sequence[User]:
+    """Every user, by name."""
+    return session.exec(select(User).order_by(col(User.name))).all()
+
+
+def user_exists(session: Session, name: str) -> bool:
+    """True for an existing, enabled user."""
+    user = session.get(User, name) if is_valid_name(name) else None
+    return user is not None and not user.disabled
+
+
+def create_group(session: Session, name: str, members: Iterable[str] = ()) -> Group:
+    """Add a group with its first members; AccountError for a taken name or an unknown member."""
+    _check_name(name, "group")
+    if session.get(Group, name) is not None:
+        raise AccountError(f"group {name!r} already exists: pick another name")
+    group = Group(name=name)
+    session.add(group)
+    session.flush()
+    for member in members:
+        add_member(session, name, member)
+    return group
+
+
+def add_member(session: Session, group: str, user: str) -> None:
+    """Make ``user`` a member of ``group`` (idempotent)."""
+    if session.get(Group, group) is None:
+        raise AccountError(f"group {group!r} does not exist: create it with `switchboard group create`")
+    if session.get(User, user) is None:
+        raise AccountError(f"user {user!r} does not exist: add it with `switchboard user add`")
+    if session.get(GroupMember, (group, user)) is None:
+        session.add(GroupMember(group_name=group, user_name=user))
+        session.flush()
+
+
+def group_members(session: Session, group: str) -> list[str]:
+    """Names of the members of ``group``."""
+    rows = session.exec(select(GroupMember.user_name).where(GroupMember.group_name == group))
+    return sorted(rows.all())
+
+
+def is_member(session: Session, group: str, user: str) -> bool:
+    """True when ``user`` belongs to ``group``."""
+    return session.get(GroupMember, (group, user)) is not None
+
+
+def conversation_exists(session: Session, conversation: Conversation) -> bool:
+    """True when the conversation's users (dm) or group exist."""
+    if conversation.kind is Kind.DM:
+        return all(session.get(User, name) is not None for name in conversation.members)
+    return session.get(Group, conversation.group) is not None
+
+
+def may_read(session: Session, user: str, conversation: Conversation) -> bool:
+    """True when ``user`` takes part in ``conversation``."""
+    if conversation.kind is Kind.DM:
+        return user in conversation.members
+    return is_member(session, conversation.group, user)
+
+
+__all__ = [
+    "add_member",
+    "authenticate",
+    "conversation_exists",
+    "create_group",
+    "create_user",
+    "ensure_service_account",
+    "group_members",
+    "hash_password",
+    "is_member",
+    "list_users",
+    "may_read",
+    "user_exists",
+    "verify_password",
+]

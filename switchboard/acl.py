@@ -1,0 +1,150 @@
+"""Who may publish, subscribe to or receive which topic: topic scheme v1 as pure decisions.
+
+The functions take the caller's identity, the topic and a :class:`Directory` that answers two
+questions about the world (does this user exist, is this user in that group). They return a
+:class:`Decision` with a reason a person can read. The broker calls them; they do no I/O of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from switchboard.tables import Role
+from switchboard.topics import Kind, is_chat_topic, is_valid_name, parse_topic
+
+
+class Action(StrEnum):
+    """What a client wants to do with a topic."""
+
+    PUBLISH = "publish"
+    SUBSCRIBE = "subscribe"
+    RECEIVE = "receive"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a connected client is: a user name and role, or anonymous (``name`` None)."""
+
+    name: str | None
+    role: Role | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.role is Role.SERVICE
+
+
+ANONYMOUS = Identity(None)
+
+
+class Directory(Protocol):
+    """The two facts the rules need about users and groups."""
+
+    def user_exists(self, name: str) -> bool: ...
+
+    def is_member(self, group: str, user: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer, and why."""
+
+    allowed: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def _allow(reason: str) -> Decision:
+    return Decision(True, reason)
+
+
+def _deny(reason: str) -> Decision:
+    return Decision(False, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Rules outside the chat scheme. ``generic_topics``: anyone may use non-chat topics."""
+
+    generic_topics: bool = False
+
+    def check(self, action: Action, who: Identity, topic: str, directory: Directory) -> Decision:
+        """Decide ``action`` on ``topic`` (a topic name, or a filter for SUBSCRIBE)."""
+        first = topic.split("/", 1)[0]
+        if first in ("+", "#"):
+            if who.is_service:
+                return _allow("service accounts may use wildcard filters")
+            return _deny("a filter starting with a wildcard would reach other users' chat topics")
+        if not is_chat_topic(topic):
+            if self.generic_topics:
+                return _allow("generic MQTT topics are open (mqtt.allow_anonymous is on)")
+            return _deny("only chat topics (dm/, group/, presence/, receipt/, ack/) are served")
+        if who.name is None:
+            return _deny("chat topics need a login: connect with a username and password")
+        if who.is_service:
+            if action is Action.PUBLISH and first != Kind.ACK:
+                return _deny("the bridge's service account publishes only on ack/{user}")
+            return _allow("service account")
+        if action is Action.SUBSCRIBE:
+            return _check_subscribe(who.name, topic, directory)
+        if action is Action.PUBLISH:
+            return _check_publish(who.name, topic, directory)
+        return _check_receive(who.name, topic, directory)
+
+
+def _check_publish(me: str, topic: str, directory: Directory) -> Decision:
+    parsed = parse_topic(topic)
+    if parsed is None:
+        return _deny(f"{topic!r} is not a valid chat topic (see docs/protocol.md)")
+    if parsed.kind is Kind.DM or parsed.kind is Kind.RECEIPT:
+        if parsed.sender != me:
+            return _deny(f"you may only publish as yourself: use {parsed.kind}/{parsed.target}/{me}")
+        if not directory.user_exists(parsed.target):
+            return _deny(f"user {parsed.target!r} does not exist")
+        return _allow("own message to an existing user")
+    if parsed.kind is Kind.GROUP:
+        if parsed.sender != me:
+            return _deny(f"you may only publish as yourself: use group/{parsed.target}/{me}")
+        if not directory.is_member(parsed.target, me):
+            return _deny(f"you are not a member of group {parsed.target!r}")
+        return _allow("member of the group")
+    if parsed.kind is Kind.PRESENCE:
+        if parsed.target != me:
+            return _deny(f"you may only publish your own presence: presence/{me}")
+        return _allow("own presence")
+    return _deny("ack/ topics are published by the bridge only")
+
+
+def _check_subscribe(me: str, topic_filter: str, directory: Directory) -> Decision:
+    levels = topic_filter.split("/")
+    kind = levels[0]
+    if "#" in levels:
+        return _deny(f"'#' is not allowed in {kind}/ filters: subscribe to your own topics")
+    if not all(level == "+" or is_valid_name(level) for level in levels[1:]):
+        return _deny(f"{topic_filter!r} is not a valid chat topic filter")
+    if kind == Kind.PRESENCE:
+        return _allow("presence is visible to every user") if len(levels) == 2 else _deny("use presence/+")
+    if kind == Kind.ACK:
+        return _allow("own acks") if levels[1:] == [me] else _deny(f"you may only read ack/{me}")
+    if len(levels) != 3:
+        return _deny(f"{kind}/ filters have three levels: {kind}/{{to}}/{{from}}")
+    target, sender = levels[1], levels[2]
+    if kind == Kind.GROUP:
+        if target == "+" or not directory.is_member(target, me):
+            return _deny(f"you are not a member of group {target!r}")
+        return _allow("member of the group")
+    # dm and receipt: the caller must be one end, named outright.
+    if target == me or sender == me:
+        return _allow("own conversation")
+    return _deny(f"you may only read {kind}/{me}/+ or {kind}/+/{me}")
+
+
+def _check_receive(me: str, topic: str, directory: Directory) -> Decision:
+    """Checked per delivered message: a subscription stays valid only while its grounds hold."""
+    parsed = parse_topic(topic)
+    if parsed is not None and parsed.kind is Kind.GROUP and not directory.is_member(parsed.target, me):
+        return _deny(f"no longer a member of group {parsed.target!r}")
+    return _allow("subscription was allowed")

@@ -1,0 +1,112 @@
+"""Database access: engines for SQLite and Postgres, sessions, and schema migrations (Alembic).
+
+Engines are built by the caller (``main()``, a lifespan, a fixture) from settings, never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlmodel import Session
+
+from switchboard.errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for ``database_url``; for SQLite, the file's folder is created and WAL turned on."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError(
+            f"bad value for database_url (SWITCHBOARD_DATABASE_URL) = {database_url!r}: "
+            "use sqlite:///PATH or postgresql+psycopg://user:pass@host/db"
+        ) from None
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"bad value for database_url (SWITCHBOARD_DATABASE_URL) = {url.render_as_string()!r}: "
+            "only sqlite:// and postgresql+psycopg:// are supported"
+        )
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error.
+
+    SQLAlchemy errors leave as :class:`StoreError` (``retryable`` when the database was unreachable).
+    """
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise StoreError(f"database unavailable: {_first_line(exc)}", retryable=True) from exc
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+
+
+def upgrade(engine: Engine) -> None:
+    """Create or migrate the schema to the newest revision."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise StoreError(f"cannot migrate the database: {_first_line(exc)}", retryable=True) from exc
+
+
+def wait_until_reachable(engine: Engine, *, what: str, timeout: float | None = None) -> None:
+    """Block until the database answers, logging what we wait for; capped backoff.
+
+    ``timeout`` None waits for ever (the services start before the database in docker-compose).
+    """
+    delay, deadline = 0.5, None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return
+        except OperationalError as exc:
+            if deadline is not None and time.monotonic() > deadline:
+                raise StoreError(f"database unreachable: {_first_line(exc)}", retryable=True) from exc
+            log.warning("%s: waiting for the database (%s); retrying in %.1fs", what, _first_line(exc), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return (str(original).strip().splitlines() or [type(original).__name__])[0]

@@ -1,0 +1,30 @@
+"""The exceptions Switchboard raises, one root for the whole project.
+
+    SwitchboardError
+    ├── ConfigError        a setting is unknown, malformed, or cannot be honoured (port in use)
+    ├── StoreError         the database refused or could not be reached
+    └── AccountError       a user or group operation is impossible (unknown user, duplicate name)
+
+Library errors (pydantic, SQLAlchemy, OSError) are translated into these once, at the edge that
+calls the library, so callers and the CLI only ever handle this tree.
+"""
+
+
+class SwitchboardError(Exception):
+    """Root of every error Switchboard raises on purpose."""
+
+
+class ConfigError(SwitchboardError):
+    """A setting is wrong. The message is one line: the setting, the value, and what to do."""
+
+
+class StoreError(SwitchboardError):
+    """The database failed; ``retryable`` says whether trying again later can help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class AccountError(SwitchboardError):
+    """A user or group operation cannot be done as asked."""

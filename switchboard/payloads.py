@@ -1,0 +1,79 @@
+"""Message payloads: what a client may publish on a dm/group topic, and what the bridge answers.
+
+A payload is either a JSON object ``{"id": "...", "body": "...", ...}`` or, for clients such as
+``mosquitto_pub -m hello``, plain UTF-8 text, which becomes a text message with a server-made id.
+A payload that starts with ``{`` is taken as JSON and must be a valid message object. Anything
+else is a :class:`Rejection` with a reason a person can act on; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+MAX_ID_CHARS = 64
+MAX_BODY_CHARS = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPayload:
+    """A valid message: the client's id (or a server-made one) and its text body."""
+
+    id: str
+    body: str
+    server_made_id: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a payload cannot be stored as a message."""
+
+    reason: str
+
+
+def parse_message(payload: bytes) -> ChatPayload | Rejection:
+    """Turn the bytes of a dm/group PUBLISH into a message, or say why not."""
+    if not payload:
+        return Rejection("empty payload: send a JSON object {\"id\", \"body\"} or plain UTF-8 text")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(f"payload is not UTF-8 (bad byte at offset {exc.start}): send UTF-8 text or JSON")
+    if not text.lstrip().startswith("{"):
+        return _checked(ChatPayload(id=uuid.uuid4().hex, body=text, server_made_id=True))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Rejection(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    if not isinstance(data, dict):
+        return Rejection("JSON payload must be an object with \"id\" and \"body\"")
+    return _from_object(data)
+
+
+def _from_object(data: dict[str, Any]) -> ChatPayload | Rejection:
+    message_id = data.get("id")
+    body = data.get("body")
+    if not isinstance(message_id, str) or not message_id:
+        return Rejection("missing \"id\": give each message a unique string id of at most 64 characters")
+    if len(message_id) > MAX_ID_CHARS:
+        return Rejection(f"\"id\" is {len(message_id)} characters long; the limit is {MAX_ID_CHARS}")
+    if not isinstance(body, str):
+        return Rejection("missing \"body\": the message text must be a JSON string")
+    return _checked(ChatPayload(id=message_id, body=body))
+
+
+def _checked(message: ChatPayload) -> ChatPayload | Rejection:
+    if len(message.body) > MAX_BODY_CHARS:
+        return Rejection(f"body is {len(message.body)} characters long; the limit is {MAX_BODY_CHARS}")
+    return message
+
+
+def ack_payload(message_id: str, conversation: str, seq: int, stored_at: datetime) -> bytes:
+    """What the bridge publishes on ``ack/{sender}`` once a message is committed."""
+    return json.dumps(
+        {"id": message_id, "conversation": conversation, "seq": seq, "stored_at": stored_at.isoformat()},
+        separators=(",", ":"),
+    ).encode()

@@ -1,0 +1,188 @@
+"""Settings for every service: defaults, ``config/switchboard.yaml`` (or ``--config FILE``), then env.
+
+Environment variables win over the file; they use the prefix ``SWITCHBOARD_`` and ``__`` between
+nested names (``SWITCHBOARD_MQTT__PORT=1884``). Settings are built once in ``main()`` by
+:func:`load_settings` and passed down; nothing here runs at import time.
+
+Every problem (unknown key, bad value) becomes a :class:`ConfigError` whose message is one line
+naming the setting, its value, where it came from and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from switchboard.errors import ConfigError
+
+ENV_PREFIX = "SWITCHBOARD_"
+CONFIG_ENV = "SWITCHBOARD_CONFIG"
+DEFAULT_CONFIG_FILE = Path("config/switchboard.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class MqttSettings(_Section):
+    """The MQTT broker's listener and access policy."""
+
+    host: str = Field("0.0.0.0", description="Address the broker listens on.")
+    port: int = Field(1883, ge=0, le=65535, description="TCP port for MQTT (0 picks a free port).")
+    allow_anonymous: bool = Field(
+        False, description="Let clients connect without a username (generic MQTT use, no chat topics)."
+    )
+
+
+class ApiSettings(_Section):
+    """The REST API's listener."""
+
+    host: str = Field("0.0.0.0", description="Address the API listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port for HTTP (0 picks a free port).")
+
+
+class BridgeSettings(_Section):
+    """How the bridge reaches the broker, and the service account it logs in with."""
+
+    broker_host: str = Field("127.0.0.1", description="Broker host the bridge connects to.")
+    broker_port: int = Field(1883, ge=1, le=65535, description="Broker port the bridge connects to.")
+    username: str = Field(
+        "switchboard-bridge",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Service account the bridge logs in as.",
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="Service account password. `switchboard up` makes a fresh one when unset; "
+        "set it for `switchboard broker` and `switchboard bridge` run apart.",
+    )
+    client_id: str = Field("switchboard-bridge", description="MQTT client id of the bridge's session.")
+    batch_size: int = Field(200, ge=1, le=10000, description="Most messages stored in one transaction.")
+    batch_wait_ms: int = Field(5, ge=0, le=1000, description="How long a batch waits to fill, in ms.")
+
+
+class Settings(BaseSettings):
+    """Everything Switchboard can be told. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    database_url: str = Field(
+        "sqlite:///./var/switchboard.db",
+        description="SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql+psycopg://user:pass@host/db.",
+    )
+    log_level: str = Field(
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING or ERROR."
+    )
+    mqtt: MqttSettings = MqttSettings()
+    api: ApiSettings = ApiSettings()
+    bridge: BridgeSettings = BridgeSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Order is priority: explicit arguments (the YAML file's values), overridden by env.
+        return (env_settings, init_settings)
+
+
+def load_settings(config_file: str | Path | None = None) -> Settings:
+    """Build settings from defaults, the YAML file, then ``SWITCHBOARD_*`` environment variables.
+
+    ``config_file`` None means ``$SWITCHBOARD_CONFIG``, else ``config/switchboard.yaml`` when it exists.
+    """
+    path = _config_path(config_file, os.environ)
+    file_values = _read_yaml(path) if path else {}
+    _reject_unknown_env(os.environ)
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, os.environ)) from None
+
+
+def _config_path(config_file: str | Path | None, env: Any) -> Path | None:
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist: check the --config path")
+        return path
+    if env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={str(path)!r} does not exist: point it at a YAML file or unset it")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def _reject_unknown_env(env: Any) -> None:
+    """pydantic-settings ignores unknown top-level variables; a typo must not pass silently."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_ENV}
+    for key in sorted(env):
+        if not key.startswith(ENV_PREFIX) or key in known:
+            continue
+        top = key[len(ENV_PREFIX) :].split("__", 1)[0]
+        if (ENV_PREFIX + top) not in known:
+            choices = ", ".join(sorted(k for k in known if k != CONFIG_ENV))
+            raise ConfigError(f"unknown setting {key}: remove it or use one of {choices}")
+
+
+def _describe(exc: ValidationError, path: Path | None, env: Any) -> str:
+    """One line for the first problem, with a count of the rest."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    dotted = ".".join(loc)
+    env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
+    source = f"environment variable {env_name}" if env_name in env else f"config file {str(path)!r}"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {dotted!r} in {source}: remove it or check the spelling{more}"
+    hint = _field_description(loc)
+    return (
+        f"bad value for {dotted} ({env_name}) = {first['input']!r} from {source}: {first['msg']}"
+        f"; expected: {hint}{more}"
+    )
+
+
+def _field_description(loc: list[str]) -> str:
+    model: type[BaseModel] = Settings
+    info: FieldInfo | None = None
+    for part in loc:
+        info = model.model_fields.get(part)
+        if info is None:
+            break
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    if info is not None and info.description:
+        return info.description
+    return "see docs/configuration.md"

@@ -1,0 +1,108 @@
+"""The database tables, as SQLModel classes. Alembic migrations in ``switchboard/migrations`` create them.
+
+Names are the identifiers of users and groups (they never change), so they are primary keys.
+A conversation row carries ``last_seq``, the counter that gives each stored message its place.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+#: BIGINT ids on Postgres; SQLite only auto-increments a column declared INTEGER PRIMARY KEY.
+ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _timestamp() -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=False)
+
+
+class Role(StrEnum):
+    """What an account is for: a person, an administrator, or a Switchboard service (the bridge)."""
+
+    USER = "user"
+    ADMIN = "admin"
+    SERVICE = "service"
+
+
+class User(SQLModel, table=True):
+    """An account that can log in over MQTT and HTTP."""
+
+    __tablename__ = "users"
+
+    name: str = Field(primary_key=True, max_length=64)
+    password_hash: str = Field(max_length=256)
+    role: str = Field(default=Role.USER, max_length=16)
+    disabled: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class Group(SQLModel, table=True):
+    """A named set of users sharing the ``group:{name}`` conversation."""
+
+    __tablename__ = "groups"
+
+    name: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class GroupMember(SQLModel, table=True):
+    """Membership of one user in one group."""
+
+    __tablename__ = "group_members"
+    __table_args__ = (Index("ix_group_members_user", "user_name"),)
+
+    group_name: str = Field(foreign_key="groups.name", primary_key=True, max_length=64, ondelete="CASCADE")
+    user_name: str = Field(foreign_key="users.name", primary_key=True, max_length=64, ondelete="CASCADE")
+
+
+class Conversation(SQLModel, table=True):
+    """A DM between two users (``dm:a:b``) or a group's conversation (``group:g``)."""
+
+    __tablename__ = "conversations"
+
+    id: str = Field(primary_key=True, max_length=140)
+    kind: str = Field(max_length=16)
+    last_seq: int = Field(default=0, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class Message(SQLModel, table=True):
+    """A stored message: its place (``seq``) in its conversation, sender, client id and body."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
+        UniqueConstraint("sender", "client_msg_id", name="uq_messages_sender_client_msg_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID_TYPE)
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=140)
+    seq: int = Field(sa_type=BigInteger)
+    sender: str = Field(max_length=64)
+    client_msg_id: str = Field(max_length=64)
+    body: str = Field(sa_type=Text)
+    topic: str = Field(max_length=256)
+    payload: bytes = Field(sa_type=LargeBinary)
+    stored_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class RejectedMessage(SQLModel, table=True):
+    """A PUBLISH the bridge could not store as a message, kept with the reason."""
+
+    __tablename__ = "rejected_messages"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID_TYPE)
+    topic: str = Field(sa_type=Text)
+    payload: bytes = Field(sa_type=LargeBinary)
+    reason: str = Field(sa_type=Text)
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())

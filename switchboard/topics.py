@@ -1,0 +1,130 @@
+"""Topic scheme v1: what each chat topic means, and the conversation it belongs to.
+
+    dm/{to}/{from}         a direct message from {from} to {to}
+    group/{group}/{from}   a message from {from} to the members of {group}
+    presence/{user}        retained presence of {user}
+    receipt/{to}/{from}    delivery/read receipts from {from} back to {to}
+    ack/{user}             the bridge's "stored" acknowledgements for {user}
+
+Pure functions only: parsing strings into typed topics. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+NAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+_NAME = re.compile(rf"^{NAME_PATTERN}$")
+
+
+class Kind(StrEnum):
+    """The first level of a chat topic."""
+
+    DM = "dm"
+    GROUP = "group"
+    PRESENCE = "presence"
+    RECEIPT = "receipt"
+    ACK = "ack"
+
+
+#: How many levels each kind of topic has, its kind included.
+_LEVELS = {Kind.DM: 3, Kind.GROUP: 3, Kind.PRESENCE: 2, Kind.RECEIPT: 3, Kind.ACK: 2}
+
+
+def is_valid_name(name: str) -> bool:
+    """True for a legal user or group name: ``[A-Za-z0-9_.-]{1,64}``."""
+    return bool(_NAME.match(name))
+
+
+def is_chat_topic(topic: str) -> bool:
+    """True when the first level names one of the scheme's kinds (dm, group, presence, ...)."""
+    return topic.split("/", 1)[0] in _LEVELS
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTopic:
+    """A concrete (wildcard-free) chat topic, split into its parts.
+
+    For ``dm`` and ``receipt`` ``target`` is ``{to}``; for ``group`` it is the group;
+    for ``presence`` and ``ack`` it is the user and ``sender`` is empty.
+    """
+
+    kind: Kind
+    target: str
+    sender: str = ""
+
+    @property
+    def conversation(self) -> str | None:
+        """The conversation a message on this topic belongs to (dm and group topics only)."""
+        if self.kind is Kind.DM:
+            return dm_conversation(self.target, self.sender)
+        if self.kind is Kind.GROUP:
+            return group_conversation(self.target)
+        return None
+
+
+def parse_topic(topic: str) -> ChatTopic | None:
+    """Parse a concrete chat topic; None when it is not one (wrong shape, bad names, wildcards)."""
+    levels = topic.split("/")
+    try:
+        kind = Kind(levels[0])
+    except ValueError:
+        return None
+    if len(levels) != _LEVELS[kind] or not all(is_valid_name(level) for level in levels[1:]):
+        return None
+    return ChatTopic(kind, levels[1], levels[2] if len(levels) == 3 else "")
+
+
+def dm_conversation(a: str, b: str) -> str:
+    """``dm:{a}:{b}`` with the two names sorted, so both sides name the same conversation."""
+    first, second = sorted((a, b))
+    return f"dm:{first}:{second}"
+
+
+def group_conversation(group: str) -> str:
+    """``group:{group}``."""
+    return f"group:{group}"
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A parsed conversation id: a DM between two users, or a group."""
+
+    id: str
+    kind: Kind
+    members: tuple[str, ...] = ()
+    group: str = ""
+
+
+def parse_conversation(conversation: str) -> Conversation | None:
+    """Parse ``dm:{a}:{b}`` (names sorted, distinct or the same) or ``group:{g}``; None otherwise."""
+    parts = conversation.split(":")
+    if parts[0] == "dm" and len(parts) == 3 and all(is_valid_name(p) for p in parts[1:]):
+        if dm_conversation(parts[1], parts[2]) != conversation:
+            return None
+        return Conversation(conversation, Kind.DM, members=(parts[1], parts[2]))
+    if parts[0] == "group" and len(parts) == 2 and is_valid_name(parts[1]):
+        return Conversation(conversation, Kind.GROUP, group=parts[1])
+    return None
+
+
+def dm_topic(to: str, sender: str) -> str:
+    """The topic ``sender`` publishes a DM to ``to`` on."""
+    return f"dm/{to}/{sender}"
+
+
+def group_topic(group: str, sender: str) -> str:
+    """The topic ``sender`` publishes to ``group`` on."""
+    return f"group/{group}/{sender}"
+
+
+def ack_topic(user: str) -> str:
+    """Where the bridge tells ``user`` that its messages are stored."""
+    return f"ack/{user}"
+
+
+def presence_topic(user: str) -> str:
+    """The retained presence topic of ``user``."""
+    return f"presence/{user}"
