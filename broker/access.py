@@ -1,0 +1,92 @@
+"""Authentication and topic access for broker clients, backed by the users and groups tables.
+
+One :class:`AccessControl` per broker is shared by the auth and ACL plugins. Database work runs
+in a worker thread so a slow query or an argon2 hash never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from amqtt.session import Session as MqttSession
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from switchboard import accounts
+from switchboard.acl import ANONYMOUS, Action, Decision, Identity, Policy
+from switchboard.errors import StoreError
+from switchboard.tables import Role
+
+log = logging.getLogger(__name__)
+
+
+class DbDirectory:
+    """Answers the ACL's questions (user exists, group membership) from the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def user_exists(self, name: str) -> bool:
+        with Session(self._engine) as session:
+            return accounts.user_exists(session, name)
+
+    def is_member(self, group: str, user: str) -> bool:
+        with Session(self._engine) as session:
+            return accounts.is_member(session, group, user)
+
+
+class AccessControl:
+    """Decides who may connect, and what each connected client may publish, subscribe or receive."""
+
+    def __init__(self, engine: Engine, *, allow_anonymous: bool) -> None:
+        self._engine = engine
+        self._directory = DbDirectory(engine)
+        self._policy = Policy(generic_topics=allow_anonymous)
+        self.allow_anonymous = allow_anonymous
+        self._identities: dict[str, Identity] = {}
+
+    async def authenticate(self, session: MqttSession) -> bool:
+        """True when the CONNECT's credentials are good (or it is anonymous and that is allowed)."""
+        if session.username is None:
+            if not self.allow_anonymous:
+                log.warning("refused client_id=%s: no username (set mqtt.allow_anonymous to allow)",
+                            session.client_id)
+            return self.allow_anonymous
+        name, password = session.username, session.password or ""
+        try:
+            user = await asyncio.to_thread(self._check_password, name, password)
+        except StoreError as exc:
+            log.error("refused client_id=%s user=%s: %s", session.client_id, name, exc)
+            return False
+        if user is None:
+            log.warning("refused client_id=%s user=%s: bad username or password", session.client_id, name)
+            return False
+        self._identities[name] = user
+        return True
+
+    def _check_password(self, name: str, password: str) -> Identity | None:
+        with Session(self._engine) as session:
+            user = accounts.authenticate(session, name, password)
+            return None if user is None else Identity(user.name, Role(user.role))
+
+    def identity(self, session: MqttSession) -> Identity | None:
+        """Who this client logged in as; None if it never authenticated here."""
+        if session.username is None:
+            return ANONYMOUS if self.allow_anonymous else None
+        return self._identities.get(session.username)
+
+    async def check(self, session: MqttSession, topic: str, action: Action) -> Decision:
+        """Decide one action; denials are logged with client id, user, topic and reason."""
+        who = self.identity(session)
+        if who is None:
+            decision = Decision(False, "client is not authenticated")
+        else:
+            try:
+                decision = await asyncio.to_thread(self._policy.check, action, who, topic, self._directory)
+            except StoreError as exc:
+                decision = Decision(False, f"cannot check access: {exc}")
+        if not decision.allowed:
+            log.warning("denied %s: client_id=%s user=%s topic=%r reason=%s",
+                        action, session.client_id, session.username, topic, decision.reason)
+        return decision

@@ -1,0 +1,1 @@
+"""amqtt plugins that hand authentication and topic checks to :class:`broker.access.AccessControl`."""
