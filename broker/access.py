@@ -50,8 +50,7 @@ class AccessControl:
         """True when the CONNECT's credentials are good (or it is anonymous and that is allowed)."""
         if session.username is None:
             if not self.allow_anonymous:
-                log.warning("refused client_id=%s: no username (set mqtt.allow_anonymous to allow)",
-                            session.client_id)
+                log.warning("refused client_id=%s: no username (set mqtt.allow_anonymous to allow)", session.client_id)
             return self.allow_anonymous
         name, password = session.username, session.password or ""
         try:
@@ -87,6 +86,12 @@ class AccessControl:
             except StoreError as exc:
                 decision = Decision(False, f"cannot check access: {exc}")
         if not decision.allowed:
-            log.warning("denied %s: client_id=%s user=%s topic=%r reason=%s",
-                        action, session.client_id, session.username, topic, decision.reason)
+            log.warning(
+                "denied %s: client_id=%s user=%s topic=%r reason=%s",
+                action,
+                session.client_id,
+                session.username,
+                topic,
+                decision.reason,
+            )
         return decision

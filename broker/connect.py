@@ -27,6 +27,19 @@ from amqtt.utils import format_client_message, gen_client_id
 log = logging.getLogger(__name__)
 
 
+#: What a resumed session takes from the new CONNECT. amqtt forgets will_retain; here the will applies whole.
+_RESUMED_FIELDS = (
+    "will_flag",
+    "will_message",
+    "will_topic",
+    "will_qos",
+    "will_retain",
+    "keep_alive",
+    "username",
+    "password",
+)
+
+
 class AuthenticateBeforeSession(Broker):
     """Broker whose CONNECT handling authenticates before any session is deleted or taken over."""
 
@@ -56,8 +69,12 @@ class AuthenticateBeforeSession(Broker):
 
         stored = self._sessions.get(session.client_id) if session.client_id else None
         if stored is not None and stored[0].username != session.username:
-            log.warning("refused client_id=%s user=%s from %s: the client id belongs to another user's session",
-                        session.client_id, session.username, peer)
+            log.warning(
+                "refused client_id=%s user=%s from %s: the client id belongs to another user's session",
+                session.client_id,
+                session.username,
+                peer,
+            )
             await self._refuse(writer, IDENTIFIER_REJECTED)
             raise AMQTTError(f"{peer}: client id {session.client_id!r} belongs to another user")
 
@@ -82,8 +99,16 @@ class AuthenticateBeforeSession(Broker):
             session.parent = 0
             return session
         existing = stored[0]
-        # amqtt forgets will_retain here; the new CONNECT's will applies whole.
-        fields = ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive", "username", "password")
+        fields = (
+            "will_flag",
+            "will_message",
+            "will_topic",
+            "will_qos",
+            "will_retain",
+            "keep_alive",
+            "username",
+            "password",
+        )
         for name in fields:
             setattr(existing, name, getattr(session, name))
         existing.parent = 1

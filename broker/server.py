@@ -50,8 +50,9 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
     except BrokerError as exc:
         cause = exc.__cause__
         if isinstance(cause, OSError):
-            raise port_error(cause, settings.host, settings.port, setting="mqtt.port",
-                             env="SWITCHBOARD_MQTT__PORT") from None
+            raise port_error(
+                cause, settings.host, settings.port, setting="mqtt.port", env="SWITCHBOARD_MQTT__PORT"
+            ) from None
         raise ConfigError(f"the MQTT broker could not start: {exc}") from None
     log.info("broker listening on mqtt://%s:%d", settings.host, broker.port)
     return broker

@@ -52,9 +52,7 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
 
 def _check_name(name: str, what: str) -> None:
     if not is_valid_name(name):
-        raise AccountError(
-            f"{what} name {name!r} is invalid: use 1 to 64 letters, digits, '_', '.' or '-'"
-        )
+        raise AccountError(f"{what} name {name!r} is invalid: use 1 to 64 letters, digits, '_', '.' or '-'")
 
 
 def create_user(session: Session, name: str, password: str, role: Role = Role.USER) -> User:

@@ -14,6 +14,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
@@ -76,10 +78,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise StoreError(f"database error: {_first_line(exc)}") from exc
 
 
-def upgrade(engine: Engine) -> None:
-    """Create or migrate the schema to the newest revision."""
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Create or migrate the schema to the newest revision."""
+    config = _alembic_config()
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
@@ -110,3 +117,17 @@ def wait_until_reachable(engine: Engine, *, what: str, timeout: float | None = N
 def _first_line(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     return (str(original).strip().splitlines() or [type(original).__name__])[0]
+
+
+def require_current_schema(engine: Engine) -> None:
+    """StoreError unless the database is migrated to the newest revision (services do not migrate)."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise StoreError(f"database unreachable: {_first_line(exc)}", retryable=True) from exc
+    if current != head:
+        raise StoreError(
+            f"the database schema is at revision {current or 'none'}, not {head}: run `switchboard db upgrade`"
+        )

@@ -37,7 +37,7 @@ class Rejection:
 def parse_message(payload: bytes) -> ChatPayload | Rejection:
     """Turn the bytes of a dm/group PUBLISH into a message, or say why not."""
     if not payload:
-        return Rejection("empty payload: send a JSON object {\"id\", \"body\"} or plain UTF-8 text")
+        return Rejection('empty payload: send a JSON object {"id", "body"} or plain UTF-8 text')
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -49,7 +49,7 @@ def parse_message(payload: bytes) -> ChatPayload | Rejection:
     except json.JSONDecodeError as exc:
         return Rejection(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
     if not isinstance(data, dict):
-        return Rejection("JSON payload must be an object with \"id\" and \"body\"")
+        return Rejection('JSON payload must be an object with "id" and "body"')
     return _from_object(data)
 
 
@@ -57,11 +57,11 @@ def _from_object(data: dict[str, Any]) -> ChatPayload | Rejection:
     message_id = data.get("id")
     body = data.get("body")
     if not isinstance(message_id, str) or not message_id:
-        return Rejection("missing \"id\": give each message a unique string id of at most 64 characters")
+        return Rejection('missing "id": give each message a unique string id of at most 64 characters')
     if len(message_id) > MAX_ID_CHARS:
-        return Rejection(f"\"id\" is {len(message_id)} characters long; the limit is {MAX_ID_CHARS}")
+        return Rejection(f'"id" is {len(message_id)} characters long; the limit is {MAX_ID_CHARS}')
     if not isinstance(body, str):
-        return Rejection("missing \"body\": the message text must be a JSON string")
+        return Rejection('missing "body": the message text must be a JSON string')
     return _checked(ChatPayload(id=message_id, body=body))
 
 

@@ -1,0 +1,34 @@
+"""Builds the FastAPI application around an engine made by the caller."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from api.routes import health, messages
+from switchboard import __version__
+
+
+def create_app(engine: Engine) -> FastAPI:
+    """The API, reading and writing through ``engine``."""
+    app = FastAPI(
+        title="Switchboard",
+        version=__version__,
+        summary="History and health for Switchboard, chat over MQTT.",
+        docs_url="/docs",
+    )
+    app.state.engine = engine
+    app.include_router(health.router)
+    app.include_router(messages.router)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    return app
+
+
+async def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        content={"detail": "the database is unreachable; try again shortly"},
+        headers={"Retry-After": "5"},
+    )

@@ -1,0 +1,62 @@
+"""Serves the API with uvicorn inside the caller's event loop (``switchboard api`` and ``up``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import uvicorn
+from sqlalchemy import Engine
+
+from api.app import create_app
+from switchboard.ports import ensure_port_free
+from switchboard.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: the caller owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class ApiServer:
+    """A uvicorn server for the app; start it, read its port, stop it."""
+
+    def __init__(self, settings: ApiSettings, engine: Engine) -> None:
+        self._settings = settings
+        config = uvicorn.Config(
+            create_app(engine),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind and begin serving; ConfigError when the port is taken."""
+        ensure_port_free(self._settings.host, self._settings.port, setting="api.port", env="SWITCHBOARD_API__PORT")
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the API server stopped while starting")
+            await asyncio.sleep(0.02)
+        log.info("api listening on http://%s:%d", self._settings.host, self.port)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task

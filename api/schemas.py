@@ -1,0 +1,37 @@
+"""Response models of the REST API (what clients see, not the tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class MessagePublic(BaseModel):
+    """One stored message."""
+
+    conversation: str = Field(examples=["dm:alice:bob"])
+    seq: int = Field(description="Place in the conversation: 1, 2, 3 ... without gaps.", examples=[1])
+    sender: str = Field(examples=["alice"])
+    id: str = Field(description="The sender's id for the message (or a server-made one).", examples=["m-1"])
+    body: str = Field(examples=["hello"])
+    stored_at: datetime
+
+
+class MessagesPage(BaseModel):
+    """A page of history and the cursor for the next one."""
+
+    conversation: str = Field(examples=["dm:alice:bob"])
+    direction: Literal["backward", "forward"] = Field(
+        description="backward: newest first (pass `next` as `before`); forward: oldest first (pass it as `after`)."
+    )
+    messages: list[MessagePublic]
+    next: int | None = Field(description="Cursor for the next page, or null when there is none.", examples=[41])
+
+
+class Health(BaseModel):
+    """Liveness and database reachability."""
+
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unreachable"]

@@ -1,0 +1,165 @@
+"""MQTT in: the bridge's connection to the broker, batching, ack-after-commit and ``ack/{sender}`` replies.
+
+The bridge keeps a persistent session (clean_session=0) subscribed to ``dm/#`` and ``group/#`` at
+QoS 1. paho acknowledges a QoS 1 message as soon as it is read unless ``manual_ack`` is on
+(aiomqtt 2.5 does not expose it, so it is set on the underlying paho client). Here a message is
+acknowledged only after the transaction that stores it has committed: a crash before that leaves it
+unacknowledged, and the broker sends it again, where the ``(sender, id)`` key makes it a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import aiomqtt
+from sqlalchemy import Engine
+
+from bridge.store import Incoming, Outcome, Rejected, Stored, save_batch
+from switchboard.db import session_scope
+from switchboard.errors import StoreError
+from switchboard.payloads import ack_payload
+from switchboard.settings import BridgeSettings
+from switchboard.tables import RejectedMessage
+from switchboard.topics import ack_topic
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS = [("dm/#", 1), ("group/#", 1)]
+MAX_BACKOFF_SECONDS = 10.0
+
+
+class Bridge:
+    """Moves messages from the broker into the database, for ever, reconnecting as needed."""
+
+    def __init__(self, *, engine: Engine, settings: BridgeSettings, password: str, host: str, port: int) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._password = password
+        self._host = host
+        self._port = port
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, consume, and reconnect with capped backoff when the broker goes away."""
+        delay = 0.5
+        while True:
+            try:
+                await self._consume_one_connection()
+            except StoreError as exc:
+                # Unacknowledged messages come back when the session resumes.
+                self.connected.clear()
+                log.error("bridge: could not store messages (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                log.warning(
+                    "bridge: waiting for the broker at %s:%d (%s); retrying in %.1fs",
+                    self._host,
+                    self._port,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            else:
+                delay = 0.5
+
+    async def _consume_one_connection(self) -> None:
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._settings.username,
+            password=self._password,
+            identifier=self._settings.client_id,
+            clean_session=False,
+            keepalive=30,
+        )
+        # Ack after commit: set before connecting, so no queued message is auto-acknowledged.
+        client._client.manual_ack_set(True)
+        async with client:
+            await client.subscribe(SUBSCRIPTIONS)
+            self.connected.set()
+            log.info("bridge: connected to %s:%d as %s", self._host, self._port, self._settings.username)
+            while True:
+                batch = await self._next_batch(client)
+                outcomes = await self._store(batch)
+                for message in batch:
+                    client._client.ack(message.mid, message.qos)
+                await self._publish_acks(client, outcomes)
+
+    async def _next_batch(self, client: aiomqtt.Client) -> list[aiomqtt.Message]:
+        """Wait for one message, then take what else arrives within ``batch_wait_ms``, up to ``batch_size``."""
+        batch = [await anext(client.messages)]
+        size, wait = self._settings.batch_size, self._settings.batch_wait_ms / 1000
+        deadline = asyncio.get_running_loop().time() + wait
+        queue = client._queue
+        while len(batch) < size:
+            while len(batch) < size and not queue.empty():
+                batch.append(queue.get_nowait())
+            remaining = deadline - asyncio.get_running_loop().time()
+            if len(batch) >= size or remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, 0.001))
+        return batch
+
+    async def _store(self, batch: Sequence[aiomqtt.Message]) -> list[Outcome]:
+        """Commit the batch, waiting out database outages (nothing is acknowledged meanwhile)."""
+        return await self._store_items([Incoming(m.topic.value, _payload_bytes(m.payload)) for m in batch])
+
+    async def _store_items(self, items: list[Incoming]) -> list[Outcome]:
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(self._commit, items)
+            except StoreError as exc:
+                if exc.retryable:
+                    log.warning(
+                        "bridge: waiting for the database (%s); %d message(s) held, retrying in %.1fs",
+                        exc,
+                        len(items),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+                    continue
+                if len(items) == 1:
+                    return [await self._reject_poison(items[0], exc)]
+                log.warning("bridge: batch of %d failed (%s); storing one by one", len(items), exc)
+                return [outcome for item in items for outcome in await self._store_items([item])]
+
+    async def _reject_poison(self, item: Incoming, error: StoreError) -> Outcome:
+        """A message the database refuses on its own: keep it in rejected_messages, never stall on it."""
+        reason = f"the database refused this message: {error}"
+        log.error("bridge: %s (topic=%r)", reason, item.topic)
+
+        def keep() -> None:
+            with session_scope(self._engine) as session:
+                session.add(RejectedMessage(topic=item.topic, payload=item.payload, reason=reason))
+
+        await asyncio.to_thread(keep)
+        return Rejected(reason)
+
+    def _commit(self, items: list[Incoming]) -> list[Outcome]:
+        with session_scope(self._engine) as session:
+            return save_batch(session, items)
+
+    async def _publish_acks(self, client: aiomqtt.Client, outcomes: Sequence[Outcome]) -> None:
+        acks = [
+            client.publish(ack_topic(o.sender), ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at), qos=1)
+            for o in outcomes
+            if isinstance(o, Stored)
+        ]
+        for outcome in outcomes:
+            if isinstance(outcome, Rejected):
+                log.info("bridge: rejected a message: %s", outcome.reason)
+        if acks:
+            await asyncio.gather(*acks)
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode() if payload is not None else b""

@@ -1,0 +1,36 @@
+"""Runs the bridge on its own (``switchboard bridge``): waits for the database, then consumes for ever."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import Engine
+
+from bridge.consumer import Bridge
+from switchboard.db import wait_until_reachable
+from switchboard.errors import ConfigError
+from switchboard.settings import Settings
+
+
+def bridge_password(settings: Settings) -> str:
+    """The service account's password, which a bridge run on its own must be given."""
+    if settings.bridge.password is None:
+        raise ConfigError(
+            "bridge.password is not set (SWITCHBOARD_BRIDGE__PASSWORD): give the bridge and the broker "
+            "the same service-account password"
+        )
+    return settings.bridge.password.get_secret_value()
+
+
+async def serve(settings: Settings, engine: Engine) -> None:
+    """Run until cancelled."""
+    password = bridge_password(settings)
+    await asyncio.to_thread(wait_until_reachable, engine, what="bridge")
+    bridge = Bridge(
+        engine=engine,
+        settings=settings.bridge,
+        password=password,
+        host=settings.bridge.broker_host,
+        port=settings.bridge.broker_port,
+    )
+    await bridge.run()

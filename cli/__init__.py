@@ -1,0 +1,1 @@
+"""The ``switchboard`` command line: the composition root that wires the services together."""

@@ -1,0 +1,144 @@
+"""The ``switchboard`` command: run the services and administer users, groups and the database.
+
+Every error Switchboard raises on purpose ends here as one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine
+
+from cli import stack
+from switchboard import accounts
+from switchboard.db import make_engine, session_scope, upgrade
+from switchboard.errors import AccountError, SwitchboardError
+from switchboard.settings import Settings, load_settings
+from switchboard.tables import Role
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description="Chat over MQTT: broker, bridge and API.")
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file (default: config/switchboard.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("up", help="run broker, bridge and API together (migrates the database first)")
+    commands.add_parser("broker", help="run the MQTT broker alone")
+    commands.add_parser("bridge", help="run the bridge alone (needs SWITCHBOARD_BRIDGE__PASSWORD)")
+    commands.add_parser("api", help="run the REST API alone")
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    add = user.add_parser("add", help="add a user (password from --password, else read from stdin)")
+    add.add_argument("name")
+    add.add_argument("--password", help="the password; omit it to type it or pipe it on stdin")
+    add.add_argument("--role", choices=[Role.USER.value, Role.ADMIN.value], default=Role.USER.value)
+    user.add_parser("list", help="list users")
+
+    group = commands.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
+    create = group.add_parser("create", help="create a group")
+    create.add_argument("group")
+    create.add_argument("--member", action="append", default=[], metavar="NAME", help="a member (repeatable)")
+    member = group.add_parser("add-member", help="add a user to a group")
+    member.add_argument("group")
+    member.add_argument("name")
+
+    db = commands.add_parser("db", help="manage the database").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="create or migrate the schema to the newest revision")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        _configure_logging(settings.log_level)
+        engine = make_engine(settings.database_url)
+        handler = _HANDLERS[(args.command, getattr(args, "action", None))]
+        handler(args, settings, engine)
+    except SwitchboardError as exc:
+        print(f"switchboard: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for noisy in ("amqtt", "transitions", "uvicorn.error", "alembic"):
+        logging.getLogger(noisy).setLevel(quiet)
+
+
+def _serve(run: Callable[[Settings, Engine], object]) -> Callable[[argparse.Namespace, Settings, Engine], None]:
+    def handler(_args: argparse.Namespace, settings: Settings, engine: Engine) -> None:
+        asyncio.run(run(settings, engine))  # type: ignore[arg-type]
+
+    return handler
+
+
+def _read_password(given: str | None) -> str:
+    if given is not None:
+        return given
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise AccountError("the two passwords differ: try again")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _user_add(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    password = _read_password(args.password)
+    upgrade(engine)
+    with session_scope(engine) as session:
+        accounts.create_user(session, args.name, password, Role(args.role))
+    print(f"user {args.name} added ({args.role})")
+
+
+def _user_list(_args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    upgrade(engine)
+    with session_scope(engine) as session:
+        for user in accounts.list_users(session):
+            state = " (disabled)" if user.disabled else ""
+            print(f"{user.name}\t{user.role}{state}")
+
+
+def _group_create(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    upgrade(engine)
+    with session_scope(engine) as session:
+        accounts.create_group(session, args.group, args.member)
+    print(f"group {args.group} created with {len(args.member)} member(s)")
+
+
+def _group_add_member(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    upgrade(engine)
+    with session_scope(engine) as session:
+        accounts.add_member(session, args.group, args.name)
+    print(f"{args.name} is a member of {args.group}")
+
+
+def _db_upgrade(_args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    upgrade(engine)
+    print("database schema is up to date")
+
+
+_HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Settings, Engine], None]] = {
+    ("up", None): _serve(stack.up),
+    ("broker", None): _serve(stack.broker_only),
+    ("bridge", None): _serve(stack.bridge_only),
+    ("api", None): _serve(stack.api_only),
+    ("user", "add"): _user_add,
+    ("user", "list"): _user_list,
+    ("group", "create"): _group_create,
+    ("group", "add-member"): _group_add_member,
+    ("db", "upgrade"): _db_upgrade,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

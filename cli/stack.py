@@ -1,0 +1,143 @@
+"""Runs the services: all three together (``switchboard up``) or each alone, until SIGINT or SIGTERM.
+
+This is the composition root: the only place that imports ``broker``, ``bridge`` and ``api``
+together. The services themselves import only the shared ``switchboard`` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import Engine
+
+from api.main import ApiServer
+from bridge import main as bridge_main
+from bridge.consumer import Bridge
+from broker.server import start_broker
+from switchboard import accounts
+from switchboard.db import require_current_schema, session_scope, upgrade, wait_until_reachable
+from switchboard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BRIDGE_READY_SECONDS = 15.0
+
+
+def _say(line: str) -> None:
+    """Lines people (and the end-to-end tests) read to know the stack is up."""
+    print(f"switchboard: {line}", flush=True)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    _say("stopping")
+
+
+def _provision_bridge_account(engine: Engine, settings: Settings, password: str) -> None:
+    with session_scope(engine) as session:
+        accounts.ensure_service_account(session, settings.bridge.username, password)
+
+
+def _local_address(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+async def up(settings: Settings, engine: Engine) -> None:
+    """Broker, bridge and API in one process, on one database, migrated on start."""
+    await asyncio.to_thread(upgrade, engine)
+    secret = settings.bridge.password
+    password = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(32)
+    await asyncio.to_thread(_provision_bridge_account, engine, settings, password)
+
+    broker = await start_broker(settings.mqtt, engine)
+    api = ApiServer(settings.api, engine)
+    bridge_task: asyncio.Task[None] | None = None
+    try:
+        await api.start()
+        bridge = Bridge(
+            engine=engine,
+            settings=settings.bridge,
+            password=password,
+            host=_local_address(settings.mqtt.host),
+            port=broker.port,
+        )
+        bridge_task = asyncio.create_task(bridge.run())
+        try:
+            await asyncio.wait_for(bridge.connected.wait(), BRIDGE_READY_SECONDS)
+        except TimeoutError:
+            log.warning("the bridge has not connected to the broker yet; it keeps trying")
+        _say(f"mqtt listening on {settings.mqtt.host}:{broker.port}")
+        _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
+        _say("ready; press Ctrl-C to stop")
+        await _until_signalled()
+    finally:
+        if bridge_task is not None:
+            bridge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bridge_task
+        await api.stop()
+        await broker.shutdown()
+    _say("stopped")
+
+
+async def broker_only(settings: Settings, engine: Engine) -> None:
+    """The broker alone; provisions the bridge's account when ``bridge.password`` is set."""
+    await _wait_for_schema(engine, "broker")
+    if settings.bridge.password is not None:
+        await asyncio.to_thread(
+            _provision_bridge_account, engine, settings, settings.bridge.password.get_secret_value()
+        )
+    broker = await start_broker(settings.mqtt, engine)
+    _say(f"mqtt listening on {settings.mqtt.host}:{broker.port}")
+    try:
+        await _until_signalled()
+    finally:
+        await broker.shutdown()
+
+
+async def api_only(settings: Settings, engine: Engine) -> None:
+    """The API alone; it answers 503 while the database is unreachable."""
+    api = ApiServer(settings.api, engine)
+    await api.start()
+    _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
+    try:
+        await _until_signalled()
+    finally:
+        await api.stop()
+
+
+async def bridge_only(settings: Settings, engine: Engine) -> None:
+    """The bridge alone; waits for the database and the broker as long as it takes."""
+    bridge_main.bridge_password(settings)  # fail fast on a missing password
+    await _wait_for_schema(engine, "bridge")
+    await _run_until_signalled(lambda: bridge_main.serve(settings, engine))
+
+
+async def _wait_for_schema(engine: Engine, what: str) -> None:
+    await asyncio.to_thread(wait_until_reachable, engine, what=what)
+    await asyncio.to_thread(require_current_schema, engine)
+
+
+async def _run_until_signalled(service: Callable[[], Awaitable[None]]) -> None:
+    task = asyncio.ensure_future(service())
+    waiter = asyncio.ensure_future(_until_signalled())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, waiter):
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+    if task in done:
+        task.result()
