@@ -1,0 +1,122 @@
+"""Fixtures that start real services: a fresh Postgres database per run, SQLite files, and whole stacks.
+
+Postgres must be running (``scripts/test`` starts it); ``TEST_PG_ADMIN_DSN`` says how to reach it as a
+role that may create databases. Every test makes its own users with unique names, so tests never
+depend on each other's leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from switchboard import accounts
+from switchboard.db import make_engine, upgrade
+from tests.helpers import Stack, start_stack
+
+ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
+
+
+def _admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.exit(
+            f"cannot reach Postgres at TEST_PG_ADMIN_DSN={ADMIN_DSN!r} ({exc}); run the tests with scripts/test, "
+            "which starts it",
+            returncode=3,
+        )
+
+
+def create_database(name: str) -> str:
+    """Create a database and return its SQLAlchemy URL."""
+    with _admin() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        info = admin.info
+        host, port, user = info.host, info.port, info.user
+    return f"postgresql+psycopg://{user}@/{name}?host={host}&port={port}"
+
+
+def drop_database(name: str) -> None:
+    with _admin() as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated Postgres database for this test run, dropped at the end."""
+    name = f"switchboard_test_{secrets.token_hex(4)}"
+    url = create_database(name)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite file for this test run."""
+    path = tmp_path_factory.mktemp("sqlite") / "switchboard.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session", params=["postgres", "sqlite"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses this runs on Postgres and on SQLite."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``switchboard up`` as a real process on ephemeral ports, stopped with Ctrl-C (SIGINT) at the end."""
+    workdir: Path = tmp_path_factory.mktemp("stack")
+    running = start_stack(database_url, workdir)
+    yield running
+    assert running.stop() == 0, f"switchboard up did not stop cleanly:\n{running.output()}"
+
+
+class Users:
+    """Makes users and groups with names unique to the test."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.suffix = secrets.token_hex(3)
+
+    def user(self, name: str, password: str | None = None) -> tuple[str, str]:
+        full, password = f"{name}-{self.suffix}", password or f"pw-{name}-{secrets.token_hex(4)}"
+        with Session(self._engine) as session:
+            accounts.create_user(session, full, password)
+            session.commit()
+        return full, password
+
+    def group(self, name: str, members: list[str]) -> str:
+        full = f"{name}-{self.suffix}"
+        with Session(self._engine) as session:
+            accounts.create_group(session, full, members)
+            session.commit()
+        return full
+
+
+@pytest.fixture
+def users(engine: Engine) -> Users:
+    return Users(engine)
