@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import Engine
 
 from bridge.consumer import Bridge
-from switchboard.db import wait_until_reachable
+from switchboard.db import wait_for_schema
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
 
@@ -25,7 +25,7 @@ def bridge_password(settings: Settings) -> str:
 async def serve(settings: Settings, engine: Engine) -> None:
     """Run until cancelled."""
     password = bridge_password(settings)
-    await asyncio.to_thread(wait_until_reachable, engine, what="bridge")
+    await asyncio.to_thread(wait_for_schema, engine, what="bridge")
     bridge = Bridge(
         engine=engine,
         settings=settings.bridge,

@@ -20,7 +20,7 @@ from bridge import main as bridge_main
 from bridge.consumer import Bridge
 from broker.server import start_broker
 from switchboard import accounts
-from switchboard.db import require_current_schema, session_scope, upgrade, wait_until_reachable
+from switchboard.db import session_scope, upgrade, wait_for_schema
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,16 +33,17 @@ def _say(line: str) -> None:
     print(f"switchboard: {line}", flush=True)
 
 
-async def _until_signalled() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM; installed first thing, so a signal during start-up is not lost."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    return stop
+
+
+async def _until(stop: asyncio.Event) -> None:
+    await stop.wait()
     _say("stopping")
 
 
@@ -57,6 +58,7 @@ def _local_address(host: str) -> str:
 
 async def up(settings: Settings, engine: Engine) -> None:
     """Broker, bridge and API in one process, on one database, migrated on start."""
+    stop = _stop_on_signals()
     await asyncio.to_thread(upgrade, engine)
     secret = settings.bridge.password
     password = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(32)
@@ -82,7 +84,7 @@ async def up(settings: Settings, engine: Engine) -> None:
         _say(f"mqtt listening on {settings.mqtt.host}:{broker.port}")
         _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
         _say("ready; press Ctrl-C to stop")
-        await _until_signalled()
+        await _until(stop)
     finally:
         if bridge_task is not None:
             bridge_task.cancel()
@@ -95,7 +97,8 @@ async def up(settings: Settings, engine: Engine) -> None:
 
 async def broker_only(settings: Settings, engine: Engine) -> None:
     """The broker alone; provisions the bridge's account when ``bridge.password`` is set."""
-    await _wait_for_schema(engine, "broker")
+    stop = _stop_on_signals()
+    await asyncio.to_thread(wait_for_schema, engine, what="broker")
     if settings.bridge.password is not None:
         await asyncio.to_thread(
             _provision_bridge_account, engine, settings, settings.bridge.password.get_secret_value()
@@ -103,18 +106,19 @@ async def broker_only(settings: Settings, engine: Engine) -> None:
     broker = await start_broker(settings.mqtt, engine)
     _say(f"mqtt listening on {settings.mqtt.host}:{broker.port}")
     try:
-        await _until_signalled()
+        await _until(stop)
     finally:
         await broker.shutdown()
 
 
 async def api_only(settings: Settings, engine: Engine) -> None:
     """The API alone; it answers 503 while the database is unreachable."""
+    stop = _stop_on_signals()
     api = ApiServer(settings.api, engine)
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
     try:
-        await _until_signalled()
+        await _until(stop)
     finally:
         await api.stop()
 
@@ -122,18 +126,13 @@ async def api_only(settings: Settings, engine: Engine) -> None:
 async def bridge_only(settings: Settings, engine: Engine) -> None:
     """The bridge alone; waits for the database and the broker as long as it takes."""
     bridge_main.bridge_password(settings)  # fail fast on a missing password
-    await _wait_for_schema(engine, "bridge")
-    await _run_until_signalled(lambda: bridge_main.serve(settings, engine))
+    stop = _stop_on_signals()
+    await _run_until(stop, lambda: bridge_main.serve(settings, engine))
 
 
-async def _wait_for_schema(engine: Engine, what: str) -> None:
-    await asyncio.to_thread(wait_until_reachable, engine, what=what)
-    await asyncio.to_thread(require_current_schema, engine)
-
-
-async def _run_until_signalled(service: Callable[[], Awaitable[None]]) -> None:
+async def _run_until(stop: asyncio.Event, service: Callable[[], Awaitable[None]]) -> None:
     task = asyncio.ensure_future(service())
-    waiter = asyncio.ensure_future(_until_signalled())
+    waiter = asyncio.ensure_future(_until(stop))
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     for pending in (task, waiter):
         pending.cancel()

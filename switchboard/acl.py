@@ -101,13 +101,13 @@ def _check_publish(me: str, topic: str, directory: Directory) -> Decision:
         return _deny(f"{topic!r} is not a valid chat topic (see docs/protocol.md)")
     if parsed.kind is Kind.DM or parsed.kind is Kind.RECEIPT:
         if parsed.sender != me:
-            return _deny(f"you may only publish as yourself: use {parsed.kind}/{parsed.target}/{me}")
+            return _deny(f"you may only publish as yourself: the last level must be {me!r}")
         if not directory.user_exists(parsed.target):
             return _deny(f"user {parsed.target!r} does not exist")
         return _allow("own message to an existing user")
     if parsed.kind is Kind.GROUP:
         if parsed.sender != me:
-            return _deny(f"you may only publish as yourself: use group/{parsed.target}/{me}")
+            return _deny(f"you may only publish as yourself: the last level must be {me!r}")
         if not directory.is_member(parsed.target, me):
             return _deny(f"you are not a member of group {parsed.target!r}")
         return _allow("member of the group")

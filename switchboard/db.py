@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
@@ -95,21 +95,21 @@ def upgrade(engine: Engine) -> None:
         raise StoreError(f"cannot migrate the database: {_first_line(exc)}", retryable=True) from exc
 
 
-def wait_until_reachable(engine: Engine, *, what: str, timeout: float | None = None) -> None:
-    """Block until the database answers, logging what we wait for; capped backoff.
+def wait_for_schema(engine: Engine, *, what: str, timeout: float | None = None) -> None:
+    """Block until the database answers and is migrated to the newest revision; capped backoff.
 
-    ``timeout`` None waits for ever (the services start before the database in docker-compose).
+    The services start in any order (docker-compose starts them beside the database and the
+    migration job), so they wait, saying what they wait for. ``timeout`` None waits for ever.
     """
     delay, deadline = 0.5, None if timeout is None else time.monotonic() + timeout
     while True:
         try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            require_current_schema(engine)
             return
-        except OperationalError as exc:
+        except StoreError as exc:
             if deadline is not None and time.monotonic() > deadline:
-                raise StoreError(f"database unreachable: {_first_line(exc)}", retryable=True) from exc
-            log.warning("%s: waiting for the database (%s); retrying in %.1fs", what, _first_line(exc), delay)
+                raise
+            log.warning("%s: waiting for the database (%s); retrying in %.1fs", what, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 

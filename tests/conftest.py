@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 import pytest
+from psycopg import sql
 from sqlalchemy import Engine
 from sqlmodel import Session
 

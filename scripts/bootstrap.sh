@@ -1,0 +1,6 @@
+# Shared by scripts/up and scripts/test: make sure uv is there (from PyPI) and never download a Python.
+# Sourced, not run.
+export UV_PYTHON_DOWNLOADS=never
+if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check uv
+fi

@@ -1,0 +1,40 @@
+"""Payload parsing: JSON messages, plain text, and every way a payload is rejected."""
+
+from __future__ import annotations
+
+import json
+
+from switchboard.payloads import MAX_BODY_CHARS, ChatPayload, Rejection, parse_message
+
+
+def test_json_message() -> None:
+    assert parse_message(b'{"id": "m1", "body": "hi", "extra": 1}') == ChatPayload("m1", "hi")
+
+
+def test_plain_text_gets_a_server_made_id() -> None:
+    message = parse_message(b"hello there")
+    assert isinstance(message, ChatPayload)
+    assert message.body == "hello there" and message.server_made_id and len(message.id) == 32
+
+
+def test_rejections_say_what_is_wrong() -> None:
+    cases = {
+        b"": "empty payload",
+        b"\xff\xfe": "not UTF-8",
+        b"{oops": "invalid JSON",
+        b'{"body": "x"}': 'missing "id"',
+        b'{"id": 5, "body": "x"}': 'missing "id"',
+        json.dumps({"id": "x" * 65, "body": "x"}).encode(): "the limit is 64",
+        b'{"id": "a"}': 'missing "body"',
+        json.dumps({"id": "a", "body": "x" * (MAX_BODY_CHARS + 1)}).encode(): "the limit is",
+    }
+    for payload, expected in cases.items():
+        result = parse_message(payload)
+        assert isinstance(result, Rejection), payload
+        assert expected in result.reason, (payload, result.reason)
+
+
+def test_json_that_is_not_an_object_is_rejected() -> None:
+    result = parse_message(b"{}")
+    assert isinstance(result, Rejection)
+    assert isinstance(parse_message(b"42"), ChatPayload)  # plain text "42", as mosquitto_pub -m 42 sends
