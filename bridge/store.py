@@ -158,7 +158,7 @@ def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_V
         by_conversation.setdefault(item.conversation, []).append(item)
     now = utcnow()
     stored: dict[tuple[str, str], Stored] = {}
-    rows = []
+    rows: list[tuple[int, dict[str, object]]] = []
     # Sorted, so two bridges writing the same conversations lock their rows in the same order.
     for conversation in sorted(by_conversation):
         items = by_conversation[conversation]
@@ -166,18 +166,22 @@ def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_V
         for seq, item in enumerate(items, start=last - len(items) + 1):
             stored[item.key] = Stored(item.topic.sender, item.payload.id, conversation, seq, now)
             rows.append(
-                {
-                    "conversation_id": conversation,
-                    "seq": seq,
-                    "sender": item.topic.sender,
-                    "client_msg_id": item.payload.id,
-                    "body": item.payload.body,
-                    "topic": batch[item.index].topic,
-                    "payload": batch[item.index].payload,
-                    "stored_at": now,
-                }
+                (
+                    item.index,
+                    {
+                        "conversation_id": conversation,
+                        "seq": seq,
+                        "sender": item.topic.sender,
+                        "client_msg_id": item.payload.id,
+                        "body": item.payload.body,
+                        "topic": batch[item.index].topic,
+                        "payload": batch[item.index].payload,
+                        "stored_at": now,
+                    },
+                )
             )
-    session.execute(insert(Message), rows)
+    # Rows go in in arrival order, so message ids follow the order the bridge received them.
+    session.execute(insert(Message), [row for _, row in sorted(rows, key=lambda pair: pair[0])])
     return stored
 
 
