@@ -1,0 +1,43 @@
+"""docker-compose.yml is valid (checked by Debian's docker-compose; no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config() -> dict[str, object]:
+    assert shutil.which("docker-compose"), "docker-compose is missing: scripts/test installs it from Debian"
+    result = subprocess.run(
+        ["docker-compose", "--env-file", ".env.example", "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(yaml.safe_load(result.stdout))
+
+
+def test_compose_file_is_valid_and_starts_in_order() -> None:
+    services = _config()["services"]
+    assert isinstance(services, dict)
+    assert set(services) == {"postgres", "migrate", "broker", "bridge", "api"}
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["broker"]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    assert services["bridge"]["depends_on"] == {"broker": {"condition": "service_healthy"}}
+    assert services["api"]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    for name in ("migrate", "broker", "bridge", "api"):
+        url = services[name]["environment"]["SWITCHBOARD_DATABASE_URL"]
+        assert url.startswith("postgresql+psycopg://switchboard:")
+
+
+def test_dockerfile_pins_its_base_image() -> None:
+    first = next(line for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("FROM"))
+    assert first.split()[1].count(":") == 1 and not first.endswith(":latest")
