@@ -47,22 +47,41 @@ class AccessControl:
         self._identities: dict[str, Identity] = {}
 
     async def authenticate(self, session: MqttSession) -> bool:
-        """True when the CONNECT's credentials are good (or it is anonymous and that is allowed)."""
+        """True when the CONNECT's credentials are good (or it is anonymous and that is allowed),
+        and its will, if any, is one this client may publish."""
+        who = await self._identify(session)
+        if who is None:
+            return False
+        if session.will_flag and session.will_topic is not None:
+            decision = await asyncio.to_thread(self._policy.check_will, who, session.will_topic, self._directory)
+            if not decision.allowed:
+                log.warning(
+                    "refused client_id=%s user=%s: will topic %r: %s",
+                    session.client_id,
+                    session.username,
+                    session.will_topic,
+                    decision.reason,
+                )
+                return False
+        if who.name is not None:
+            self._identities[who.name] = who
+        return True
+
+    async def _identify(self, session: MqttSession) -> Identity | None:
         if session.username is None:
             if not self.allow_anonymous:
                 log.warning("refused client_id=%s: no username (set mqtt.allow_anonymous to allow)", session.client_id)
-            return self.allow_anonymous
+                return None
+            return ANONYMOUS
         name, password = session.username, session.password or ""
         try:
             user = await asyncio.to_thread(self._check_password, name, password)
         except StoreError as exc:
             log.error("refused client_id=%s user=%s: %s", session.client_id, name, exc)
-            return False
+            return None
         if user is None:
             log.warning("refused client_id=%s user=%s: bad username or password", session.client_id, name)
-            return False
-        self._identities[name] = user
-        return True
+        return user
 
     def _check_password(self, name: str, password: str) -> Identity | None:
         with Session(self._engine) as session:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from switchboard.tables import Role
-from switchboard.topics import Kind, is_chat_topic, is_valid_name, parse_topic
+from switchboard.topics import Kind, is_chat_topic, is_valid_name, parse_topic, presence_topic
 
 
 class Action(StrEnum):
@@ -93,6 +93,15 @@ class Policy:
         if action is Action.PUBLISH:
             return _check_publish(who.name, topic, directory)
         return _check_receive(who.name, topic, directory)
+
+    def check_will(self, who: Identity, topic: str, directory: Directory) -> Decision:
+        """A last will on a chat topic may only be the client's own presence; elsewhere publish rules apply."""
+        if not is_chat_topic(topic):
+            return self.check(Action.PUBLISH, who, topic, directory)
+        if who.name is not None and not who.is_service and topic == presence_topic(who.name):
+            return _allow("own presence")
+        own = f"presence/{who.name}" if who.name else "none for anonymous clients"
+        return _deny(f"a will on a chat topic may only be your own presence topic ({own})")
 
 
 def _check_publish(me: str, topic: str, directory: Directory) -> Decision:

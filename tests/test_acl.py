@@ -105,3 +105,13 @@ def test_anonymous_clients_never_reach_chat_topics() -> None:
 def test_denials_give_a_reason() -> None:
     decision = policy.check(Action.PUBLISH, ALICE, "dm/alice/bob", Directory())
     assert not decision and "the last level must be 'alice'" in decision.reason
+
+
+def test_a_will_may_only_be_the_clients_own_presence() -> None:
+    directory = Directory()
+    assert policy.check_will(ALICE, "presence/alice", directory)
+    assert not policy.check_will(ALICE, "presence/bob", directory)
+    assert not policy.check_will(ALICE, "dm/bob/alice", directory)  # allowed as a publish, not as a will
+    assert not policy.check_will(BRIDGE, "presence/switchboard-bridge", directory)
+    assert not Policy(generic_topics=True).check_will(ANONYMOUS, "presence/alice", directory)
+    assert Policy(generic_topics=True).check_will(ANONYMOUS, "devices/7/status", directory)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import Users
-from tests.helpers import PahoClient, Stack, mosquitto_pub, wait_for
+from tests.helpers import MosquittoSub, PahoClient, Stack, mosquitto_pub, wait_for
 
 
 def test_bad_credentials_cannot_kick_a_connected_client(stack: Stack, users: Users) -> None:
@@ -54,3 +54,31 @@ def test_client_id_of_another_users_session_is_rejected_and_session_survives(sta
     topic, payload, _, _ = wait_for(lambda: back.messages, what="the queued message")[0]
     assert (topic, json.loads(payload)["id"]) == (f"dm/{bob}/{alice}", "q1")
     back.close()
+
+
+def test_will_must_be_own_presence_and_fires_on_abrupt_disconnect(stack: Stack, users: Users) -> None:
+    import signal
+
+    alice, alice_pw = users.user("alice")
+    bob, bob_pw = users.user("bob")
+    for topic in (f"dm/{bob}/{alice}", f"presence/{bob}"):
+        forger = PahoClient(stack.mqtt_port, f"{alice}-forger", alice, alice_pw, clean=True)
+        forger.client.will_set(topic, b"forged")
+        assert forger.connect() == "Not authorized", topic
+        forger.close()
+
+    watcher = MosquittoSub(stack.mqtt_port, bob, bob_pw, f"presence/{alice}")
+    assert watcher.granted() == [1]
+    will = '{"status": "offline"}'
+    device = MosquittoSub(
+        stack.mqtt_port,
+        alice,
+        alice_pw,
+        f"dm/{alice}/+",
+        extra=("--will-topic", f"presence/{alice}", "--will-payload", will, "--will-qos", "1"),
+    )
+    assert device.granted() == [1]
+    device.process.send_signal(signal.SIGKILL)  # the network dies: no DISCONNECT, so the will fires
+    device.close()
+    assert watcher.wait_messages(1) == [(f"presence/{alice}", will)]
+    watcher.close()
