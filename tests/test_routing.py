@@ -1,0 +1,90 @@
+"""broker.routing: the subscription tree agrees with the MQTT 3.1.1 matching rules (§4.7)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from broker.routing import SubscriptionTree, filter_matches, is_valid_filter, is_valid_topic
+
+CASES = [
+    ("sport/tennis/player1/#", "sport/tennis/player1", True),  # '#' includes the parent level
+    ("sport/tennis/player1/#", "sport/tennis/player1/ranking", True),
+    ("sport/#", "sport", True),
+    ("#", "sport/tennis", True),
+    ("sport/tennis/+", "sport/tennis/player1", True),
+    ("sport/tennis/+", "sport/tennis/player1/ranking", False),
+    ("sport/+", "sport", False),
+    ("sport/+", "sport/", True),
+    ("+/+", "/finance", True),
+    ("/+", "/finance", True),
+    ("+", "/finance", False),
+    ("#", "$SYS/broker/clients", False),  # [MQTT-4.7.2-1]
+    ("+/monitor/Clients", "$SYS/monitor/Clients", False),
+    ("$SYS/#", "$SYS/broker/clients", True),
+    ("$SYS/monitor/+", "$SYS/monitor/Clients", True),
+    ("dm/bob/+", "dm/bob/alice", True),
+    ("dm/bob/+", "dm/alice/bob", False),
+]
+
+
+@pytest.mark.parametrize(("topic_filter", "topic", "expected"), CASES)
+def test_tree_and_filter_matches_follow_the_spec(topic_filter: str, topic: str, expected: bool) -> None:
+    tree = SubscriptionTree()
+    tree.add(topic_filter, "c", 1)
+    assert ("c" in tree.match(topic)) is expected
+    assert filter_matches(topic_filter, topic) is expected
+
+
+def test_overlapping_subscriptions_give_one_entry_at_the_highest_qos() -> None:
+    tree = SubscriptionTree()
+    tree.add("a/#", "c", 0)
+    tree.add("a/+", "c", 2)
+    tree.add("a/b", "c", 1)
+    tree.add("a/b", "d", 0)
+    assert tree.match("a/b") == {"c": 2, "d": 0}
+
+
+def test_remove_prunes_and_resubscribe_replaces_qos() -> None:
+    tree = SubscriptionTree()
+    tree.add("a/b/c", "x", 0)
+    tree.add("a/b/c", "x", 2)
+    assert len(tree) == 1 and tree.match("a/b/c") == {"x": 2}
+    assert tree.remove("a/b/c", "x")
+    assert not tree.remove("a/b/c", "x")
+    assert len(tree) == 0 and tree.match("a/b/c") == {}
+    assert tree._root.children == {}
+
+
+def test_tree_agrees_with_linear_scan_on_random_filters() -> None:
+    rng = random.Random(7)
+    words = ["a", "b", "c", "", "$x"]
+    filters = set()
+    for _ in range(300):
+        levels = [rng.choice([*words, "+"]) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.3:
+            levels.append("#")
+        filters.add("/".join(levels))
+    tree = SubscriptionTree()
+    for index, topic_filter in enumerate(sorted(filters)):
+        tree.add(topic_filter, f"c{index}", index % 3)
+    for _ in range(300):
+        topic = "/".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
+        expected = {f"c{i}": i % 3 for i, f in enumerate(sorted(filters)) if filter_matches(f, topic)}
+        assert tree.match(topic) == expected, topic
+
+
+@pytest.mark.parametrize("topic_filter", ["a/#", "#", "+", "a/+/b", "/"])
+def test_valid_filters(topic_filter: str) -> None:
+    assert is_valid_filter(topic_filter)
+
+
+@pytest.mark.parametrize("topic_filter", ["", "a/#/b", "a#", "a/b+", "##", "a\x00b"])
+def test_invalid_filters(topic_filter: str) -> None:
+    assert not is_valid_filter(topic_filter)
+
+
+def test_publish_topics_have_no_wildcards() -> None:
+    assert is_valid_topic("a/b")
+    assert not any(is_valid_topic(t) for t in ("", "a/+", "a/#", "a\x00"))
