@@ -1,0 +1,175 @@
+"""MQTT sessions: subscriptions, the offline queue and the in-flight window of one client id.
+
+This replaces amqtt 0.12.1's outgoing message flow, which waited a fixed 5 s for PUBACK/PUBREC/PUBCOMP
+and then dropped the message (upstream #401, #391), queued nothing for anonymous clients, and resent
+queued messages with the retain flag set. Here:
+
+- a QoS 1/2 message stays in flight until it is acknowledged, however long that takes, and is resent
+  with DUP=1 when the session resumes [MQTT-4.4.0-1]; a QoS 2 message whose PUBREC arrived is resumed
+  with PUBREL, so the flow completes exactly once;
+- at most ``max_inflight`` messages are in flight; the rest wait in order in a queue bounded by
+  ``max_queued`` (overflow drops the oldest, logged and counted);
+- a session with clean_session=0 queues QoS 1/2 messages while its client is offline, whoever the
+  client is [MQTT-3.1.2-5].
+
+A session talks to its connection through :class:`Outbox`; it never does I/O itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class Outgoing:
+    """A message on its way to one client, at the QoS it is delivered with."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A QoS 1/2 message sent and not yet acknowledged. ``released``: PUBREC came, PUBREL was sent."""
+
+    packet_id: int
+    message: Outgoing
+    released: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Will:
+    """The message to publish if the client goes away without DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    """Per-session bounds."""
+
+    max_inflight: int = 20
+    max_queued: int = 10_000
+
+
+class Outbox(Protocol):
+    """What a session needs from the connection of its client."""
+
+    def send_publish(self, message: Outgoing, packet_id: int | None, *, dup: bool) -> None: ...
+
+    def send_pubrel(self, packet_id: int) -> None: ...
+
+
+@dataclass
+class Session:
+    """The state the broker keeps for one client id."""
+
+    client_id: str
+    username: str | None
+    clean: bool
+    limits: Limits = field(default_factory=Limits)
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    queue: deque[Outgoing] = field(default_factory=deque)
+    inflight: dict[int, InFlight] = field(default_factory=dict)
+    incoming_qos2: set[int] = field(default_factory=set)
+    outbox: Outbox | None = None
+    dropped: int = 0
+    last_packet_id: int = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.outbox is not None
+
+    def offer(self, message: Outgoing) -> None:
+        """Deliver now, queue for later, or (QoS 0 to an absent client) drop, as MQTT 3.1.1 says."""
+        outbox = self.outbox
+        if message.qos == 0:
+            if outbox is not None:
+                outbox.send_publish(message, None, dup=False)
+            return
+        if outbox is None:
+            if not self.clean:
+                self._enqueue(message)
+            return
+        if self.queue or len(self.inflight) >= self.limits.max_inflight:
+            self._enqueue(message)
+            return
+        self._send_new(message, outbox)
+
+    def _enqueue(self, message: Outgoing) -> None:
+        if len(self.queue) >= self.limits.max_queued:
+            self.queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning(
+                    "queue of client_id=%s is full (%d messages): dropped the oldest, %d dropped so far",
+                    self.client_id,
+                    self.limits.max_queued,
+                    self.dropped,
+                )
+        self.queue.append(message)
+
+    def _send_new(self, message: Outgoing, outbox: Outbox) -> None:
+        packet_id = self._next_packet_id()
+        self.inflight[packet_id] = InFlight(packet_id, message)
+        outbox.send_publish(message, packet_id, dup=False)
+
+    def _next_packet_id(self) -> int:
+        candidate = self.last_packet_id
+        for _ in range(65535):
+            candidate = candidate % 65535 + 1
+            if candidate not in self.inflight:
+                self.last_packet_id = candidate
+                return candidate
+        raise RuntimeError("no free packet id")  # unreachable: max_inflight is far below 65535
+
+    def pump(self) -> None:
+        """Move queued messages into the window while there is room."""
+        outbox = self.outbox
+        if outbox is None:
+            return
+        while self.queue and len(self.inflight) < self.limits.max_inflight:
+            self._send_new(self.queue.popleft(), outbox)
+
+    def acknowledged(self, packet_id: int, *, qos: int) -> bool:
+        """PUBACK (qos 1) or PUBCOMP (qos 2) came: the message is done. False for an unknown id."""
+        flight = self.inflight.get(packet_id)
+        if flight is None or flight.message.qos != qos or (qos == 2 and not flight.released):
+            return False
+        del self.inflight[packet_id]
+        self.pump()
+        return True
+
+    def received(self, packet_id: int) -> bool:
+        """PUBREC came for a QoS 2 message: answer PUBREL from now on."""
+        flight = self.inflight.get(packet_id)
+        if flight is None or flight.message.qos != 2:
+            return False
+        flight.released = True
+        if self.outbox is not None:
+            self.outbox.send_pubrel(packet_id)
+        return True
+
+    def attach(self, outbox: Outbox) -> None:
+        """The client (re)connected: resend what is in flight, oldest first, then fill the window."""
+        self.outbox = outbox
+        for flight in list(self.inflight.values()):
+            if flight.released:
+                outbox.send_pubrel(flight.packet_id)
+            else:
+                outbox.send_publish(flight.message, flight.packet_id, dup=True)
+        self.pump()
+
+    def detach(self) -> None:
+        """The client went away; in-flight and queued messages wait for it."""
+        self.outbox = None
