@@ -88,6 +88,15 @@ class AccessControl:
             user = accounts.authenticate(session, name, password)
             return None if user is None else Identity(user.name, Role(user.role))
 
+    def receive_needs_check(self, topic: str) -> bool:
+        """Whether delivering ``topic`` must be checked per recipient (group membership can change)."""
+        return topic.startswith("group/")
+
+    def has_presence(self, username: str) -> bool:
+        """People get presence; service accounts (the bridge) do not."""
+        who = self._identities.get(username)
+        return who is not None and not who.is_service
+
     def identity(self, session: MqttSession) -> Identity | None:
         """Who this client logged in as; None if it never authenticated here."""
         if session.username is None:

@@ -1,4 +1,10 @@
-"""Builds, starts and stops Switchboard's broker: amqtt with our plugins and overrides."""
+"""Builds, starts and stops Switchboard's broker.
+
+amqtt's ``Broker`` still provides the listeners (TCP, WebSocket), the packet codec and the plugin
+manager; :class:`SwitchboardBroker` takes over each connection from the listener and hands it to
+``broker.connection`` and ``broker.hub`` instead of amqtt's handler, sessions and broadcast loop.
+docs/broker.md lists every difference.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,77 @@ import asyncio
 import logging
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action as MqttAction
 from amqtt.errors import BrokerError
+from amqtt.session import Session as Principal
 from sqlalchemy import Engine
 
 from broker.access import AccessControl
-from broker.connect import AuthenticateBeforeSession
+from broker.connection import Connection, ConnectionLimits
+from broker.hub import Hub
+from broker.sessions import Limits, Session
+from switchboard.acl import Action
 from switchboard.errors import ConfigError
 from switchboard.ports import ensure_port_free, port_error
 from switchboard.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_SECONDS = 10.0
+_MQTT_ACTIONS = {
+    Action.PUBLISH: MqttAction.PUBLISH,
+    Action.SUBSCRIBE: MqttAction.SUBSCRIBE,
+    Action.RECEIVE: MqttAction.RECEIVE,
+}
 
-class SwitchboardBroker(AuthenticateBeforeSession):
-    """amqtt's Broker with every override listed in docs/broker.md."""
+
+class PluginGate:
+    """Authentication and ACL through amqtt's plugin manager (our plugins in broker/plugins)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._plugins = broker.plugins_manager
+
+    async def authenticate(self, principal: Principal) -> bool:
+        results = [r for r in (await self._plugins.map_plugin_auth(session=principal)).values() if r is not None]
+        return bool(results) and all(results)
+
+    async def may(self, principal: Principal, topic: str, action: Action) -> bool:
+        results = await self._plugins.map_plugin_topic(session=principal, topic=topic, action=_MQTT_ACTIONS[action])
+        return bool(results) and all(result is True for result in results.values())
+
+
+class HubAccess:
+    """The hub's receive checks, answered by the same plugins."""
+
+    def __init__(self, gate: PluginGate, access: AccessControl) -> None:
+        self._gate = gate
+        self._access = access
+
+    def receive_needs_check(self, topic: str) -> bool:
+        return self._access.receive_needs_check(topic)
+
+    async def may_receive(self, session: Session, topic: str) -> bool:
+        return await self._gate.may(session.principal, topic, Action.RECEIVE)
+
+
+class SwitchboardBroker(Broker):
+    """amqtt's listeners and plugins, Switchboard's connections, sessions and routing."""
+
+    def __init__(self, config: dict[str, Any], *, settings: MqttSettings, access: AccessControl) -> None:
+        super().__init__(config, loop=asyncio.get_running_loop())
+        self.settings = settings
+        self.gate = PluginGate(self)
+        self.hub = Hub(
+            limits=Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued_messages),
+            access=HubAccess(self.gate, access),
+            presence_for=access.has_presence,
+        )
+        self._connection_limits = ConnectionLimits(
+            max_packet_bytes=settings.max_packet_bytes, max_subscriptions=settings.max_subscriptions
+        )
+        self._connections: set[Connection] = set()
 
     @property
     def port(self) -> int:
@@ -27,9 +90,40 @@ class SwitchboardBroker(AuthenticateBeforeSession):
         server: Any = self._servers["default"].instance
         return int(server.sockets[0].getsockname()[1])
 
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        if len(self._connections) >= self.settings.max_connections:
+            self.hub.stats.refused_connections += 1
+            if self.hub.stats.refused_connections % 100 == 1:
+                log.warning(
+                    "refused a connection from %s: %d connections is the limit (mqtt.max_connections)",
+                    writer.get_peer_info(),
+                    self.settings.max_connections,
+                )
+            await writer.close()
+            return
+        connection = Connection(
+            hub=self.hub, gate=self.gate, reader=reader, writer=writer, limits=self._connection_limits
+        )
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every connection (no wills: the clients did nothing wrong), stop amqtt."""
+        for server in self._servers.values():
+            server.instance.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.close_for_shutdown()
+        if connections:
+            await asyncio.wait([asyncio.ensure_future(c.finished()) for c in connections], timeout=SHUTDOWN_SECONDS)
+        await super().shutdown()
+
 
 def broker_config(settings: MqttSettings, access: AccessControl) -> dict[str, Any]:
-    """amqtt's configuration for our settings: one TCP listener, our auth and ACL plugins only."""
+    """amqtt's configuration: one TCP listener and our auth and ACL plugins only."""
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{settings.host}:{settings.port}"}},
         "timeout_disconnect_delay": 0,
@@ -44,7 +138,7 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
     """Start listening; ConfigError (one line) when the port is taken."""
     ensure_port_free(settings.host, settings.port, setting="mqtt.port", env="SWITCHBOARD_MQTT__PORT")
     access = AccessControl(engine, allow_anonymous=settings.allow_anonymous)
-    broker = SwitchboardBroker(broker_config(settings, access), loop=asyncio.get_running_loop())
+    broker = SwitchboardBroker(broker_config(settings, access), settings=settings, access=access)
     try:
         await broker.start()
     except BrokerError as exc:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Session:
     inflight: dict[int, InFlight] = field(default_factory=dict)
     incoming_qos2: set[int] = field(default_factory=set)
     outbox: Outbox | None = None
+    principal: Any = None  # who the client is, as the ACL plugins see it (an amqtt Session)
     dropped: int = 0
     last_packet_id: int = 0
 

@@ -38,6 +38,19 @@ class MqttSettings(_Section):
     allow_anonymous: bool = Field(
         False, description="Let clients connect without a username (generic MQTT use, no chat topics)."
     )
+    max_connections: int = Field(50_000, ge=1, description="Most client connections at once; more are refused.")
+    max_inflight: int = Field(
+        20, ge=1, le=65535, description="Most unacknowledged QoS 1/2 messages per client; the rest wait in order."
+    )
+    max_queued_messages: int = Field(
+        10_000, ge=1, description="Most messages queued per session; when full the oldest is dropped (logged)."
+    )
+    max_packet_bytes: int = Field(
+        256 * 1024, ge=1024, le=268_435_455, description="Largest packet a client may send, in bytes."
+    )
+    max_subscriptions: int = Field(
+        1000, ge=1, description="Most subscriptions per client; further filters get SUBACK 0x80."
+    )
 
 
 class ApiSettings(_Section):

@@ -56,7 +56,7 @@ def test_client_id_of_another_users_session_is_rejected_and_session_survives(sta
     back.close()
 
 
-def test_will_must_be_own_presence_and_fires_on_abrupt_disconnect(stack: Stack, users: Users) -> None:
+def test_will_must_be_own_presence_and_presence_goes_offline_on_abrupt_disconnect(stack: Stack, users: Users) -> None:
     import signal
 
     alice, alice_pw = users.user("alice")
@@ -80,5 +80,7 @@ def test_will_must_be_own_presence_and_fires_on_abrupt_disconnect(stack: Stack, 
     assert device.granted() == [1]
     device.process.send_signal(signal.SIGKILL)  # the network dies: no DISCONNECT, so the will fires
     device.close()
-    assert watcher.wait_messages(1) == [(f"presence/{alice}", will)]
+    # The broker owns presence: the will on one's own presence topic is replaced by the broker's offline.
+    statuses = [json.loads(payload)["status"] for _, payload in watcher.wait_messages(2)]
+    assert statuses == ["online", "offline"]
     watcher.close()

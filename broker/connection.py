@@ -1,0 +1,436 @@
+"""One client's MQTT 3.1.1 connection: CONNECT, the packet loop, keep-alive, and writing.
+
+Replaces amqtt 0.12.1's per-connection handler (a task per packet, fixed 5 s acknowledgement timeouts,
+keep-alive never enforced: upstream #308), keeping amqtt's listeners and packet codec. Any protocol
+violation closes this connection with a log line naming the client and the rule; nothing a client
+sends can harm another client or the broker.
+
+- The first packet must be a CONNECT within ``connect_timeout`` [MQTT-3.1.0-1]; a second CONNECT is a
+  violation [MQTT-3.1.0-2].
+- Credentials are checked before any session is touched; a client id that belongs to another user's
+  session is refused with CONNACK 0x02.
+- A client silent for 1.5 x its keep-alive is disconnected and its will published [MQTT-3.1.2-24].
+- Packets larger than ``max_packet_bytes`` are refused before their body is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
+from amqtt.errors import MQTTError, NoDataError
+from amqtt.mqtt import packet_dict
+from amqtt.mqtt.connack import (
+    BAD_USERNAME_PASSWORD,
+    IDENTIFIER_REJECTED,
+    NOT_AUTHORIZED,
+    UNACCEPTABLE_PROTOCOL_VERSION,
+    ConnackPacket,
+)
+from amqtt.mqtt.connect import ConnectPacket
+from amqtt.mqtt.packet import (
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    MQTTFixedHeader,
+)
+from amqtt.mqtt.pingresp import PingRespPacket
+from amqtt.mqtt.puback import PubackPacket
+from amqtt.mqtt.pubcomp import PubcompPacket
+from amqtt.mqtt.publish import PublishPacket
+from amqtt.mqtt.pubrec import PubrecPacket
+from amqtt.mqtt.pubrel import PubrelPacket
+from amqtt.mqtt.suback import SubackPacket
+from amqtt.mqtt.unsuback import UnsubackPacket
+from amqtt.session import Session as Principal
+
+from broker.hub import Hub
+from broker.routing import is_valid_filter, is_valid_topic
+from broker.sessions import Outgoing, Session, Will
+from switchboard.acl import Action
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_GRACE = 1.5
+SUBACK_FAILURE = 0x80
+
+
+class ProtocolViolation(Exception):
+    """The client broke MQTT 3.1.1; the connection is closed with this reason."""
+
+
+class Gate(Protocol):
+    """Authentication and the ACL, as the plugins implement them."""
+
+    async def authenticate(self, principal: Principal) -> bool: ...
+
+    async def may(self, principal: Principal, topic: str, action: Action) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Per-connection bounds from settings."""
+
+    max_packet_bytes: int = 256 * 1024
+    max_subscriptions: int = 1000
+    connect_timeout: float = 10.0
+
+
+class Connection:
+    """Serves one network connection until it closes."""
+
+    def __init__(
+        self, *, hub: Hub, gate: Gate, reader: ReaderAdapter, writer: WriterAdapter, limits: ConnectionLimits
+    ) -> None:
+        self._hub = hub
+        self._gate = gate
+        self._reader = reader
+        self._writer = writer
+        self._limits = limits
+        info = writer.get_peer_info()
+        self.peer = f"{info[0]}:{info[1]}" if info else "unknown peer"
+        self.session: Session | None = None
+        self._principal: Principal | None = None
+        self._will: Will | None = None
+        self._keep_alive = 0
+        self._loop = asyncio.get_running_loop()
+        self._last_seen = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._dirty = asyncio.Event()
+        self._closing = False
+        self._aborted = False
+        self._taken_over = False
+        self._clean_disconnect = False
+        self._reason = "connection closed by the client"
+        self._finished = asyncio.Event()
+
+    # Life cycle -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        flusher = asyncio.create_task(self._flush_forever())
+        try:
+            if await self._handshake():
+                await self._serve()
+        except ProtocolViolation as exc:
+            self._reason = str(exc)
+        except (NoDataError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except TimeoutError:
+            self._reason = "no CONNECT within the connect timeout [MQTT-3.1.0-1]"
+        except MQTTError as exc:
+            self._reason = f"malformed packet: {exc}"
+        except Exception:  # one client's failure must never reach the broker or other clients
+            log.exception(
+                "client_id=%s from %s: unexpected error; closing its connection",
+                self.session.client_id if self.session else None,
+                self.peer,
+            )
+            self._reason = "internal error (logged)"
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            await self._end()
+            flusher.cancel()
+            self._finished.set()
+
+    async def _end(self) -> None:
+        session, self._closing = self.session, True
+        if session is not None and session.outbox is self:
+            abnormal = not self._clean_disconnect and not self._taken_over
+            level = logging.WARNING if abnormal and self._reason != "connection closed by the client" else logging.INFO
+            log.log(
+                level,
+                "client_id=%s user=%s from %s disconnected: %s",
+                session.client_id,
+                session.username,
+                self.peer,
+                self._reason,
+            )
+            await self._hub.disconnected(session, will=self._will if abnormal else None, announce=not self._taken_over)
+        elif session is None and self._reason != "connection closed by the client":
+            log.warning("refused connection from %s: %s", self.peer, self._reason)
+        if self._aborted:
+            return
+        try:
+            await asyncio.wait_for(self._writer.drain(), 2)  # a refusal's CONNACK, or the last acks
+        except Exception:  # the peer may already be gone; closing is all that is left
+            log.debug("flushing %s failed", self.peer, exc_info=True)
+        _close(self._writer, abort=False)
+
+    async def take_over(self) -> None:
+        """Another connection with this client id arrived [MQTT-3.1.4-2]: close this one, no will."""
+        self._taken_over = True
+        self.abort("taken over by a new connection with the same client id")
+        await self._finished.wait()
+
+    def close_for_shutdown(self) -> None:
+        """The broker is stopping: close without publishing the will (the client did nothing wrong)."""
+        self._taken_over = True
+        self.abort("broker shutting down")
+
+    async def finished(self) -> None:
+        """Wait until this connection has been cleaned up."""
+        await self._finished.wait()
+
+    def abort(self, reason: str) -> None:
+        """Close now (keep-alive expiry, broker shutdown); the will is published."""
+        self._reason = reason
+        self._aborted = True
+        _close(self._writer, abort=True)
+
+    # Reading --------------------------------------------------------------------------------------
+
+    async def _read_packet(self) -> Any | None:
+        header = await MQTTFixedHeader.from_stream(self._reader)
+        if header is None:
+            return None
+        if header.remaining_length > self._limits.max_packet_bytes:
+            raise ProtocolViolation(
+                f"packet of {header.remaining_length} bytes is over the limit of {self._limits.max_packet_bytes} "
+                "(mqtt.max_packet_bytes)"
+            )
+        packet_class = packet_dict.get(header.packet_type)
+        if packet_class is None:
+            raise ProtocolViolation(f"reserved packet type {header.packet_type}")
+        body = await self._reader.read(header.remaining_length) if header.remaining_length else b""
+        if len(body) < header.remaining_length:
+            return None
+        try:
+            return await packet_class.from_stream(BufferReader(body), fixed_header=header)
+        except Exception as exc:  # any decoding failure is the client's malformed packet
+            raise ProtocolViolation(f"malformed {packet_class.__name__}: {exc or type(exc).__name__}") from None
+
+    # CONNECT --------------------------------------------------------------------------------------
+
+    async def _handshake(self) -> bool:
+        packet = await asyncio.wait_for(self._read_packet(), self._limits.connect_timeout)
+        if packet is None:
+            return False
+        if not isinstance(packet, ConnectPacket):
+            raise ProtocolViolation("the first packet must be a CONNECT [MQTT-3.1.0-1]")
+        if packet.proto_name != "MQTT":
+            raise ProtocolViolation(f"unknown protocol name {packet.proto_name!r} [MQTT-3.1.2-1]")
+        if packet.proto_level != 4:
+            self._send(ConnackPacket.build(0, UNACCEPTABLE_PROTOCOL_VERSION))
+            raise ProtocolViolation(
+                f"protocol level {packet.proto_level}: only MQTT 3.1.1 (4) is served [MQTT-3.1.2-2]"
+            )
+        if packet.variable_header.reserved_flag:
+            raise ProtocolViolation("CONNECT reserved flag is set [MQTT-3.1.2-3]")
+        if packet.password_flag and not packet.username_flag:
+            self._send(ConnackPacket.build(0, BAD_USERNAME_PASSWORD))
+            raise ProtocolViolation("password without a username [MQTT-3.1.2-22]")
+        client_id = packet.client_id or ""
+        clean = bool(packet.clean_session_flag)
+        if not client_id:
+            if not clean:
+                self._send(ConnackPacket.build(0, IDENTIFIER_REJECTED))
+                raise ProtocolViolation("empty client id with clean_session=0 [MQTT-3.1.3-8]")
+            client_id = f"auto-{uuid.uuid4().hex}"
+        if packet.will_flag:
+            if packet.will_qos not in (0, 1, 2) or not is_valid_topic(packet.will_topic or ""):
+                raise ProtocolViolation(f"invalid will (topic {packet.will_topic!r}, qos {packet.will_qos})")
+            self._will = Will(
+                packet.will_topic, bytes(packet.will_message or b""), packet.will_qos, bool(packet.will_retain_flag)
+            )
+
+        principal = Principal()
+        principal.client_id = client_id
+        principal.username = packet.username if packet.username_flag else None
+        principal.password = packet.password if packet.password_flag else None
+        principal.clean_session = clean
+        principal.keep_alive = packet.keep_alive
+        principal.will_flag = bool(packet.will_flag)
+        principal.will_topic = packet.will_topic if packet.will_flag else None
+        self._principal = principal
+        if not await self._gate.authenticate(principal):
+            self._hub.stats.auth_failures += 1
+            self._send(ConnackPacket.build(0, NOT_AUTHORIZED))
+            raise ProtocolViolation(f"not authorized (client_id={client_id!r}, user={principal.username!r})")
+        principal.password = None  # not needed past this point; do not keep it in memory
+
+        existing = self._hub.sessions.get(client_id)
+        if existing is not None and existing.username != principal.username:
+            self._send(ConnackPacket.build(0, IDENTIFIER_REJECTED))
+            raise ProtocolViolation(f"client id {client_id!r} belongs to another user's session")
+        if existing is not None and isinstance(existing.outbox, Connection):
+            await existing.outbox.take_over()
+
+        session, present = self._hub.open_session(client_id, principal.username, clean=clean, principal=principal)
+        self.session = session
+        self._keep_alive = packet.keep_alive or 0
+        self._send(ConnackPacket.build(1 if present else 0, 0))
+        session.attach(self)
+        self._hub.connected(session)
+        self._arm_keepalive()
+        log.info(
+            "client_id=%s user=%s connected from %s (clean_session=%d, keep_alive=%ds, resumed=%s)",
+            client_id,
+            principal.username,
+            self.peer,
+            clean,
+            self._keep_alive,
+            present,
+        )
+        return True
+
+    # Keep-alive -----------------------------------------------------------------------------------
+
+    def _arm_keepalive(self, delay: float | None = None) -> None:
+        if self._keep_alive > 0:
+            self._timer = self._loop.call_later(
+                delay if delay is not None else self._keep_alive * KEEPALIVE_GRACE, self._check_keepalive
+            )
+
+    def _check_keepalive(self) -> None:
+        limit = self._keep_alive * KEEPALIVE_GRACE
+        idle = self._loop.time() - self._last_seen
+        if idle >= limit:
+            self.abort(f"silent for {idle:.1f}s, over 1.5 x keep-alive ({self._keep_alive}s) [MQTT-3.1.2-24]")
+        else:
+            self._arm_keepalive(limit - idle)
+
+    # The packet loop ------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        session = self.session
+        assert session is not None
+        while True:
+            packet = await self._read_packet()
+            if packet is None:
+                return
+            self._last_seen = self._loop.time()
+            kind = packet.fixed_header.packet_type
+            if kind == PUBLISH:
+                await self._on_publish(packet, session)
+            elif kind == PUBACK:
+                session.acknowledged(packet.variable_header.packet_id, qos=1)
+            elif kind == PUBREC:
+                session.received(packet.packet_id)
+            elif kind == PUBREL:
+                session.incoming_qos2.discard(packet.packet_id)
+                self._send(PubcompPacket.build(packet.packet_id))
+            elif kind == PUBCOMP:
+                session.acknowledged(packet.packet_id, qos=2)
+            elif kind == SUBSCRIBE:
+                await self._on_subscribe(packet, session)
+            elif kind == UNSUBSCRIBE:
+                for topic_filter in packet.payload.topics:
+                    self._hub.unsubscribe(session, topic_filter)
+                self._send(UnsubackPacket.build(packet.variable_header.packet_id))
+            elif kind == PINGREQ:
+                self._send(PingRespPacket.build())
+            elif kind == DISCONNECT:
+                self._clean_disconnect = True
+                self._reason = "DISCONNECT"
+                return
+            elif kind == CONNECT:
+                raise ProtocolViolation("a second CONNECT on one connection [MQTT-3.1.0-2]")
+            else:
+                raise ProtocolViolation(f"a client may not send {type(packet).__name__}")
+
+    async def _on_publish(self, packet: PublishPacket, session: Session) -> None:
+        qos, topic, packet_id = packet.qos, packet.topic_name or "", packet.packet_id
+        if qos not in (0, 1, 2):
+            raise ProtocolViolation("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
+        if not is_valid_topic(topic):
+            raise ProtocolViolation(
+                f"PUBLISH to {topic!r}: topic names may not be empty or hold wildcards [MQTT-3.3.2-2]"
+            )
+        repeat = qos == 2 and packet_id in session.incoming_qos2
+        if not repeat:
+            assert self._principal is not None
+            if topic.startswith("$"):
+                log.warning(
+                    "dropped PUBLISH from client_id=%s to %r: $ topics are the broker's", session.client_id, topic
+                )
+            elif await self._gate.may(self._principal, topic, Action.PUBLISH):
+                await self._hub.publish(topic, bytes(packet.data or b""), qos, bool(packet.retain_flag))
+        if qos == 1:
+            self._send(PubackPacket.build(packet_id))
+        elif qos == 2:
+            session.incoming_qos2.add(packet_id)
+            self._send(PubrecPacket.build(packet_id))
+
+    async def _on_subscribe(self, packet: Any, session: Session) -> None:
+        assert self._principal is not None
+        requests: list[tuple[str, int]] = packet.payload.topics
+        if not requests:
+            raise ProtocolViolation("SUBSCRIBE without any topic filter [MQTT-3.8.3-3]")
+        codes: list[int] = []
+        accepted: list[tuple[str, int]] = []
+        for topic_filter, qos in requests:
+            if qos not in (0, 1, 2):
+                raise ProtocolViolation(f"SUBSCRIBE with QoS {qos} [MQTT-3-8.3-4]")
+            if not is_valid_filter(topic_filter):
+                log.warning(
+                    "refused subscription of client_id=%s to malformed filter %r", session.client_id, topic_filter
+                )
+                codes.append(SUBACK_FAILURE)
+            elif (
+                topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= self._limits.max_subscriptions
+            ):
+                log.warning(
+                    "refused subscription of client_id=%s to %r: it has %d, the limit (mqtt.max_subscriptions)",
+                    session.client_id,
+                    topic_filter,
+                    len(session.subscriptions),
+                )
+                codes.append(SUBACK_FAILURE)
+            elif not await self._gate.may(self._principal, topic_filter, Action.SUBSCRIBE):
+                codes.append(SUBACK_FAILURE)
+            else:
+                self._hub.add_subscription(session, topic_filter, qos)
+                codes.append(qos)
+                accepted.append((topic_filter, qos))
+        self._send(SubackPacket.build(packet.variable_header.packet_id, codes))
+        for topic_filter, qos in accepted:
+            await self._hub.send_retained(session, topic_filter, qos)
+
+    # Writing (the Outbox a session uses) ----------------------------------------------------------
+
+    def send_publish(self, message: Outgoing, packet_id: int | None, *, dup: bool) -> None:
+        self._send(PublishPacket.build(message.topic, message.payload, packet_id, dup, message.qos, message.retain))
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self._send(PubrelPacket.build(packet_id))
+
+    def _send(self, packet: Any) -> None:
+        if self._closing:
+            return
+        self._writer.write(packet.to_bytes())
+        self._dirty.set()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._writer.drain()
+            except Exception as exc:  # a dead peer: end the connection
+                self.abort(f"write failed: {exc or type(exc).__name__}")
+                return
+
+
+def _close(writer: WriterAdapter, *, abort: bool) -> None:
+    """Close the underlying transport: ``abort`` drops unsent data (for a dead or replaced peer)."""
+    inner = getattr(writer, "_writer", None) or getattr(writer, "_protocol", None)
+    transport = getattr(inner, "transport", None)
+    if transport is None:
+        return
+    if abort:
+        transport.abort()
+    else:
+        transport.close()

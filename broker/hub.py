@@ -1,0 +1,178 @@
+"""The broker's shared state and routing: sessions, the subscription tree, retained messages, presence.
+
+Connections (``broker.connection``) call the hub; the hub never does I/O except through a session's
+outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
+
+- a message goes to each matching session once, at min(publish QoS, highest matching subscription
+  QoS) [MQTT-3.3.5-1]; overlapping subscriptions do not duplicate it;
+- forwarded messages carry retain=0 [MQTT-3.3.1-9]; retained messages sent because of a new
+  subscription carry retain=1 [MQTT-3.3.1-8];
+- every delivery passes the ACL's receive check where the rules need one (group membership,
+  operator rules), so a removed member stops receiving and retained messages never leak.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from broker.retained import RetainedStore
+from broker.routing import SubscriptionTree
+from broker.sessions import Limits, Outgoing, Session, Will
+
+log = logging.getLogger(__name__)
+
+
+class Access(Protocol):
+    """The receive half of the ACL, as the hub needs it."""
+
+    def receive_needs_check(self, topic: str) -> bool: ...
+
+    async def may_receive(self, session: Session, topic: str) -> bool: ...
+
+
+@dataclass
+class Stats:
+    """Counters for $SYS and metrics."""
+
+    connections: int = 0
+    messages_in: list[int] = field(default_factory=lambda: [0, 0, 0])
+    messages_out: list[int] = field(default_factory=lambda: [0, 0, 0])
+    auth_failures: int = 0
+    refused_connections: int = 0
+
+
+class Hub:
+    """Everything shared between connections."""
+
+    def __init__(self, *, limits: Limits, access: Access, presence_for: Callable[[str], bool]) -> None:
+        """``presence_for(user)``: whether the broker announces this user's presence (people, not services)."""
+        self.limits = limits
+        self.access = access
+        self._presence_for = presence_for
+        self.sessions: dict[str, Session] = {}
+        self.tree = SubscriptionTree()
+        self.retained = RetainedStore()
+        self.stats = Stats()
+        self._online: dict[str, int] = {}
+
+    # Sessions -------------------------------------------------------------------------------------
+
+    def open_session(
+        self, client_id: str, username: str | None, *, clean: bool, principal: Any
+    ) -> tuple[Session, bool]:
+        """The session for a new connection and whether a stored one was resumed [MQTT-3.2.2-2, -3]."""
+        existing = self.sessions.get(client_id)
+        if existing is not None and (clean or existing.clean):
+            self.discard_session(existing)
+            existing = None
+        if existing is not None:
+            existing.principal = principal
+            existing.username = username
+            return existing, True
+        session = Session(client_id, username, clean, limits=self.limits)
+        session.principal = principal
+        self.sessions[client_id] = session
+        return session, False
+
+    def discard_session(self, session: Session) -> None:
+        """Forget a session and its subscriptions [MQTT-3.1.2-6]."""
+        for topic_filter in session.subscriptions:
+            self.tree.remove(topic_filter, session.client_id)
+        session.subscriptions.clear()
+        session.queue.clear()
+        session.inflight.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    def connected(self, session: Session) -> None:
+        """The session's client is connected and ready; announce the user online if it is the first."""
+        self.stats.connections += 1
+        user = self._presence_user(session)
+        if user is not None:
+            self._online[user] = self._online.get(user, 0) + 1
+            if self._online[user] == 1:
+                self._announce(user, "online")
+
+    async def disconnected(self, session: Session, *, will: Will | None, announce: bool = True) -> None:
+        """The client went away: publish its will (if any), update presence, end a clean session."""
+        self.stats.connections -= 1
+        session.detach()
+        user = self._presence_user(session)
+        last = False
+        if user is not None:
+            self._online[user] -= 1
+            last = self._online[user] == 0
+            if last:
+                del self._online[user]
+        if will is not None and not self._is_own_presence(session, will.topic):
+            await self.publish(will.topic, will.payload, will.qos, will.retain)
+        if user is not None and last and announce:
+            self._announce(user, "offline")
+        if session.clean:
+            self.discard_session(session)
+
+    def _presence_user(self, session: Session) -> str | None:
+        user = session.username
+        if user is None or not self._presence_for(user):
+            return None
+        return user
+
+    def _is_own_presence(self, session: Session, topic: str) -> bool:
+        return session.username is not None and topic == f"presence/{session.username}"
+
+    def _announce(self, user: str, status: str) -> None:
+        """Publish the user's retained presence (routing is synchronous for presence: no ACL waits)."""
+        payload = json.dumps({"status": status, "at": datetime.now(UTC).isoformat()}).encode()
+        topic = f"presence/{user}"
+        self.retained.put(topic, payload, 1)
+        for client_id, sub_qos in self.tree.match(topic).items():
+            target = self.sessions.get(client_id)
+            if target is not None:
+                self._deliver(target, Outgoing(topic, payload, min(1, sub_qos)))
+
+    # Messages -------------------------------------------------------------------------------------
+
+    async def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """Route one message to every matching session; return how many sessions it was offered to."""
+        self.stats.messages_in[qos] += 1
+        if retain:
+            self.retained.put(topic, payload, qos)
+        matches = self.tree.match(topic)
+        if not matches:
+            return 0
+        check = self.access.receive_needs_check(topic)
+        offered = 0
+        for client_id, sub_qos in matches.items():
+            session = self.sessions.get(client_id)
+            if session is None:
+                continue
+            if check and not await self.access.may_receive(session, topic):
+                continue
+            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
+            offered += 1
+        return offered
+
+    def _deliver(self, session: Session, message: Outgoing) -> None:
+        if session.connected or (message.qos > 0 and not session.clean):
+            self.stats.messages_out[message.qos] += 1
+        session.offer(message)
+
+    def add_subscription(self, session: Session, topic_filter: str, qos: int) -> None:
+        """Add or replace a subscription (before the SUBACK goes out) [MQTT-3.8.4-3]."""
+        session.subscriptions[topic_filter] = qos
+        self.tree.add(topic_filter, session.client_id, qos)
+
+    async def send_retained(self, session: Session, topic_filter: str, qos: int) -> None:
+        """Send the retained messages a new subscription matches, each only if the ACL lets it through."""
+        for retained in self.retained.matching(topic_filter):
+            if await self.access.may_receive(session, retained.topic):
+                self._deliver(session, Outgoing(retained.topic, retained.payload, min(qos, retained.qos), True))
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> None:
+        if session.subscriptions.pop(topic_filter, None) is not None:
+            self.tree.remove(topic_filter, session.client_id)
