@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -21,6 +21,7 @@ from sqlmodel import Session
 from switchboard import accounts
 from switchboard.db import make_engine, upgrade
 from tests.helpers import Stack, start_stack
+from tests.rawmqtt import RawClient
 
 ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
 
@@ -120,3 +121,54 @@ class Users:
 @pytest.fixture
 def users(engine: Engine) -> Users:
     return Users(engine)
+
+
+@pytest.fixture(scope="session")
+def chat_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack on its own SQLite file, for broker tests that do not depend on the database kind."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('chat')}/chat.db"
+    running = start_stack(url, tmp_path_factory.mktemp("chat-stack"))
+    yield running
+    assert running.stop() == 0, running.output()
+
+
+@pytest.fixture
+def chat_users(chat_stack: Stack) -> Iterator[Users]:
+    engine = make_engine(chat_stack.database_url)
+    yield Users(engine)
+    engine.dispose()
+
+
+#: Small limits, so tests can reach them with a handful of messages.
+OPEN_LIMITS = {
+    "SWITCHBOARD_MQTT__ALLOW_ANONYMOUS": "true",
+    "SWITCHBOARD_MQTT__MAX_QUEUED_MESSAGES": "5",
+    "SWITCHBOARD_MQTT__MAX_INFLIGHT": "3",
+    "SWITCHBOARD_MQTT__MAX_CONNECTIONS": "60",
+    "SWITCHBOARD_MQTT__MAX_PACKET_BYTES": "2048",
+    "SWITCHBOARD_MQTT__MAX_SUBSCRIPTIONS": "20",
+}
+
+
+@pytest.fixture(scope="session")
+def open_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack serving anonymous generic MQTT clients, with small limits."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('open')}/open.db"
+    running = start_stack(url, tmp_path_factory.mktemp("open-stack"), **OPEN_LIMITS)
+    yield running
+    assert running.stop() == 0, running.output()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[[int], RawClient]]:
+    """Makes raw MQTT clients and closes every one of them after the test."""
+    clients: list[RawClient] = []
+
+    def make(port: int) -> RawClient:
+        client = RawClient(port)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
