@@ -55,6 +55,7 @@ from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.session import Session as Principal
 
+from broker.codec import check_strings
 from broker.hub import Hub
 from broker.routing import is_valid_filter, is_valid_topic
 from broker.sessions import Outgoing, Session, Will
@@ -191,10 +192,12 @@ class Connection:
 
     # Reading --------------------------------------------------------------------------------------
 
-    async def _read_packet(self) -> Any | None:
+    async def _read_packet(self, *, first: bool = False) -> Any | None:
         header = await MQTTFixedHeader.from_stream(self._reader)
         if header is None:
             return None
+        if first and header.packet_type != CONNECT:
+            raise ProtocolViolation("the first packet must be a CONNECT [MQTT-3.1.0-1]")
         if header.remaining_length > self._limits.max_packet_bytes:
             raise ProtocolViolation(
                 f"packet of {header.remaining_length} bytes is over the limit of {self._limits.max_packet_bytes} "
@@ -207,6 +210,7 @@ class Connection:
         if len(body) < header.remaining_length:
             return None
         try:
+            check_strings(header.packet_type, body)
             return await packet_class.from_stream(BufferReader(body), fixed_header=header)
         except Exception as exc:  # any decoding failure is the client's malformed packet
             raise ProtocolViolation(f"malformed {packet_class.__name__}: {exc or type(exc).__name__}") from None
@@ -214,7 +218,7 @@ class Connection:
     # CONNECT --------------------------------------------------------------------------------------
 
     async def _handshake(self) -> bool:
-        packet = await asyncio.wait_for(self._read_packet(), self._limits.connect_timeout)
+        packet = await asyncio.wait_for(self._read_packet(first=True), self._limits.connect_timeout)
         if packet is None:
             return False
         if not isinstance(packet, ConnectPacket):

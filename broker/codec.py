@@ -1,0 +1,42 @@
+"""Override: strict UTF-8 for topic names and filters, which amqtt's codec does not check.
+
+amqtt 0.12.1's ``decode_string`` turns ill-formed UTF-8 into the text of a Python bytes literal
+(``"b'a\\xffb'"``) instead of failing, so a PUBLISH to an invalid topic was routed under a made-up
+name. MQTT 3.1.1 says the server MUST close the connection [MQTT-1.5.3-1]. The connection checks
+these bytes before handing the packet to amqtt's decoder.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from amqtt.mqtt.packet import PUBLISH, SUBSCRIBE, UNSUBSCRIBE
+
+
+class MalformedString(ValueError):
+    """A length-prefixed string is cut short or is not UTF-8."""
+
+
+def check_strings(packet_type: int, body: bytes) -> None:
+    """Raise MalformedString when a topic name (PUBLISH) or a filter (SUBSCRIBE, UNSUBSCRIBE) is bad."""
+    if packet_type == PUBLISH:
+        _string_at(body, 0)
+    elif packet_type in (SUBSCRIBE, UNSUBSCRIBE):
+        position = 2  # after the packet id
+        while position < len(body):
+            position = _string_at(body, position) + (1 if packet_type == SUBSCRIBE else 0)
+
+
+def _string_at(body: bytes, position: int) -> int:
+    """Check the string at ``position``; return where the next field starts."""
+    if position + 2 > len(body):
+        raise MalformedString("a string's length is cut short")
+    (length,) = struct.unpack_from("!H", body, position)
+    end = position + 2 + length
+    if end > len(body):
+        raise MalformedString("a string is longer than the packet")
+    try:
+        body[position + 2 : end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedString(f"ill-formed UTF-8 at byte {exc.start} of a topic [MQTT-1.5.3-1]") from None
+    return end
