@@ -16,7 +16,7 @@ from sqlmodel import Session
 from switchboard import accounts
 from switchboard.acl import ANONYMOUS, Action, Decision, Identity, Policy
 from switchboard.errors import StoreError
-from switchboard.tables import Role
+from switchboard.tables import Role, User
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,15 @@ class AccessControl:
         who = self._identities.get(username)
         return who is not None and not who.is_service
 
+    def _load_identity(self, name: str) -> Identity | None:
+        with Session(self._engine) as session:
+            user = session.get(User, name)
+        if user is None or user.disabled:
+            return None
+        who = Identity(user.name, Role(user.role))
+        self._identities[name] = who
+        return who
+
     def identity(self, session: MqttSession) -> Identity | None:
         """Who this client logged in as; None if it never authenticated here."""
         if session.username is None:
@@ -106,6 +115,9 @@ class AccessControl:
     async def check(self, session: MqttSession, topic: str, action: Action) -> Decision:
         """Decide one action; denials are logged with client id, user, topic and reason."""
         who = self.identity(session)
+        if who is None and session.username is not None:
+            # A session restored after a restart: its user has not logged in since.
+            who = await asyncio.to_thread(self._load_identity, session.username)
         if who is None:
             decision = Decision(False, "client is not authenticated")
         else:

@@ -323,7 +323,7 @@ class Connection:
             elif kind == PUBREC:
                 session.received(packet.packet_id)
             elif kind == PUBREL:
-                session.incoming_qos2.discard(packet.packet_id)
+                session.incoming_released(packet.packet_id)
                 self._send(PubcompPacket.build(packet.packet_id))
             elif kind == PUBCOMP:
                 session.acknowledged(packet.packet_id, qos=2)
@@ -352,7 +352,7 @@ class Connection:
             raise ProtocolViolation(
                 f"PUBLISH to {topic!r}: topic names may not be empty or hold wildcards [MQTT-3.3.2-2]"
             )
-        repeat = qos == 2 and packet_id in session.incoming_qos2
+        repeat = qos == 2 and not session.incoming_started(packet_id)
         if not repeat:
             assert self._principal is not None
             if topic.startswith("$"):
@@ -361,11 +361,11 @@ class Connection:
                 )
             elif await self._gate.may(self._principal, topic, Action.PUBLISH):
                 await self._hub.publish(topic, bytes(packet.data or b""), qos, bool(packet.retain_flag))
+        # Acknowledge only once the message (and, for QoS 2, its packet id) is safely stored.
         if qos == 1:
-            self._send(PubackPacket.build(packet_id))
+            self._hub.after_commit(lambda: self._send(PubackPacket.build(packet_id)))
         elif qos == 2:
-            session.incoming_qos2.add(packet_id)
-            self._send(PubrecPacket.build(packet_id))
+            self._hub.after_commit(lambda: self._send(PubrecPacket.build(packet_id)))
 
     async def _on_subscribe(self, packet: Any, session: Session) -> None:
         assert self._principal is not None

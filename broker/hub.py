@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
-from broker.sessions import Limits, Outgoing, Session, Will
+from broker.sessions import InFlight, Limits, Outgoing, Session, Will
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,23 @@ class Stats:
 class Hub:
     """Everything shared between connections."""
 
-    def __init__(self, *, limits: Limits, access: Access, presence_for: Callable[[str], bool]) -> None:
-        """``presence_for(user)``: whether the broker announces this user's presence (people, not services)."""
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        access: Access,
+        presence_for: Callable[[str], bool],
+        store: StateStore | None = None,
+        principal_for: Callable[[str | None], Any] = lambda _user: None,
+    ) -> None:
+        """``presence_for(user)``: whether the broker announces this user's presence (people, not services).
+        ``store``: where persistent sessions and retained messages are kept across restarts.
+        ``principal_for(user)``: the ACL identity of a session restored from ``store``."""
         self.limits = limits
         self.access = access
+        self.store = store
         self._presence_for = presence_for
+        self._principal_for = principal_for
         self.sessions: dict[str, Session] = {}
         self.tree = SubscriptionTree()
         self.retained = RetainedStore()
@@ -77,7 +90,47 @@ class Hub:
         session = Session(client_id, username, clean, limits=self.limits)
         session.principal = principal
         self.sessions[client_id] = session
+        if not clean and self.store is not None:
+            session.journal = self.store
+            self.store.session_saved(client_id, username)
         return session, False
+
+    def restore(self) -> None:
+        """Rebuild persistent sessions and retained messages from the store (before listening)."""
+        if self.store is None:
+            return
+        state = self.store.load()
+        for topic, payload, qos in state.retained:
+            self.retained.put(topic, payload, qos)
+        for stored in state.sessions.values():
+            session = Session(stored.client_id, stored.username, False, limits=self.limits)
+            session.principal = self._principal_for(stored.username)
+            session.journal = self.store
+            session.incoming_qos2 = set(stored.incoming_qos2)
+            for topic_filter, qos in stored.subscriptions.items():
+                session.subscriptions[topic_filter] = qos
+                self.tree.add(topic_filter, stored.client_id, qos)
+            for row, topic, payload, qos, retain, packet_id, released in stored.pending:
+                message = Outgoing(topic, payload, qos, retain, row)
+                if packet_id is None:
+                    session.queue.append(message)
+                else:
+                    session.inflight[packet_id] = InFlight(packet_id, message, released)
+                    session.last_packet_id = packet_id
+            self.sessions[stored.client_id] = session
+        log.info(
+            "restored %d persistent session(s), %d queued message(s), %d retained message(s)",
+            len(state.sessions),
+            sum(len(s.pending) for s in state.sessions.values()),
+            len(state.retained),
+        )
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once all state changed so far is durable (at once without a store)."""
+        if self.store is None:
+            callback()
+        else:
+            self.store.after_commit(callback)
 
     def discard_session(self, session: Session) -> None:
         """Forget a session and its subscriptions [MQTT-3.1.2-6]."""
@@ -86,6 +139,10 @@ class Hub:
         session.subscriptions.clear()
         session.queue.clear()
         session.inflight.clear()
+        if session.journal is not None:
+            session.journal = None
+            if self.store is not None:
+                self.store.session_deleted(session.client_id)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
@@ -129,7 +186,7 @@ class Hub:
         """Publish the user's retained presence (routing is synchronous for presence: no ACL waits)."""
         payload = json.dumps({"status": status, "at": datetime.now(UTC).isoformat()}).encode()
         topic = f"presence/{user}"
-        self.retained.put(topic, payload, 1)
+        self._retain(topic, payload, 1)
         for client_id, sub_qos in self.tree.match(topic).items():
             target = self.sessions.get(client_id)
             if target is not None:
@@ -141,7 +198,7 @@ class Hub:
         """Route one message to every matching session; return how many sessions it was offered to."""
         self.stats.messages_in[qos] += 1
         if retain:
-            self.retained.put(topic, payload, qos)
+            self._retain(topic, payload, qos)
         matches = self.tree.match(topic)
         if not matches:
             return 0
@@ -157,6 +214,10 @@ class Hub:
             offered += 1
         return offered
 
+    def _retain(self, topic: str, payload: bytes, qos: int) -> None:
+        if self.retained.put(topic, payload, qos) and self.store is not None:
+            self.store.retained(topic, payload, qos)
+
     def _deliver(self, session: Session, message: Outgoing) -> None:
         if session.connected or (message.qos > 0 and not session.clean):
             self.stats.messages_out[message.qos] += 1
@@ -166,6 +227,8 @@ class Hub:
         """Add or replace a subscription (before the SUBACK goes out) [MQTT-3.8.4-3]."""
         session.subscriptions[topic_filter] = qos
         self.tree.add(topic_filter, session.client_id, qos)
+        if self.store is not None and session.journal is not None:
+            self.store.subscribed(session.client_id, topic_filter, qos)
 
     async def send_retained(self, session: Session, topic_filter: str, qos: int) -> None:
         """Send the retained messages a new subscription matches, each only if the ACL lets it through."""
@@ -176,3 +239,5 @@ class Hub:
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
             self.tree.remove(topic_filter, session.client_id)
+            if self.store is not None and session.journal is not None:
+                self.store.unsubscribed(session.client_id, topic_filter)

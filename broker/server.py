@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from broker.access import AccessControl
 from broker.connection import Connection, ConnectionLimits
 from broker.hub import Hub
+from broker.persistence import StateStore
 from broker.sessions import Limits, Session
 from switchboard.acl import Action
 from switchboard.errors import ConfigError
@@ -74,10 +75,13 @@ class SwitchboardBroker(Broker):
         super().__init__(config, loop=asyncio.get_running_loop())
         self.settings = settings
         self.gate = PluginGate(self)
+        self.store = StateStore(settings.state_file) if settings.state_file else None
         self.hub = Hub(
             limits=Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued_messages),
             access=HubAccess(self.gate, access),
             presence_for=access.has_presence,
+            store=self.store,
+            principal_for=_principal,
         )
         self._connection_limits = ConnectionLimits(
             max_packet_bytes=settings.max_packet_bytes, max_subscriptions=settings.max_subscriptions
@@ -110,8 +114,15 @@ class SwitchboardBroker(Broker):
         finally:
             self._connections.discard(connection)
 
+    async def start(self) -> None:
+        """Restore saved state, then open the listeners."""
+        if self.store is not None:
+            self.hub.restore()
+            self.store.start()
+        await super().start()
+
     async def shutdown(self) -> None:
-        """Stop accepting, close every connection (no wills: the clients did nothing wrong), stop amqtt."""
+        """Stop accepting, close every connection (no wills: the clients did nothing wrong), save state."""
         for server in self._servers.values():
             server.instance.close()
         connections = list(self._connections)
@@ -119,7 +130,16 @@ class SwitchboardBroker(Broker):
             connection.close_for_shutdown()
         if connections:
             await asyncio.wait([asyncio.ensure_future(c.finished()) for c in connections], timeout=SHUTDOWN_SECONDS)
+        if self.store is not None:
+            await self.store.close()
         await super().shutdown()
+
+
+def _principal(username: str | None) -> Principal:
+    """The ACL identity of a session restored from the state file (its user has not logged in yet)."""
+    principal = Principal()
+    principal.username = username
+    return principal
 
 
 def broker_config(settings: MqttSettings, access: AccessControl) -> dict[str, Any]:

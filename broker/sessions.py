@@ -25,14 +25,18 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Outgoing:
-    """A message on its way to one client, at the QoS it is delivered with."""
+    """A message on its way to one client, at the QoS it is delivered with.
+
+    ``row`` is its id in the broker's state file while it waits (persistent sessions only).
+    """
 
     topic: str
     payload: bytes
     qos: int
     retain: bool = False
+    row: int = 0
 
 
 @dataclass(slots=True)
@@ -62,6 +66,24 @@ class Limits:
     max_queued: int = 10_000
 
 
+class Journal(Protocol):
+    """Where a persistent session records what it must not forget (broker.persistence.StateStore)."""
+
+    def next_row(self) -> int: ...
+
+    def queued(self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+
+    def sent(self, row: int, packet_id: int) -> None: ...
+
+    def released(self, row: int) -> None: ...
+
+    def done(self, row: int) -> None: ...
+
+    def incoming_added(self, client_id: str, packet_id: int) -> None: ...
+
+    def incoming_removed(self, client_id: str, packet_id: int) -> None: ...
+
+
 class Outbox(Protocol):
     """What a session needs from the connection of its client."""
 
@@ -84,6 +106,7 @@ class Session:
     incoming_qos2: set[int] = field(default_factory=set)
     outbox: Outbox | None = None
     principal: Any = None  # who the client is, as the ACL plugins see it (an amqtt Session)
+    journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0
 
@@ -98,6 +121,12 @@ class Session:
             if outbox is not None:
                 outbox.send_publish(message, None, dup=False)
             return
+        if self.clean and outbox is None:
+            return
+        journal = self.journal
+        if journal is not None and not self.clean:
+            message.row = journal.next_row()
+            journal.queued(message.row, self.client_id, message.topic, message.payload, message.qos, message.retain)
         if outbox is None:
             if not self.clean:
                 self._enqueue(message)
@@ -109,7 +138,9 @@ class Session:
 
     def _enqueue(self, message: Outgoing) -> None:
         if len(self.queue) >= self.limits.max_queued:
-            self.queue.popleft()
+            oldest = self.queue.popleft()
+            if oldest.row and self.journal is not None:
+                self.journal.done(oldest.row)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning(
@@ -123,6 +154,8 @@ class Session:
     def _send_new(self, message: Outgoing, outbox: Outbox) -> None:
         packet_id = self._next_packet_id()
         self.inflight[packet_id] = InFlight(packet_id, message)
+        if message.row and self.journal is not None:
+            self.journal.sent(message.row, packet_id)
         outbox.send_publish(message, packet_id, dup=False)
 
     def _next_packet_id(self) -> int:
@@ -148,6 +181,8 @@ class Session:
         if flight is None or flight.message.qos != qos or (qos == 2 and not flight.released):
             return False
         del self.inflight[packet_id]
+        if flight.message.row and self.journal is not None:
+            self.journal.done(flight.message.row)
         self.pump()
         return True
 
@@ -157,6 +192,8 @@ class Session:
         if flight is None or flight.message.qos != 2:
             return False
         flight.released = True
+        if flight.message.row and self.journal is not None:
+            self.journal.released(flight.message.row)
         if self.outbox is not None:
             self.outbox.send_pubrel(packet_id)
         return True
@@ -170,6 +207,22 @@ class Session:
             else:
                 outbox.send_publish(flight.message, flight.packet_id, dup=True)
         self.pump()
+
+    def incoming_started(self, packet_id: int) -> bool:
+        """A QoS 2 PUBLISH arrived; False when this packet id is already awaiting PUBREL (a resend)."""
+        if packet_id in self.incoming_qos2:
+            return False
+        self.incoming_qos2.add(packet_id)
+        if self.journal is not None and not self.clean:
+            self.journal.incoming_added(self.client_id, packet_id)
+        return True
+
+    def incoming_released(self, packet_id: int) -> None:
+        """PUBREL arrived: the QoS 2 exchange started by that PUBLISH is over."""
+        if packet_id in self.incoming_qos2:
+            self.incoming_qos2.discard(packet_id)
+            if self.journal is not None and not self.clean:
+                self.journal.incoming_removed(self.client_id, packet_id)
 
     def detach(self) -> None:
         """The client went away; in-flight and queued messages wait for it."""

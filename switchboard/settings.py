@@ -48,6 +48,11 @@ class MqttSettings(_Section):
     max_packet_bytes: int = Field(
         256 * 1024, ge=1024, le=268_435_455, description="Largest packet a client may send, in bytes."
     )
+    state_file: str | None = Field(
+        "./var/broker-state.db",
+        description="SQLite file keeping persistent sessions, queued and retained messages across restarts; "
+        "null keeps them in memory only.",
+    )
     max_subscriptions: int = Field(
         1000, ge=1, description="Most subscriptions per client; further filters get SUBACK 0x80."
     )

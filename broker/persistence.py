@@ -1,0 +1,210 @@
+"""Broker state that survives a restart or a crash: persistent sessions, their subscriptions, queued and
+in-flight messages, and retained messages, in a SQLite file the operator names (``mqtt.state_file``).
+
+amqtt 0.12.1 kept all of this in memory only. Writes are batched: changes are appended to a list and
+committed together every few milliseconds (group commit, WAL mode). A publisher's PUBACK/PUBREC is
+sent only after the commit that holds its message, so a message the broker acknowledged survives
+``kill -9``. Clean sessions and QoS 0 messages are never written: MQTT does not ask them to outlive
+the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.002
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, username TEXT);
+CREATE TABLE IF NOT EXISTS subscriptions (client_id TEXT, filter TEXT, qos INTEGER, PRIMARY KEY (client_id, filter));
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY, client_id TEXT, topic TEXT, payload BLOB, qos INTEGER, retain INTEGER,
+    packet_id INTEGER, released INTEGER DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS pending_by_client ON pending (client_id, id);
+CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT, packet_id INTEGER, PRIMARY KEY (client_id, packet_id));
+CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER);
+"""
+
+
+@dataclass
+class StoredSession:
+    """A persistent session as loaded at start-up."""
+
+    client_id: str
+    username: str | None
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    pending: list[tuple[int, str, bytes, int, bool, int | None, bool]] = field(default_factory=list)
+    incoming_qos2: set[int] = field(default_factory=set)
+
+
+@dataclass
+class StoredState:
+    sessions: dict[str, StoredSession]
+    retained: list[tuple[str, bytes, int]]
+    last_row: int
+
+
+class StateStore:
+    """Mirrors broker state into SQLite with group commit. All methods are called from the event loop."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
+        self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._callbacks: list[Callable[[], None]] = []
+        self._last_row = 0
+        self._lock = threading.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._committing = False
+        self.commits = 0
+
+    # Start-up and shutdown ------------------------------------------------------------------------
+
+    def load(self) -> StoredState:
+        """Everything stored, to rebuild the hub before the listeners open."""
+        sessions = {cid: StoredSession(cid, user) for cid, user in self._db.execute("SELECT * FROM sessions")}
+        for client_id, topic_filter, qos in self._db.execute("SELECT * FROM subscriptions"):
+            if client_id in sessions:
+                sessions[client_id].subscriptions[topic_filter] = qos
+        rows = self._db.execute(
+            "SELECT id, client_id, topic, payload, qos, retain, packet_id, released FROM pending ORDER BY id"
+        )
+        for row_id, client_id, topic, payload, qos, retain, packet_id, released in rows:
+            if client_id in sessions:
+                sessions[client_id].pending.append(
+                    (row_id, topic, bytes(payload), qos, bool(retain), packet_id, bool(released))
+                )
+        for client_id, packet_id in self._db.execute("SELECT * FROM incoming_qos2"):
+            if client_id in sessions:
+                sessions[client_id].incoming_qos2.add(packet_id)
+        retained = [(t, bytes(p), q) for t, p, q in self._db.execute("SELECT topic, payload, qos FROM retained")]
+        self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM pending").fetchone()[0]
+        return StoredState(sessions, retained, self._last_row)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever())
+
+    async def close(self) -> None:
+        """Commit what is pending and close the file."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        ops, callbacks = self._take()
+        await asyncio.to_thread(self._commit, ops)
+        for callback in callbacks:
+            callback()
+        self._db.close()
+
+    # Changes --------------------------------------------------------------------------------------
+
+    def next_row(self) -> int:
+        self._last_row += 1
+        return self._last_row
+
+    def session_saved(self, client_id: str, username: str | None) -> None:
+        self._add("INSERT OR REPLACE INTO sessions VALUES (?, ?)", (client_id, username))
+
+    def session_deleted(self, client_id: str) -> None:
+        for table in ("sessions", "subscriptions", "pending", "incoming_qos2"):
+            self._add(f"DELETE FROM {table} WHERE client_id = ?", (client_id,))  # noqa: S608 (fixed table names)
+
+    def subscribed(self, client_id: str, topic_filter: str, qos: int) -> None:
+        self._add("INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?)", (client_id, topic_filter, qos))
+
+    def unsubscribed(self, client_id: str, topic_filter: str) -> None:
+        self._add("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
+
+    def queued(self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self._add(
+            "INSERT INTO pending (id, client_id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?, ?)",
+            (row, client_id, topic, payload, qos, int(retain)),
+        )
+
+    def sent(self, row: int, packet_id: int) -> None:
+        self._add("UPDATE pending SET packet_id = ? WHERE id = ?", (packet_id, row))
+
+    def released(self, row: int) -> None:
+        self._add("UPDATE pending SET released = 1 WHERE id = ?", (row,))
+
+    def done(self, row: int) -> None:
+        self._add("DELETE FROM pending WHERE id = ?", (row,))
+
+    def incoming_added(self, client_id: str, packet_id: int) -> None:
+        self._add("INSERT OR IGNORE INTO incoming_qos2 VALUES (?, ?)", (client_id, packet_id))
+
+    def incoming_removed(self, client_id: str, packet_id: int) -> None:
+        self._add("DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?", (client_id, packet_id))
+
+    def retained(self, topic: str, payload: bytes, qos: int) -> None:
+        if payload:
+            self._add("INSERT OR REPLACE INTO retained VALUES (?, ?, ?)", (topic, payload, qos))
+        else:
+            self._add("DELETE FROM retained WHERE topic = ?", (topic,))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything changed so far is committed; callbacks run in the order given
+        (PUBACKs must follow the order of the PUBLISHes [MQTT-4.6.0-2])."""
+        if not self._ops and not self._callbacks and not self._committing:
+            callback()
+            return
+        self._callbacks.append(callback)
+        self._wake.set()
+
+    def _add(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._ops.append((sql, params))
+        self._wake.set()
+
+    # Group commit ---------------------------------------------------------------------------------
+
+    def _take(self) -> tuple[list[tuple[str, tuple[Any, ...]]], list[Callable[[], None]]]:
+        ops, callbacks = self._ops, self._callbacks
+        self._ops, self._callbacks = [], []
+        return ops, callbacks
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_SECONDS)  # let a burst gather into one transaction
+            self._wake.clear()
+            ops, callbacks = self._take()
+            self._committing = True
+            try:
+                await asyncio.to_thread(self._commit, ops)
+            except sqlite3.Error:
+                log.exception("broker state: commit to %s failed; acknowledgements are held back", self._path)
+                self._ops[:0], self._callbacks[:0] = ops, callbacks
+                await asyncio.sleep(1)
+                self._wake.set()
+                continue
+            finally:
+                self._committing = False
+            for callback in callbacks:
+                callback()
+
+    def _commit(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        if ops:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    for sql, params in ops:
+                        self._db.execute(sql, params)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            self.commits += 1
