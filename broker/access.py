@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from amqtt.session import Session as MqttSession
 from sqlalchemy import Engine
@@ -16,7 +17,9 @@ from sqlmodel import Session
 from switchboard import accounts
 from switchboard.acl import ANONYMOUS, Action, Decision, Identity, Policy
 from switchboard.errors import StoreError
+from switchboard.rules import OperatorRule
 from switchboard.tables import Role, User
+from switchboard.topics import is_chat_topic
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,10 @@ class DbDirectory:
 class AccessControl:
     """Decides who may connect, and what each connected client may publish, subscribe or receive."""
 
-    def __init__(self, engine: Engine, *, allow_anonymous: bool) -> None:
+    def __init__(self, engine: Engine, *, allow_anonymous: bool, rules: Sequence[OperatorRule] | None = None) -> None:
         self._engine = engine
         self._directory = DbDirectory(engine)
-        self._policy = Policy(generic_topics=allow_anonymous)
+        self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
         self.allow_anonymous = allow_anonymous
         self._identities: dict[str, Identity] = {}
 
@@ -53,7 +56,9 @@ class AccessControl:
         if who is None:
             return False
         if session.will_flag and session.will_topic is not None:
-            decision = await asyncio.to_thread(self._policy.check_will, who, session.will_topic, self._directory)
+            decision = await asyncio.to_thread(
+                self._policy.check_will, who, session.will_topic, self._directory, client_id=session.client_id or ""
+            )
             if not decision.allowed:
                 log.warning(
                     "refused client_id=%s user=%s: will topic %r: %s",
@@ -88,9 +93,14 @@ class AccessControl:
             user = accounts.authenticate(session, name, password)
             return None if user is None else Identity(user.name, Role(user.role))
 
-    def receive_needs_check(self, topic: str) -> bool:
-        """Whether delivering ``topic`` must be checked per recipient (group membership can change)."""
-        return topic.startswith("group/")
+    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
+        """Whether delivering ``topic`` must be checked per recipient: group membership can change, operator
+        rules may deny part of what a filter matches, and a filter starting with a wildcard reaches chat topics."""
+        if topic.startswith("group/"):
+            return True
+        if is_chat_topic(topic):
+            return root_wildcard
+        return self._policy.has_rules
 
     def has_presence(self, username: str) -> bool:
         """People get presence; service accounts (the bridge) do not."""
@@ -122,7 +132,9 @@ class AccessControl:
             decision = Decision(False, "client is not authenticated")
         else:
             try:
-                decision = await asyncio.to_thread(self._policy.check, action, who, topic, self._directory)
+                decision = await asyncio.to_thread(
+                    self._policy.check, action, who, topic, self._directory, client_id=session.client_id or ""
+                )
             except StoreError as exc:
                 decision = Decision(False, f"cannot check access: {exc}")
         if not decision.allowed:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class Access(Protocol):
     """The receive half of the ACL, as the hub needs it."""
 
-    def receive_needs_check(self, topic: str) -> bool: ...
+    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool: ...
 
     async def may_receive(self, session: Session, topic: str) -> bool: ...
 
@@ -108,8 +108,7 @@ class Hub:
             session.journal = self.store
             session.incoming_qos2 = set(stored.incoming_qos2)
             for topic_filter, qos in stored.subscriptions.items():
-                session.subscriptions[topic_filter] = qos
-                self.tree.add(topic_filter, stored.client_id, qos)
+                self.add_subscription(session, topic_filter, qos)
             for row, topic, payload, qos, retain, packet_id, released in stored.pending:
                 message = Outgoing(topic, payload, qos, retain, row)
                 if packet_id is None:
@@ -202,12 +201,12 @@ class Hub:
         matches = self.tree.match(topic)
         if not matches:
             return 0
-        check = self.access.receive_needs_check(topic)
         offered = 0
         for client_id, sub_qos in matches.items():
             session = self.sessions.get(client_id)
             if session is None:
                 continue
+            check = self.access.receive_needs_check(topic, root_wildcard=session.root_wildcards > 0)
             if check and not await self.access.may_receive(session, topic):
                 continue
             self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
@@ -225,6 +224,8 @@ class Hub:
 
     def add_subscription(self, session: Session, topic_filter: str, qos: int) -> None:
         """Add or replace a subscription (before the SUBACK goes out) [MQTT-3.8.4-3]."""
+        if topic_filter not in session.subscriptions and topic_filter[:1] in ("+", "#"):
+            session.root_wildcards += 1
         session.subscriptions[topic_filter] = qos
         self.tree.add(topic_filter, session.client_id, qos)
         if self.store is not None and session.journal is not None:
@@ -239,5 +240,7 @@ class Hub:
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
             self.tree.remove(topic_filter, session.client_id)
+            if topic_filter[:1] in ("+", "#"):
+                session.root_wildcards -= 1
             if self.store is not None and session.journal is not None:
                 self.store.unsubscribed(session.client_id, topic_filter)

@@ -27,6 +27,7 @@ from broker.sessions import Limits, Session
 from switchboard.acl import Action
 from switchboard.errors import ConfigError
 from switchboard.ports import ensure_port_free, port_error
+from switchboard.rules import OperatorRule, RuleAction
 from switchboard.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class HubAccess:
         self._gate = gate
         self._access = access
 
-    def receive_needs_check(self, topic: str) -> bool:
-        return self._access.receive_needs_check(topic)
+    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
+        return self._access.receive_needs_check(topic, root_wildcard=root_wildcard)
 
     async def may_receive(self, session: Session, topic: str) -> bool:
         return await self._gate.may(session.principal, topic, Action.RECEIVE)
@@ -157,7 +158,10 @@ def broker_config(settings: MqttSettings, access: AccessControl) -> dict[str, An
 async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBroker:
     """Start listening; ConfigError (one line) when the port is taken."""
     ensure_port_free(settings.host, settings.port, setting="mqtt.port", env="SWITCHBOARD_MQTT__PORT")
-    access = AccessControl(engine, allow_anonymous=settings.allow_anonymous)
+    rules = None
+    if settings.acl_rules is not None:
+        rules = [OperatorRule(r.permission == "allow", RuleAction(r.action), r.topic) for r in settings.acl_rules]
+    access = AccessControl(engine, allow_anonymous=settings.allow_anonymous, rules=rules)
     broker = SwitchboardBroker(broker_config(settings, access), settings=settings, access=access)
     try:
         await broker.start()

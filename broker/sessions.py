@@ -101,6 +101,7 @@ class Session:
     clean: bool
     limits: Limits = field(default_factory=Limits)
     subscriptions: dict[str, int] = field(default_factory=dict)
+    root_wildcards: int = 0  # how many filters start with + or # (their chat deliveries are checked)
     queue: deque[Outgoing] = field(default_factory=deque)
     inflight: dict[int, InFlight] = field(default_factory=dict)
     incoming_qos2: set[int] = field(default_factory=set)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from switchboard.rules import OperatorRule, decide
 from switchboard.tables import Role
 from switchboard.topics import Kind, is_chat_topic, is_valid_name, parse_topic, presence_topic
 
@@ -67,37 +68,60 @@ def _deny(reason: str) -> Decision:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Rules outside the chat scheme. ``generic_topics``: anyone may use non-chat topics."""
+    """The chat scheme, plus what applies outside it.
+
+    ``generic_topics``: with no operator rules, anyone may use non-chat topics (mqtt.allow_anonymous).
+    ``rules``: the operator's rules (mqtt.acl_rules); when given, they alone decide non-chat topics.
+    """
 
     generic_topics: bool = False
+    rules: tuple[OperatorRule, ...] | None = None
 
-    def check(self, action: Action, who: Identity, topic: str, directory: Directory) -> Decision:
+    def check(
+        self, action: Action, who: Identity, topic: str, directory: Directory, *, client_id: str = ""
+    ) -> Decision:
         """Decide ``action`` on ``topic`` (a topic name, or a filter for SUBSCRIBE)."""
         first = topic.split("/", 1)[0]
-        if first in ("+", "#"):
-            if who.is_service:
-                return _allow("service accounts may use wildcard filters")
-            return _deny("a filter starting with a wildcard would reach other users' chat topics")
-        if not is_chat_topic(topic):
-            if self.generic_topics:
-                return _allow("generic MQTT topics are open (mqtt.allow_anonymous is on)")
-            return _deny("only chat topics (dm/, group/, presence/, receipt/, ack/) are served")
+        if who.is_service and action is not Action.PUBLISH:
+            return _allow("service account")
+        if first in ("+", "#") or not is_chat_topic(topic):
+            # A filter starting with a wildcard also reaches chat topics: those deliveries are then
+            # checked one by one (RECEIVE), so only what the client may read gets through.
+            return self._generic(action, who, topic, client_id)
         if who.name is None:
             return _deny("chat topics need a login: connect with a username and password")
         if who.is_service:
-            if action is Action.PUBLISH and first != Kind.ACK:
+            if first != Kind.ACK:
                 return _deny("the bridge's service account publishes only on ack/{user}")
             return _allow("service account")
-        if action is Action.SUBSCRIBE:
-            return _check_subscribe(who.name, topic, directory)
         if action is Action.PUBLISH:
             return _check_publish(who.name, topic, directory)
-        return _check_receive(who.name, topic, directory)
+        # SUBSCRIBE, and RECEIVE: a delivered chat message must be one the client could subscribe to
+        # by its exact topic (group membership is looked up again, so removal takes effect at once).
+        return _check_subscribe(who.name, topic, directory)
 
-    def check_will(self, who: Identity, topic: str, directory: Directory) -> Decision:
+    def _generic(self, action: Action, who: Identity, topic: str, client_id: str) -> Decision:
+        if self.rules is None:
+            if self.generic_topics:
+                return _allow("generic MQTT topics are open (mqtt.allow_anonymous is on)")
+            return _deny("only chat topics (dm/, group/, presence/, receipt/, ack/) are served")
+        allowed, reason = decide(
+            self.rules,
+            subscribing=action is not Action.PUBLISH,
+            username=who.name,
+            client_id=client_id,
+            topic=topic,
+        )
+        return Decision(allowed, reason)
+
+    @property
+    def has_rules(self) -> bool:
+        return self.rules is not None
+
+    def check_will(self, who: Identity, topic: str, directory: Directory, *, client_id: str = "") -> Decision:
         """A last will on a chat topic may only be the client's own presence; elsewhere publish rules apply."""
         if not is_chat_topic(topic):
-            return self.check(Action.PUBLISH, who, topic, directory)
+            return self.check(Action.PUBLISH, who, topic, directory, client_id=client_id)
         if who.name is not None and not who.is_service and topic == presence_topic(who.name):
             return _allow("own presence")
         own = f"presence/{who.name}" if who.name else "none for anonymous clients"
@@ -149,11 +173,3 @@ def _check_subscribe(me: str, topic_filter: str, directory: Directory) -> Decisi
     if target == me or sender == me:
         return _allow("own conversation")
     return _deny(f"you may only read {kind}/{me}/+ or {kind}/+/{me}")
-
-
-def _check_receive(me: str, topic: str, directory: Directory) -> Decision:
-    """Checked per delivered message: a subscription stays valid only while its grounds hold."""
-    parsed = parse_topic(topic)
-    if parsed is not None and parsed.kind is Kind.GROUP and not directory.is_member(parsed.target, me):
-        return _deny(f"no longer a member of group {parsed.target!r}")
-    return _allow("subscription was allowed")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -28,6 +28,23 @@ DEFAULT_CONFIG_FILE = Path("config/switchboard.yaml")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class AclRuleSettings(_Section):
+    """One operator rule for topics outside the chat scheme."""
+
+    permission: Literal["allow", "deny"] = Field(description="allow or deny")
+    action: Literal["publish", "subscribe", "all"] = Field(description="publish, subscribe or all")
+    topic: str = Field(min_length=1, description="MQTT filter; %u is the username, %c the client id")
+
+    @field_validator("topic")
+    @classmethod
+    def _filter_syntax(cls, topic: str) -> str:
+        levels = topic.split("/")
+        for index, level in enumerate(levels):
+            if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
+                raise ValueError(f"{topic!r} is not a valid MQTT topic filter")
+        return topic
 
 
 class MqttSettings(_Section):
@@ -47,6 +64,11 @@ class MqttSettings(_Section):
     )
     max_packet_bytes: int = Field(
         256 * 1024, ge=1024, le=268_435_455, description="Largest packet a client may send, in bytes."
+    )
+    acl_rules: list[AclRuleSettings] | None = Field(
+        None,
+        description="Operator rules for topics outside the chat scheme, first match decides, no match denies; "
+        "unset: with allow_anonymous every non-chat topic is open, without it none is.",
     )
     state_file: str | None = Field(
         "./var/broker-state.db",
