@@ -193,11 +193,13 @@ class Hub:
 
     # Messages -------------------------------------------------------------------------------------
 
-    async def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
-        """Route one message to every matching session; return how many sessions it was offered to."""
-        self.stats.messages_in[qos] += 1
+    async def publish(self, topic: str, payload: bytes, qos: int, retain: bool, *, internal: bool = False) -> int:
+        """Route one message to every matching session; return how many sessions it was offered to.
+        ``internal``: the broker's own ($SYS), not counted as a client message and not persisted."""
+        if not internal:
+            self.stats.messages_in[qos] += 1
         if retain:
-            self._retain(topic, payload, qos)
+            self._retain(topic, payload, qos, persist=not internal)
         matches = self.tree.match(topic)
         if not matches:
             return 0
@@ -213,8 +215,8 @@ class Hub:
             offered += 1
         return offered
 
-    def _retain(self, topic: str, payload: bytes, qos: int) -> None:
-        if self.retained.put(topic, payload, qos) and self.store is not None:
+    def _retain(self, topic: str, payload: bytes, qos: int, *, persist: bool = True) -> None:
+        if self.retained.put(topic, payload, qos) and persist and self.store is not None:
             self.store.retained(topic, payload, qos)
 
     def _deliver(self, session: Session, message: Outgoing) -> None:

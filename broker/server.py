@@ -19,6 +19,7 @@ from amqtt.errors import BrokerError
 from amqtt.session import Session as Principal
 from sqlalchemy import Engine
 
+from broker import sysinfo
 from broker.access import AccessControl
 from broker.connection import Connection, ConnectionLimits
 from broker.hub import Hub
@@ -88,6 +89,7 @@ class SwitchboardBroker(Broker):
             max_packet_bytes=settings.max_packet_bytes, max_subscriptions=settings.max_subscriptions
         )
         self._connections: set[Connection] = set()
+        self._sys_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -121,9 +123,12 @@ class SwitchboardBroker(Broker):
             self.hub.restore()
             self.store.start()
         await super().start()
+        self._sys_task = asyncio.create_task(sysinfo.publish_forever(self.hub, self.settings.sys_interval))
 
     async def shutdown(self) -> None:
         """Stop accepting, close every connection (no wills: the clients did nothing wrong), save state."""
+        if self._sys_task is not None:
+            self._sys_task.cancel()
         for server in self._servers.values():
             server.instance.close()
         connections = list(self._connections)

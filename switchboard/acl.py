@@ -35,6 +35,10 @@ class Identity:
     def is_service(self) -> bool:
         return self.role is Role.SERVICE
 
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
 
 ANONYMOUS = Identity(None)
 
@@ -82,6 +86,10 @@ class Policy:
     ) -> Decision:
         """Decide ``action`` on ``topic`` (a topic name, or a filter for SUBSCRIBE)."""
         first = topic.split("/", 1)[0]
+        if first.startswith("$"):
+            if action is not Action.PUBLISH and who.is_admin:
+                return _allow("administrators read the broker's $ topics")
+            return _deny("$ topics (broker statistics) are for administrators to read only")
         if who.is_service and action is not Action.PUBLISH:
             return _allow("service account")
         if first in ("+", "#") or not is_chat_topic(topic):

@@ -70,6 +70,7 @@ class MqttSettings(_Section):
         description="Operator rules for topics outside the chat scheme, first match decides, no match denies; "
         "unset: with allow_anonymous every non-chat topic is open, without it none is.",
     )
+    sys_interval: int = Field(10, ge=1, le=3600, description="Seconds between $SYS statistics updates.")
     state_file: str | None = Field(
         "./var/broker-state.db",
         description="SQLite file keeping persistent sessions, queued and retained messages across restarts; "

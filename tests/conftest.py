@@ -127,7 +127,7 @@ def users(engine: Engine) -> Users:
 def chat_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack on its own SQLite file, for broker tests that do not depend on the database kind."""
     url = f"sqlite:///{tmp_path_factory.mktemp('chat')}/chat.db"
-    running = start_stack(url, tmp_path_factory.mktemp("chat-stack"))
+    running = start_stack(url, tmp_path_factory.mktemp("chat-stack"), SWITCHBOARD_MQTT__SYS_INTERVAL="1")
     yield running
     assert running.stop() == 0, running.output()
 

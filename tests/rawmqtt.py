@@ -229,5 +229,20 @@ class RawClient:
             if got.kind == PUBLISH:
                 found.append(got)
 
+    def publishes_for(self, seconds: float) -> list[Packet]:
+        """Every PUBLISH that arrives within ``seconds``."""
+        found = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got = self.read(timeout=left)
+            except TimeoutError:
+                break
+            if got is None:
+                break
+            if got.kind == PUBLISH:
+                found.append(got)
+        return found
+
     def close(self) -> None:
         self.sock.close()

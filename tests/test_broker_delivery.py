@@ -323,3 +323,30 @@ def test_retained_messages_go_only_to_matching_allowed_new_subscriptions(
     assert [p for p in fresh.drain() if p.retain] == []
     for client in (publisher, snoop, inbox, fresh):
         client.close()
+
+
+def test_sys_statistics_are_for_admins_only(chat_stack: Stack, chat_users: Users, raw: Raw) -> None:
+    """$SYS topics: admins read them, others get 0x80, and '#' never matches them [MQTT-4.7.2-1]."""
+    from sqlmodel import Session
+
+    from switchboard.tables import Role, User
+
+    admin, admin_pw = chat_users.user("root")
+    with Session(chat_users._engine) as session:
+        user = session.get(User, admin)
+        assert user is not None
+        user.role = Role.ADMIN
+        session.add(user)
+        session.commit()
+    alice, alice_pw = chat_users.user("alice")
+
+    boss = raw(chat_stack.mqtt_port)
+    boss.connect(_id("boss"), admin, admin_pw)
+    assert boss.subscribe(("$SYS/broker/#", 0)) == [0]
+    figures = {p.topic: p.payload for p in boss.publishes_for(2.5)}  # retained, then refreshes (every 1 s)
+    assert int(figures["$SYS/broker/clients/connected"]) >= 2  # the bridge and this admin
+    assert {"$SYS/broker/messages/received", "$SYS/broker/messages/queued", "$SYS/broker/version"} <= set(figures)
+
+    nosy = raw(chat_stack.mqtt_port)
+    nosy.connect(_id("nosy"), alice, alice_pw)
+    assert nosy.subscribe(("$SYS/#", 0), ("$SYS/broker/uptime", 0)) == [0x80, 0x80]
