@@ -27,7 +27,7 @@ from broker.persistence import StateStore
 from broker.sessions import Limits, Session
 from switchboard.acl import Action
 from switchboard.errors import ConfigError
-from switchboard.ports import ensure_port_free, port_error
+from switchboard.ports import ensure_port_free
 from switchboard.rules import OperatorRule, RuleAction
 from switchboard.settings import MqttSettings
 
@@ -94,8 +94,17 @@ class SwitchboardBroker(Broker):
     @property
     def port(self) -> int:
         """The TCP port the MQTT listener is bound to (useful when configured as 0)."""
-        server: Any = self._servers["default"].instance
-        return int(server.sockets[0].getsockname()[1])
+        return self.listener_port("default")
+
+    def listener_port(self, name: str) -> int:
+        """The port a listener ("default", "ws", "tls") is bound to."""
+        server: Any = self._servers[name].instance
+        return int(next(iter(server.sockets)).getsockname()[1])
+
+    def addresses(self) -> list[str]:
+        """What each listener serves, for the start-up lines."""
+        schemes = {"default": "mqtt", "ws": "ws", "tls": "mqtts"}
+        return [f"{schemes[name]}://{self.settings.host}:{self.listener_port(name)}" for name in self._servers]
 
     async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         if len(self._connections) >= self.settings.max_connections:
@@ -149,9 +158,20 @@ def _principal(username: str | None) -> Principal:
 
 
 def broker_config(settings: MqttSettings, access: AccessControl) -> dict[str, Any]:
-    """amqtt's configuration: one TCP listener and our auth and ACL plugins only."""
+    """amqtt's configuration: TCP, WebSocket and TLS listeners as configured, our plugins only."""
+    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{settings.host}:{settings.port}"}}
+    if settings.ws_port is not None:
+        listeners["ws"] = {"type": "ws", "bind": f"{settings.host}:{settings.ws_port}"}
+    if settings.tls_port is not None:
+        listeners["tls"] = {
+            "type": "tcp",
+            "bind": f"{settings.host}:{settings.tls_port}",
+            "ssl": True,
+            "certfile": settings.tls_cert,
+            "keyfile": settings.tls_key,
+        }
     return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{settings.host}:{settings.port}"}},
+        "listeners": listeners,
         "timeout_disconnect_delay": 0,
         "plugins": {
             "broker.plugins.auth.AuthPlugin": {"access": access},
@@ -161,8 +181,10 @@ def broker_config(settings: MqttSettings, access: AccessControl) -> dict[str, An
 
 
 async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBroker:
-    """Start listening; ConfigError (one line) when the port is taken."""
-    ensure_port_free(settings.host, settings.port, setting="mqtt.port", env="SWITCHBOARD_MQTT__PORT")
+    """Start listening; ConfigError (one line) when a port is taken."""
+    for name, port in (("port", settings.port), ("ws_port", settings.ws_port), ("tls_port", settings.tls_port)):
+        if port is not None:
+            ensure_port_free(settings.host, port, setting=f"mqtt.{name}", env=f"SWITCHBOARD_MQTT__{name.upper()}")
     rules = None
     if settings.acl_rules is not None:
         rules = [OperatorRule(r.permission == "allow", RuleAction(r.action), r.topic) for r in settings.acl_rules]
@@ -173,9 +195,9 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
     except BrokerError as exc:
         cause = exc.__cause__
         if isinstance(cause, OSError):
-            raise port_error(
-                cause, settings.host, settings.port, setting="mqtt.port", env="SWITCHBOARD_MQTT__PORT"
+            raise ConfigError(
+                f"the MQTT broker cannot listen: {cause.strerror}; check mqtt.port, mqtt.ws_port and mqtt.tls_port"
             ) from None
         raise ConfigError(f"the MQTT broker could not start: {exc}") from None
-    log.info("broker listening on mqtt://%s:%d", settings.host, broker.port)
+    log.info("broker listening on %s", ", ".join(broker.addresses()))
     return broker

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from api.main import ApiServer
 from bridge import main as bridge_main
 from bridge.consumer import Bridge
-from broker.server import start_broker
+from broker.server import SwitchboardBroker, start_broker
 from switchboard import accounts
 from switchboard.db import session_scope, upgrade, wait_for_schema
 from switchboard.settings import Settings
@@ -31,6 +31,12 @@ BRIDGE_READY_SECONDS = 15.0
 def _say(line: str) -> None:
     """Lines people (and the end-to-end tests) read to know the stack is up."""
     print(f"switchboard: {line}", flush=True)
+
+
+def _say_broker(broker: SwitchboardBroker) -> None:
+    for address in broker.addresses():
+        scheme, _, rest = address.partition("://")
+        _say(f"{scheme} listening on {rest}")
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -81,7 +87,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             await asyncio.wait_for(bridge.connected.wait(), BRIDGE_READY_SECONDS)
         except TimeoutError:
             log.warning("the bridge has not connected to the broker yet; it keeps trying")
-        _say(f"mqtt listening on {settings.mqtt.host}:{broker.port}")
+        _say_broker(broker)
         _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
         _say("ready; press Ctrl-C to stop")
         await _until(stop)
@@ -104,7 +110,7 @@ async def broker_only(settings: Settings, engine: Engine) -> None:
             _provision_bridge_account, engine, settings, settings.bridge.password.get_secret_value()
         )
     broker = await start_broker(settings.mqtt, engine)
-    _say(f"mqtt listening on {settings.mqtt.host}:{broker.port}")
+    _say_broker(broker)
     try:
         await _until(stop)
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -55,6 +55,14 @@ class MqttSettings(_Section):
     allow_anonymous: bool = Field(
         False, description="Let clients connect without a username (generic MQTT use, no chat topics)."
     )
+    ws_port: int | None = Field(
+        8083, ge=0, le=65535, description="Port for MQTT over WebSocket (browsers); null turns it off."
+    )
+    tls_port: int | None = Field(
+        None, ge=0, le=65535, description="Port for MQTT over TLS; needs tls_cert and tls_key. Null: off."
+    )
+    tls_cert: str | None = Field(None, description="PEM certificate chain for the TLS listener.")
+    tls_key: str | None = Field(None, description="PEM private key for the TLS listener.")
     max_connections: int = Field(50_000, ge=1, description="Most client connections at once; more are refused.")
     max_inflight: int = Field(
         20, ge=1, le=65535, description="Most unacknowledged QoS 1/2 messages per client; the rest wait in order."
@@ -79,6 +87,16 @@ class MqttSettings(_Section):
     max_subscriptions: int = Field(
         1000, ge=1, description="Most subscriptions per client; further filters get SUBACK 0x80."
     )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> MqttSettings:
+        if self.tls_port is not None and not (self.tls_cert and self.tls_key):
+            raise ValueError("mqtt.tls_port needs mqtt.tls_cert and mqtt.tls_key (PEM files)")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"mqtt.{name} = {path!r}: no such file")
+        return self
 
 
 class ApiSettings(_Section):
@@ -205,6 +223,8 @@ def _describe(exc: ValidationError, path: Path | None, env: Any) -> str:
     env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
     source = f"environment variable {env_name}" if env_name in env else f"config file {str(path)!r}"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    if isinstance(first["input"], dict):  # a check across several settings of one section
+        return f"{first['msg'].removeprefix('Value error, ')}: fix the settings{more}"
     if first["type"] == "extra_forbidden":
         return f"unknown setting {dotted!r} in {source}: remove it or check the spelling{more}"
     hint = _field_description(loc)

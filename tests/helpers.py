@@ -53,6 +53,7 @@ def switchboard_env(database_url: str, **settings: str) -> dict[str, str]:
             "SWITCHBOARD_DATABASE_URL": database_url,
             "SWITCHBOARD_MQTT__HOST": "127.0.0.1",
             "SWITCHBOARD_MQTT__PORT": "0",
+            "SWITCHBOARD_MQTT__WS_PORT": "0",
             "SWITCHBOARD_API__HOST": "127.0.0.1",
             "SWITCHBOARD_API__PORT": "0",
         }
@@ -144,6 +145,8 @@ class Stack(Service):
 
     database_url: str = ""
     mqtt_port: int = 0
+    ws_port: int = 0
+    tls_port: int = 0
     api_port: int = 0
 
     @property
@@ -164,6 +167,10 @@ def start_stack(database_url: str, workdir: Path, **settings: str) -> Stack:
         stack.mqtt_port = int(stack.out.wait_for(r"mqtt listening on [\d.]+:(\d+)", STARTUP_SECONDS).group(1))
         stack.api_port = int(stack.out.wait_for(r"api listening on http://[\d.]+:(\d+)", STARTUP_SECONDS).group(1))
         stack.out.wait_for(r"switchboard: ready", STARTUP_SECONDS)
+        for scheme in ("ws", "mqtts"):
+            found = [re.search(rf"switchboard: {scheme} listening on [\d.]+:(\d+)", line) for line in stack.out.lines]
+            port = next((int(m.group(1)) for m in found if m), 0)
+            setattr(stack, "ws_port" if scheme == "ws" else "tls_port", port)
     except AssertionError:
         stack.stop(signal.SIGKILL)
         raise

@@ -100,3 +100,11 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     listing = tmp_path / "list.yaml"
     listing.write_text("- a\n- b\n")
     assert "must hold a mapping" in _error(config_file=listing)
+
+
+def test_tls_needs_existing_cert_and_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SWITCHBOARD_MQTT__TLS_PORT", "8883")
+    assert _error() == "mqtt.tls_port needs mqtt.tls_cert and mqtt.tls_key (PEM files): fix the settings"
+    monkeypatch.setenv("SWITCHBOARD_MQTT__TLS_CERT", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv("SWITCHBOARD_MQTT__TLS_KEY", str(tmp_path / "missing.key"))
+    assert "missing.pem': no such file" in _error()
