@@ -1,17 +1,21 @@
 """Authentication and topic access for broker clients, backed by the users and groups tables.
 
-One :class:`AccessControl` per broker is shared by the auth and ACL plugins. Database work runs
-in a worker thread so a slow query or an argon2 hash never blocks the event loop.
+One :class:`AccessControl` per broker answers the auth plugin and the broker's topic checks. Database
+work runs in a worker thread so a slow query or an argon2 hash never blocks the event loop; the facts
+the ACL needs are cached for a few seconds, so most decisions are pure function calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from amqtt.session import Session as MqttSession
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from switchboard import accounts
@@ -24,19 +28,56 @@ from switchboard.topics import is_chat_topic
 log = logging.getLogger(__name__)
 
 
-class DbDirectory:
-    """Answers the ACL's questions (user exists, group membership) from the database."""
+class _Miss(Exception):
+    """A fact the cache does not hold; ``fill`` loads it (blocking: run it in a thread)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, fill: Callable[[], None]) -> None:
+        super().__init__("directory cache miss")
+        self.fill = fill
+
+
+class CachedDirectory:
+    """The ACL's facts (user exists, group membership) from the database, remembered for ``ttl`` seconds.
+
+    Lookups never block: a miss raises :class:`_Miss`, the caller loads the fact in a worker thread and
+    asks again. So the common decisions (publishing to a known user, receiving a group message) cost
+    no thread hop and no query.
+    """
+
+    MAX_ENTRIES = 200_000
+
+    def __init__(self, engine: Engine, *, ttl: float = 5.0) -> None:
         self._engine = engine
+        self._ttl = ttl
+        self._users: dict[str, tuple[bool, float]] = {}
+        self._members: dict[tuple[str, str], tuple[bool, float]] = {}
 
     def user_exists(self, name: str) -> bool:
-        with Session(self._engine) as session:
-            return accounts.user_exists(session, name)
+        hit = self._users.get(name)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        raise _Miss(lambda: self._load_user(name))
 
     def is_member(self, group: str, user: str) -> bool:
+        hit = self._members.get((group, user))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        raise _Miss(lambda: self._load_member(group, user))
+
+    def _load_user(self, name: str) -> None:
         with Session(self._engine) as session:
-            return accounts.is_member(session, group, user)
+            exists = accounts.user_exists(session, name)
+        self._remember(self._users, name, exists)
+
+    def _load_member(self, group: str, user: str) -> None:
+        with Session(self._engine) as session:
+            member = accounts.is_member(session, group, user)
+        self._remember(self._members, (group, user), member)
+
+    def _remember(self, cache: dict[Any, tuple[bool, float]], key: Any, value: bool) -> None:
+        if len(cache) >= self.MAX_ENTRIES:
+            cache.clear()
+        cache[key] = (value, time.monotonic() + self._ttl)
 
 
 class AccessControl:
@@ -44,7 +85,7 @@ class AccessControl:
 
     def __init__(self, engine: Engine, *, allow_anonymous: bool, rules: Sequence[OperatorRule] | None = None) -> None:
         self._engine = engine
-        self._directory = DbDirectory(engine)
+        self._directory = CachedDirectory(engine)
         self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
         self.allow_anonymous = allow_anonymous
         self._identities: dict[str, Identity] = {}
@@ -56,8 +97,9 @@ class AccessControl:
         if who is None:
             return False
         if session.will_flag and session.will_topic is not None:
-            decision = await asyncio.to_thread(
-                self._policy.check_will, who, session.will_topic, self._directory, client_id=session.client_id or ""
+            will_topic, client_id = session.will_topic, session.client_id or ""
+            decision = await self._decide(
+                lambda: self._policy.check_will(who, will_topic, self._directory, client_id=client_id)
             )
             if not decision.allowed:
                 log.warning(
@@ -131,12 +173,10 @@ class AccessControl:
         if who is None:
             decision = Decision(False, "client is not authenticated")
         else:
-            try:
-                decision = await asyncio.to_thread(
-                    self._policy.check, action, who, topic, self._directory, client_id=session.client_id or ""
-                )
-            except StoreError as exc:
-                decision = Decision(False, f"cannot check access: {exc}")
+            known, client_id = who, session.client_id or ""
+            decision = await self._decide(
+                lambda: self._policy.check(action, known, topic, self._directory, client_id=client_id)
+            )
         if not decision.allowed:
             log.warning(
                 "denied %s: client_id=%s user=%s topic=%r reason=%s",
@@ -147,3 +187,16 @@ class AccessControl:
                 decision.reason,
             )
         return decision
+
+    async def _decide(self, decide: Callable[[], Decision]) -> Decision:
+        """Run a pure decision; on a directory cache miss, load the fact in a thread and decide again."""
+        while True:
+            try:
+                return decide()
+            except _Miss as miss:
+                try:
+                    await asyncio.to_thread(miss.fill)
+                except StoreError as exc:
+                    return Decision(False, f"cannot check access: {exc}")
+                except SQLAlchemyError as exc:
+                    return Decision(False, f"cannot check access: database error {type(exc).__name__}")

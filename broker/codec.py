@@ -40,3 +40,24 @@ def _string_at(body: bytes, position: int) -> int:
     except UnicodeDecodeError as exc:
         raise MalformedString(f"ill-formed UTF-8 at byte {exc.start} of a topic [MQTT-1.5.3-1]") from None
     return end
+
+
+def encode_publish(topic: str, payload: bytes, qos: int, packet_id: int | None, *, dup: bool, retain: bool) -> bytes:
+    """A PUBLISH packet, encoded directly: fan-out sends one per subscriber, so this is the hot path
+    (amqtt's PublishPacket.build(...).to_bytes() builds four objects per packet)."""
+    name = topic.encode()
+    length = 2 + len(name) + (2 if qos else 0) + len(payload)
+    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+    id_bytes = packet_id.to_bytes(2, "big") if qos and packet_id is not None else b""
+    return b"".join((bytes((first,)), _remaining_length(length), len(name).to_bytes(2, "big"), name, id_bytes, payload))
+
+
+def _remaining_length(length: int) -> bytes:
+    if length < 128:
+        return bytes((length,))
+    out = bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(out)

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from amqtt.adapters import BufferReader, ReaderAdapter, WriterAdapter
+from amqtt.adapters import BufferReader, ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.errors import MQTTError, NoDataError
 from amqtt.mqtt import packet_dict
 from amqtt.mqtt.connack import (
@@ -55,7 +55,7 @@ from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.session import Session as Principal
 
-from broker.codec import check_strings
+from broker.codec import check_strings, encode_publish
 from broker.hub import Hub
 from broker.routing import is_valid_filter, is_valid_topic
 from broker.sessions import Outgoing, Session, Will
@@ -64,6 +64,7 @@ from switchboard.acl import Action
 log = logging.getLogger(__name__)
 
 KEEPALIVE_GRACE = 1.5
+SLOW_CONSUMER_BYTES = 8 * 1024 * 1024
 SUBACK_FAILURE = 0x80
 
 
@@ -115,6 +116,10 @@ class Connection:
         self._clean_disconnect = False
         self._reason = "connection closed by the client"
         self._finished = asyncio.Event()
+        # TCP writes go straight to the socket; the WebSocket adapter buffers until drain().
+        self._needs_drain = not isinstance(writer, StreamWriterAdapter)
+        self._transport = _transport(writer)
+        self.dropped_qos0 = 0
 
     # Life cycle -----------------------------------------------------------------------------------
 
@@ -406,7 +411,20 @@ class Connection:
     # Writing (the Outbox a session uses) ----------------------------------------------------------
 
     def send_publish(self, message: Outgoing, packet_id: int | None, *, dup: bool) -> None:
-        self._send(PublishPacket.build(message.topic, message.payload, packet_id, dup, message.qos, message.retain))
+        if self._closing:
+            return
+        if (
+            message.qos == 0
+            and self._transport is not None
+            and (self._transport.get_write_buffer_size() > SLOW_CONSUMER_BYTES)
+        ):
+            self.dropped_qos0 += 1  # a client that does not read: QoS 0 may be lost, memory may not grow
+            return
+        self._writer.write(
+            encode_publish(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)
+        )
+        if self._needs_drain:
+            self._dirty.set()
 
     def send_pubrel(self, packet_id: int) -> None:
         self._send(PubrelPacket.build(packet_id))
@@ -415,7 +433,8 @@ class Connection:
         if self._closing:
             return
         self._writer.write(packet.to_bytes())
-        self._dirty.set()
+        if self._needs_drain:
+            self._dirty.set()
 
     async def _flush_forever(self) -> None:
         while True:
@@ -428,10 +447,15 @@ class Connection:
                 return
 
 
+def _transport(writer: WriterAdapter) -> Any:
+    """The asyncio transport under an amqtt writer adapter (TCP or WebSocket), if there is one."""
+    inner = getattr(writer, "_writer", None) or getattr(writer, "_protocol", None)
+    return getattr(inner, "transport", None)
+
+
 def _close(writer: WriterAdapter, *, abort: bool) -> None:
     """Close the underlying transport: ``abort`` drops unsent data (for a dead or replaced peer)."""
-    inner = getattr(writer, "_writer", None) or getattr(writer, "_protocol", None)
-    transport = getattr(inner, "transport", None)
+    transport = _transport(writer)
     if transport is None:
         return
     if abort:

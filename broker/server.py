@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action as MqttAction
+from amqtt.contexts import ListenerType
 from amqtt.errors import BrokerError
 from amqtt.session import Session as Principal
 from sqlalchemy import Engine
@@ -34,32 +35,30 @@ from switchboard.settings import MqttSettings
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 10.0
-_MQTT_ACTIONS = {
-    Action.PUBLISH: MqttAction.PUBLISH,
-    Action.SUBSCRIBE: MqttAction.SUBSCRIBE,
-    Action.RECEIVE: MqttAction.RECEIVE,
-}
+LISTEN_BACKLOG = 4096
 
 
-class PluginGate:
-    """Authentication and ACL through amqtt's plugin manager (our plugins in broker/plugins)."""
+class Gate:
+    """Authentication through amqtt's plugin manager (broker/plugins/auth.py); topic checks straight to
+    :class:`AccessControl`, since amqtt's plugin manager makes a task per plugin per call and topic checks
+    run for every message."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, access: AccessControl) -> None:
         self._plugins = broker.plugins_manager
+        self._access = access
 
     async def authenticate(self, principal: Principal) -> bool:
         results = [r for r in (await self._plugins.map_plugin_auth(session=principal)).values() if r is not None]
         return bool(results) and all(results)
 
     async def may(self, principal: Principal, topic: str, action: Action) -> bool:
-        results = await self._plugins.map_plugin_topic(session=principal, topic=topic, action=_MQTT_ACTIONS[action])
-        return bool(results) and all(result is True for result in results.values())
+        return (await self._access.check(principal, topic, action)).allowed
 
 
 class HubAccess:
     """The hub's receive checks, answered by the same plugins."""
 
-    def __init__(self, gate: PluginGate, access: AccessControl) -> None:
+    def __init__(self, gate: Gate, access: AccessControl) -> None:
         self._gate = gate
         self._access = access
 
@@ -76,7 +75,7 @@ class SwitchboardBroker(Broker):
     def __init__(self, config: dict[str, Any], *, settings: MqttSettings, access: AccessControl) -> None:
         super().__init__(config, loop=asyncio.get_running_loop())
         self.settings = settings
-        self.gate = PluginGate(self)
+        self.gate = Gate(self, access)
         self.store = StateStore(settings.state_file) if settings.state_file else None
         self.hub = Hub(
             limits=Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued_messages),
@@ -105,6 +104,22 @@ class SwitchboardBroker(Broker):
         """What each listener serves, for the start-up lines."""
         schemes = {"default": "mqtt", "ws": "ws", "tls": "mqtts"}
         return [f"{schemes[name]}://{self.settings.host}:{self.listener_port(name)}" for name in self._servers]
+
+    async def _create_server_instance(
+        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int, ssl_context: Any
+    ) -> Any:
+        """Override: a listen backlog of LISTEN_BACKLOG instead of asyncio's 100, so a reconnect storm of
+        thousands of clients is queued by the kernel instead of dropped into SYN retries."""
+        if listener_type is not ListenerType.TCP:
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        return await asyncio.start_server(
+            partial(self.stream_connected, listener_name=listener_name),
+            address,
+            port,
+            reuse_address=True,
+            ssl=ssl_context,
+            backlog=LISTEN_BACKLOG,
+        )
 
     async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         if len(self._connections) >= self.settings.max_connections:
@@ -175,7 +190,6 @@ def broker_config(settings: MqttSettings, access: AccessControl) -> dict[str, An
         "timeout_disconnect_delay": 0,
         "plugins": {
             "broker.plugins.auth.AuthPlugin": {"access": access},
-            "broker.plugins.acl.AclPlugin": {"access": access},
         },
     }
 

@@ -1,1 +1,1 @@
-"""amqtt plugins that hand authentication and topic checks to :class:`broker.access.AccessControl`."""
+"""amqtt plugins: authentication against the users table, via :class:`broker.access.AccessControl`."""
