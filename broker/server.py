@@ -9,6 +9,7 @@ docs/broker.md lists every difference.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from functools import partial
 from typing import Any
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 10.0
 LISTEN_BACKLOG = 4096
+#: Fewer, larger collections: with thousands of connections a full collection walks every session.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class Gate:
@@ -147,6 +150,8 @@ class SwitchboardBroker(Broker):
             self.hub.restore()
             self.store.start()
         await super().start()
+        gc.freeze()  # what start-up built lives for ever: keep it out of every later collection
+        gc.set_threshold(*GC_THRESHOLDS)
         self._sys_task = asyncio.create_task(sysinfo.publish_forever(self.hub, self.settings.sys_interval))
 
     async def shutdown(self) -> None:
