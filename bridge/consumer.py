@@ -1,22 +1,26 @@
 """MQTT in: the bridge's connection to the broker, batching, ack-after-commit and ``ack/{sender}`` replies.
 
-The bridge keeps a persistent session (clean_session=0) subscribed to ``dm/#`` and ``group/#`` at
-QoS 1. paho acknowledges a QoS 1 message as soon as it is read unless ``manual_ack`` is on
-(aiomqtt 2.5 does not expose it, so it is set on the underlying paho client). Here a message is
-acknowledged only after the transaction that stores it has committed: a crash before that leaves it
-unacknowledged, and the broker sends it again, where the ``(sender, id)`` key makes it a no-op.
+The bridge keeps a persistent session (clean_session=0) subscribed at QoS 1 to ``dm/#`` and ``group/#``
+(messages), ``presence/+`` and ``receipt/#`` (watermarks). paho acknowledges a QoS 1 message as soon
+as it is read unless ``manual_ack`` is on (aiomqtt 2.5 does not expose it, so it is set on the
+underlying paho client). Here a message is acknowledged only after the transaction that stores it has
+committed: a crash before that leaves it unacknowledged, the broker sends it again, and the
+``(sender, id)`` key makes the repeat a no-op. While the database is unreachable the bridge holds its
+batch and retries with capped backoff; it reads nothing new meanwhile, so the broker keeps queueing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 import aiomqtt
 from sqlalchemy import Engine
 
-from bridge.store import Incoming, Outcome, Rejected, Stored, save_batch
+from bridge.metrics import BridgeMetrics
+from bridge.store import Incoming, Outcome, Recorded, Rejected, Stored, save_batch
 from switchboard.db import session_scope
 from switchboard.errors import StoreError
 from switchboard.payloads import ack_payload
@@ -26,20 +30,40 @@ from switchboard.topics import ack_topic
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = [("dm/#", 1), ("group/#", 1)]
+TOPICS = ("dm/#", "group/#", "presence/+", "receipt/#")
 MAX_BACKOFF_SECONDS = 10.0
+CONFLICT_RETRIES = 3
+
+
+def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
+    """What the bridge subscribes to, through ``$share/{group}/`` when bridges share the load."""
+    prefix = f"$share/{shared_group}/" if shared_group else ""
+    return [(prefix + topic, 1) for topic in TOPICS]
 
 
 class Bridge:
     """Moves messages from the broker into the database, for ever, reconnecting as needed."""
 
-    def __init__(self, *, engine: Engine, settings: BridgeSettings, password: str, host: str, port: int) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        settings: BridgeSettings,
+        password: str,
+        host: str,
+        port: int,
+        metrics: BridgeMetrics | None = None,
+    ) -> None:
         self._engine = engine
         self._settings = settings
         self._password = password
         self._host = host
         self._port = port
+        self.metrics = metrics or BridgeMetrics()
         self.connected = asyncio.Event()
+        self._holding = 0
+        self._queue: asyncio.Queue[aiomqtt.Message] | None = None
+        self.metrics.track_lag(lambda: self._holding + (self._queue.qsize() if self._queue is not None else 0))
 
     async def run(self) -> None:
         """Connect, consume, and reconnect with capped backoff when the broker goes away."""
@@ -47,25 +71,18 @@ class Bridge:
         while True:
             try:
                 await self._consume_one_connection()
-            except StoreError as exc:
-                # Unacknowledged messages come back when the session resumes.
-                self.connected.clear()
-                log.error("bridge: could not store messages (%s); reconnecting in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
             except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                log.warning(
-                    "bridge: waiting for the broker at %s:%d (%s); retrying in %.1fs",
-                    self._host,
-                    self._port,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+                reason = f"waiting for the broker at {self._host}:{self._port} ({exc})"
+            except StoreError as exc:  # unacknowledged messages come back when the session resumes
+                reason = f"could not store messages ({exc}); reconnecting"
             else:
                 delay = 0.5
+                continue
+            self.connected.clear()
+            self.metrics.connected.set(0)
+            log.warning("bridge: %s; retrying in %.1fs", reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
     async def _consume_one_connection(self) -> None:
         client = aiomqtt.Client(
@@ -80,26 +97,33 @@ class Bridge:
         # Ack after commit: set before connecting, so no queued message is auto-acknowledged.
         client._client.manual_ack_set(True)
         async with client:
-            await client.subscribe(SUBSCRIPTIONS)
+            self._queue = client._queue
+            await client.subscribe(subscriptions(self._settings.shared_group))
             self.connected.set()
+            self.metrics.connected.set(1)
             log.info("bridge: connected to %s:%d as %s", self._host, self._port, self._settings.username)
             while True:
                 batch = await self._next_batch(client)
+                self._holding = len(batch)
+                self.metrics.received.inc(len(batch))
                 outcomes = await self._store(batch)
                 for message in batch:
                     client._client.ack(message.mid, message.qos)
+                self._holding = 0
+                self._count(outcomes)
                 await self._publish_acks(client, outcomes)
 
     async def _next_batch(self, client: aiomqtt.Client) -> list[aiomqtt.Message]:
         """Wait for one message, then take what else arrives within ``batch_wait_ms``, up to ``batch_size``."""
         batch = [await anext(client.messages)]
         size, wait = self._settings.batch_size, self._settings.batch_wait_ms / 1000
-        deadline = asyncio.get_running_loop().time() + wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         queue = client._queue
         while len(batch) < size:
             while len(batch) < size and not queue.empty():
                 batch.append(queue.get_nowait())
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if len(batch) >= size or remaining <= 0:
                 break
             await asyncio.sleep(min(remaining, 0.001))
@@ -110,14 +134,16 @@ class Bridge:
         return await self._store_items([Incoming(m.topic.value, _payload_bytes(m.payload)) for m in batch])
 
     async def _store_items(self, items: list[Incoming]) -> list[Outcome]:
-        delay = 0.5
+        delay, conflicts = 0.5, 0
         while True:
+            started = time.monotonic()
             try:
-                return await asyncio.to_thread(self._commit, items)
+                outcomes = await asyncio.to_thread(self._commit, items)
             except StoreError as exc:
                 if exc.retryable:
+                    self.metrics.waiting_for_database.set(1)
                     log.warning(
-                        "bridge: waiting for the database (%s); %d message(s) held, retrying in %.1fs",
+                        "bridge: waiting for the database (%s); holding %d message(s), retrying in %.1fs",
                         exc,
                         len(items),
                         delay,
@@ -125,10 +151,17 @@ class Bridge:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_BACKOFF_SECONDS)
                     continue
+                if exc.conflict and conflicts < CONFLICT_RETRIES:
+                    conflicts += 1  # another bridge stored one of these first; try again and see its row
+                    continue
                 if len(items) == 1:
                     return [await self._reject_poison(items[0], exc)]
                 log.warning("bridge: batch of %d failed (%s); storing one by one", len(items), exc)
                 return [outcome for item in items for outcome in await self._store_items([item])]
+            self.metrics.waiting_for_database.set(0)
+            self.metrics.batch_size.observe(len(items))
+            self.metrics.commit_seconds.observe(time.monotonic() - started)
+            return outcomes
 
     async def _reject_poison(self, item: Incoming, error: StoreError) -> Outcome:
         """A message the database refuses on its own: keep it in rejected_messages, never stall on it."""
@@ -146,15 +179,22 @@ class Bridge:
         with session_scope(self._engine) as session:
             return save_batch(session, items)
 
+    def _count(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, Stored):
+                (self.metrics.duplicates if outcome.duplicate else self.metrics.stored).inc()
+            elif isinstance(outcome, Recorded):
+                self.metrics.recorded.inc()
+            else:
+                self.metrics.rejected.inc()
+                log.info("bridge: rejected a message: %s", outcome.reason)
+
     async def _publish_acks(self, client: aiomqtt.Client, outcomes: Sequence[Outcome]) -> None:
         acks = [
             client.publish(ack_topic(o.sender), ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at), qos=1)
             for o in outcomes
             if isinstance(o, Stored)
         ]
-        for outcome in outcomes:
-            if isinstance(outcome, Rejected):
-                log.info("bridge: rejected a message: %s", outcome.reason)
         if acks:
             await asyncio.gather(*acks)
 

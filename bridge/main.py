@@ -7,6 +7,7 @@ import asyncio
 from sqlalchemy import Engine
 
 from bridge.consumer import Bridge
+from bridge.metrics import BridgeMetrics, serve_metrics
 from switchboard.db import wait_for_schema
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
@@ -22,9 +23,18 @@ def bridge_password(settings: Settings) -> str:
     return settings.bridge.password.get_secret_value()
 
 
+def start_metrics(settings: Settings) -> BridgeMetrics:
+    """The bridge's metrics, served on bridge.metrics_port unless that is null."""
+    metrics = BridgeMetrics()
+    if settings.bridge.metrics_port is not None:
+        serve_metrics(metrics, settings.bridge.metrics_host, settings.bridge.metrics_port)
+    return metrics
+
+
 async def serve(settings: Settings, engine: Engine) -> None:
     """Run until cancelled."""
     password = bridge_password(settings)
+    metrics = start_metrics(settings)
     await asyncio.to_thread(wait_for_schema, engine, what="bridge")
     bridge = Bridge(
         engine=engine,
@@ -32,5 +42,6 @@ async def serve(settings: Settings, engine: Engine) -> None:
         password=password,
         host=settings.bridge.broker_host,
         port=settings.bridge.broker_port,
+        metrics=metrics,
     )
     await bridge.run()

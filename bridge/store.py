@@ -4,7 +4,8 @@
 whole batch and only then acknowledges the messages to the broker.
 
 Per message the outcome is :class:`Stored` (new, or a repeat of an already stored ``(sender, id)``,
-which keeps its original seq) or :class:`Rejected` (kept in ``rejected_messages`` with the reason).
+which keeps its original seq), :class:`Recorded` (a presence or receipt update, see
+``bridge.watermarks``) or :class:`Rejected` (kept in ``rejected_messages`` with the reason).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
+from bridge.watermarks import save_presence, save_receipt
 from switchboard import accounts
-from switchboard.payloads import ChatPayload, Rejection, parse_message
+from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
 from switchboard.tables import Conversation, Message, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
 
@@ -51,7 +53,12 @@ class Rejected:
     reason: str
 
 
-Outcome = Stored | Rejected
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A presence or receipt update, applied (or, when older than what is known, ignored)."""
+
+
+Outcome = Stored | Rejected | Recorded
 
 
 @dataclass
@@ -75,6 +82,10 @@ def save_batch(session: Session, batch: Sequence[Incoming]) -> list[Outcome]:
     valid: list[_Valid] = []
     checker = _ConversationChecker(session)
     for index, incoming in enumerate(batch):
+        topic = parse_topic(incoming.topic)
+        if topic is not None and topic.kind in (Kind.PRESENCE, Kind.RECEIPT):
+            outcomes[index] = _save_watermark(session, topic, incoming.payload)
+            continue
         checked = checker.check(incoming)
         if isinstance(checked, Rejection):
             outcomes[index] = Rejected(checked.reason)
@@ -93,6 +104,21 @@ def save_batch(session: Session, batch: Sequence[Incoming]) -> list[Outcome]:
         outcomes[item.index] = first if is_first else replace(first, duplicate=True)
     _insert_rejections(session, batch, outcomes)
     return [outcomes[index] for index in range(len(batch))]
+
+
+def _save_watermark(session: Session, topic: ChatTopic, payload: bytes) -> Outcome:
+    if topic.kind is Kind.PRESENCE:
+        presence = parse_presence(payload, utcnow())
+        if isinstance(presence, Rejection):
+            return Rejected(presence.reason)
+        if presence is not None:
+            save_presence(session, topic.target, presence)
+        return Recorded()
+    receipt = parse_receipt(payload)
+    if isinstance(receipt, Rejection):
+        return Rejected(receipt.reason)
+    refused = save_receipt(session, reader=topic.sender, sender=topic.target, receipt=receipt)
+    return Rejected(refused.reason) if refused is not None else Recorded()
 
 
 class _ConversationChecker:

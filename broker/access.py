@@ -144,6 +144,15 @@ class AccessControl:
             return root_wildcard
         return self._policy.has_rules
 
+    def is_service(self, username: str | None) -> bool:
+        """True for a service account (known once it has logged in, or loaded from the users table)."""
+        if username is None:
+            return False
+        who = self._identities.get(username)
+        if who is None:
+            who = self._load_identity(username)
+        return who is not None and who.is_service
+
     def has_presence(self, username: str) -> bool:
         """People get presence; service accounts (the bridge) do not."""
         who = self._identities.get(username)

@@ -58,11 +58,16 @@ class Hub:
         presence_for: Callable[[str], bool],
         store: StateStore | None = None,
         principal_for: Callable[[str | None], Any] = lambda _user: None,
+        service_limits: Limits | None = None,
+        is_service: Callable[[str | None], bool] = lambda _user: False,
     ) -> None:
         """``presence_for(user)``: whether the broker announces this user's presence (people, not services).
         ``store``: where persistent sessions and retained messages are kept across restarts.
-        ``principal_for(user)``: the ACL identity of a session restored from ``store``."""
+        ``principal_for(user)``: the ACL identity of a session restored from ``store``.
+        ``service_limits``: the bounds for service accounts (the bridge takes large batches)."""
         self.limits = limits
+        self._service_limits = service_limits or limits
+        self._is_service = is_service
         self.access = access
         self.store = store
         self._presence_for = presence_for
@@ -87,7 +92,7 @@ class Hub:
             existing.principal = principal
             existing.username = username
             return existing, True
-        session = Session(client_id, username, clean, limits=self.limits)
+        session = Session(client_id, username, clean, limits=self._limits_for(username))
         session.principal = principal
         self.sessions[client_id] = session
         if not clean and self.store is not None:
@@ -103,7 +108,7 @@ class Hub:
         for topic, payload, qos in state.retained:
             self.retained.put(topic, payload, qos)
         for stored in state.sessions.values():
-            session = Session(stored.client_id, stored.username, False, limits=self.limits)
+            session = Session(stored.client_id, stored.username, False, limits=self._limits_for(stored.username))
             session.principal = self._principal_for(stored.username)
             session.journal = self.store
             session.incoming_qos2 = set(stored.incoming_qos2)
@@ -123,6 +128,9 @@ class Hub:
             sum(len(s.pending) for s in state.sessions.values()),
             len(state.retained),
         )
+
+    def _limits_for(self, username: str | None) -> Limits:
+        return self._service_limits if self._is_service(username) else self.limits
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once all state changed so far is durable (at once without a store)."""

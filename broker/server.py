@@ -86,6 +86,8 @@ class SwitchboardBroker(Broker):
             presence_for=access.has_presence,
             store=self.store,
             principal_for=_principal,
+            service_limits=Limits(max_inflight=settings.service_max_inflight, max_queued=settings.max_queued_messages),
+            is_service=access.is_service,
         )
         self._connection_limits = ConnectionLimits(
             max_packet_bytes=settings.max_packet_bytes, max_subscriptions=settings.max_subscriptions

@@ -81,6 +81,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             password=password,
             host=_local_address(settings.mqtt.host),
             port=broker.port,
+            metrics=bridge_main.start_metrics(settings),
         )
         bridge_task = asyncio.create_task(bridge.run())
         try:

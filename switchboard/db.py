@@ -18,7 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from switchboard.errors import ConfigError, StoreError
@@ -73,6 +73,9 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except OperationalError as exc:
             session.rollback()
             raise StoreError(f"database unavailable: {_first_line(exc)}", retryable=True) from exc
+        except IntegrityError as exc:
+            session.rollback()
+            raise StoreError(f"conflicting write: {_first_line(exc)}", conflict=True) from exc
         except SQLAlchemyError as exc:
             session.rollback()
             raise StoreError(f"database error: {_first_line(exc)}") from exc

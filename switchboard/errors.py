@@ -19,11 +19,13 @@ class ConfigError(SwitchboardError):
 
 
 class StoreError(SwitchboardError):
-    """The database failed; ``retryable`` says whether trying again later can help."""
+    """The database failed. ``retryable``: it was unreachable, trying later can help. ``conflict``: a
+    concurrent writer won a race (a unique key); trying again at once sees its row."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, conflict: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.conflict = conflict
 
 
 class AccountError(SwitchboardError):

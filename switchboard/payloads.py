@@ -77,3 +77,69 @@ def ack_payload(message_id: str, conversation: str, seq: int, stored_at: datetim
         {"id": message_id, "conversation": conversation, "seq": seq, "stored_at": stored_at.isoformat()},
         separators=(",", ":"),
     ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class PresencePayload:
+    """``presence/{user}``: online or offline, and when."""
+
+    status: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptPayload:
+    """``receipt/{to}/{from}``: {from} has received (or read) {conversation} up to ``up_to_seq``."""
+
+    conversation: str
+    up_to_seq: int
+    status: str
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | Rejection:
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Rejection(f"payload is not UTF-8 (bad byte at offset {exc.start})")
+    except json.JSONDecodeError as exc:
+        return Rejection(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    if not isinstance(data, dict):
+        return Rejection("payload must be a JSON object")
+    return data
+
+
+def parse_presence(payload: bytes, now: datetime) -> PresencePayload | Rejection | None:
+    """``{"status": "online"|"offline", "at": ISO-8601}``; ``at`` defaults to ``now``. Empty: nothing to store."""
+    if not payload:
+        return None
+    data = _json_object(payload)
+    if isinstance(data, Rejection):
+        return data
+    status = data.get("status")
+    if status not in ("online", "offline"):
+        return Rejection('presence "status" must be "online" or "offline"')
+    at = data.get("at")
+    if at is None:
+        return PresencePayload(status, now)
+    try:
+        moment = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        return Rejection('presence "at" must be an ISO-8601 time such as 2026-11-21T19:50:11+00:00')
+    return PresencePayload(status, moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo))
+
+
+def parse_receipt(payload: bytes) -> ReceiptPayload | Rejection:
+    """``{"conversation": "dm:a:b", "up_to_seq": 7, "status": "delivered"|"read"}``."""
+    data = _json_object(payload)
+    if isinstance(data, Rejection):
+        return data
+    conversation, up_to, status = data.get("conversation"), data.get("up_to_seq"), data.get("status")
+    if not isinstance(conversation, str):
+        return Rejection('receipt needs "conversation", e.g. "dm:alice:bob"')
+    if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 0:
+        return Rejection('receipt "up_to_seq" must be a whole number >= 0')
+    if status not in ("delivered", "read"):
+        return Rejection('receipt "status" must be "delivered" or "read"')
+    return ReceiptPayload(conversation, up_to, status)

@@ -67,6 +67,9 @@ class MqttSettings(_Section):
     max_inflight: int = Field(
         20, ge=1, le=65535, description="Most unacknowledged QoS 1/2 messages per client; the rest wait in order."
     )
+    service_max_inflight: int = Field(
+        1000, ge=1, le=65535, description="In-flight window of service accounts (the bridge stores in batches)."
+    )
     max_queued_messages: int = Field(
         10_000, ge=1, description="Most messages queued per session; when full the oldest is dropped (logged)."
     )
@@ -122,6 +125,14 @@ class BridgeSettings(_Section):
         "set it for `switchboard broker` and `switchboard bridge` run apart.",
     )
     client_id: str = Field("switchboard-bridge", description="MQTT client id of the bridge's session.")
+    shared_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Subscribe through $share/GROUP/... so several bridges split the traffic (Mosquitto, "
+        "EMQX, VerneMQ; Switchboard's own broker has no shared subscriptions: run one bridge).",
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address of the bridge's Prometheus /metrics.")
+    metrics_port: int | None = Field(9101, ge=0, le=65535, description="Port of /metrics; null turns it off.")
     batch_size: int = Field(200, ge=1, le=10000, description="Most messages stored in one transaction.")
     batch_wait_ms: int = Field(5, ge=0, le=1000, description="How long a batch waits to fill, in ms.")
 

@@ -129,3 +129,25 @@ class RejectedMessage(SQLModel, table=True):
     payload: bytes = Field(sa_type=LargeBinary)
     reason: str = Field(sa_type=Text)
     received_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class Presence(SQLModel, table=True):
+    """A user's last known presence, from ``presence/{user}`` (kept by the bridge)."""
+
+    __tablename__ = "presence"
+
+    user_name: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=16)
+    last_seen: datetime = Field(sa_column=_timestamp())
+
+
+class Receipt(SQLModel, table=True):
+    """How far a user has received and read a conversation; both watermarks only move forward."""
+
+    __tablename__ = "receipts"
+
+    user_name: str = Field(primary_key=True, max_length=64)
+    conversation_id: str = Field(primary_key=True, max_length=140)
+    delivered_seq: int = Field(default=0, sa_type=BigInteger)
+    read_seq: int = Field(default=0, sa_type=BigInteger)
+    updated_at: datetime = Field(sa_column=_timestamp())

@@ -78,7 +78,7 @@ def test_rejections_are_kept_with_reasons_and_do_not_block_the_batch(engine: Eng
         [
             _msg(f"nobody-{users.suffix}", alice, "r1"),
             _msg(group, mallory, "r2", kind="group"),
-            Incoming(f"presence/{alice}", b"{}"),
+            Incoming(f"ack/{alice}", b"{}"),
             Incoming(f"dm/{bob}/{alice}", b"\x00\xff"),
             _msg(bob, alice, "ok"),
         ],
