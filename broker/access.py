@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class _Miss(Exception):
-    """A fact the cache does not hold; ``fill`` loads it (blocking: run it in a thread)."""
+    """A fact the cache does not hold (or holds too old); ``fill`` loads it (blocking: run it in a thread),
+    ``keep_stale`` extends the old value when the database cannot be reached."""
 
-    def __init__(self, fill: Callable[[], None]) -> None:
+    def __init__(self, fill: Callable[[], None], keep_stale: Callable[[], bool]) -> None:
         super().__init__("directory cache miss")
         self.fill = fill
+        self.keep_stale = keep_stale
 
 
 class CachedDirectory:
@@ -41,7 +43,8 @@ class CachedDirectory:
 
     Lookups never block: a miss raises :class:`_Miss`, the caller loads the fact in a worker thread and
     asks again. So the common decisions (publishing to a known user, receiving a group message) cost
-    no thread hop and no query.
+    no thread hop and no query. While the database is unreachable, facts already known stay in use, so
+    an outage does not turn every chat message into a denial.
     """
 
     MAX_ENTRIES = 200_000
@@ -56,13 +59,21 @@ class CachedDirectory:
         hit = self._users.get(name)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        raise _Miss(lambda: self._load_user(name))
+        raise _Miss(lambda: self._load_user(name), lambda: self._extend(self._users, name))
 
     def is_member(self, group: str, user: str) -> bool:
         hit = self._members.get((group, user))
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        raise _Miss(lambda: self._load_member(group, user))
+        raise _Miss(lambda: self._load_member(group, user), lambda: self._extend(self._members, (group, user)))
+
+    def _extend(self, cache: dict[Any, tuple[bool, float]], key: Any) -> bool:
+        """Keep using a known (expired) fact while the database is down; False when nothing is known."""
+        hit = cache.get(key)
+        if hit is None:
+            return False
+        cache[key] = (hit[0], time.monotonic() + self._ttl)
+        return True
 
     def _load_user(self, name: str) -> None:
         with Session(self._engine) as session:
@@ -178,7 +189,10 @@ class AccessControl:
         who = self.identity(session)
         if who is None and session.username is not None:
             # A session restored after a restart: its user has not logged in since.
-            who = await asyncio.to_thread(self._load_identity, session.username)
+            try:
+                who = await asyncio.to_thread(self._load_identity, session.username)
+            except (StoreError, SQLAlchemyError) as exc:
+                log.warning("access: cannot load user %r (%s)", session.username, exc)
         if who is None:
             decision = Decision(False, "client is not authenticated")
         else:
@@ -205,7 +219,8 @@ class AccessControl:
             except _Miss as miss:
                 try:
                     await asyncio.to_thread(miss.fill)
-                except StoreError as exc:
-                    return Decision(False, f"cannot check access: {exc}")
-                except SQLAlchemyError as exc:
-                    return Decision(False, f"cannot check access: database error {type(exc).__name__}")
+                except (StoreError, SQLAlchemyError) as exc:
+                    # The database is down: decide on what was last known rather than refuse everyone.
+                    if not miss.keep_stale():
+                        return Decision(False, f"cannot check access, the database is unreachable: {exc}")
+                    log.warning("access: database unreachable (%s); using the last known answer", exc)
