@@ -100,19 +100,19 @@ class Users:
     """Makes users and groups with names unique to the test."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+        self.engine = engine
         self.suffix = secrets.token_hex(3)
 
     def user(self, name: str, password: str | None = None) -> tuple[str, str]:
         full, password = f"{name}-{self.suffix}", password or f"pw-{name}-{secrets.token_hex(4)}"
-        with Session(self._engine) as session:
+        with Session(self.engine) as session:
             accounts.create_user(session, full, password)
             session.commit()
         return full, password
 
     def group(self, name: str, members: list[str]) -> str:
         full = f"{name}-{self.suffix}"
-        with Session(self._engine) as session:
+        with Session(self.engine) as session:
             accounts.create_group(session, full, members)
             session.commit()
         return full

@@ -332,7 +332,7 @@ def test_sys_statistics_are_for_admins_only(chat_stack: Stack, chat_users: Users
     from switchboard.tables import Role, User
 
     admin, admin_pw = chat_users.user("root")
-    with Session(chat_users._engine) as session:
+    with Session(chat_users.engine) as session:
         user = session.get(User, admin)
         assert user is not None
         user.role = Role.ADMIN
