@@ -111,7 +111,7 @@ class Bridge:
                     client._client.ack(message.mid, message.qos)
                 self._holding = 0
                 self._count(outcomes)
-                await self._publish_acks(client, outcomes)
+                self._publish_acks(client, outcomes)
 
     async def _next_batch(self, client: aiomqtt.Client) -> list[aiomqtt.Message]:
         """Wait for one message, then take what else arrives within ``batch_wait_ms``, up to ``batch_size``."""
@@ -189,14 +189,14 @@ class Bridge:
                 self.metrics.rejected.inc()
                 log.info("bridge: rejected a message: %s", outcome.reason)
 
-    async def _publish_acks(self, client: aiomqtt.Client, outcomes: Sequence[Outcome]) -> None:
-        acks = [
-            client.publish(ack_topic(o.sender), ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at), qos=1)
-            for o in outcomes
-            if isinstance(o, Stored)
-        ]
-        if acks:
-            await asyncio.gather(*acks)
+    @staticmethod
+    def _publish_acks(client: aiomqtt.Client, outcomes: Sequence[Outcome]) -> None:
+        """Queue the ``ack/{sender}`` replies (QoS 1) on paho directly: they go out in order while the next
+        batch is stored, instead of the bridge waiting for the broker's PUBACK of each."""
+        for o in outcomes:
+            if isinstance(o, Stored):
+                payload = ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at)
+                client._client.publish(ack_topic(o.sender), payload, qos=1)
 
 
 def _payload_bytes(payload: object) -> bytes:

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import insert, select, tuple_, update
+from psycopg import sql as psycopg_sql
+from sqlalchemy import case, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
@@ -24,6 +25,9 @@ from switchboard import accounts
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
 from switchboard.tables import Conversation, Message, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
+
+MESSAGES = Message.__table__  # type: ignore[attr-defined]
+REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +84,15 @@ def save_batch(session: Session, batch: Sequence[Incoming]) -> list[Outcome]:
     """Add the batch's messages and rejections to ``session``; one outcome per input, in order."""
     outcomes: dict[int, Outcome] = {}
     valid: list[_Valid] = []
-    checker = _ConversationChecker(session)
     for index, incoming in enumerate(batch):
         topic = parse_topic(incoming.topic)
         if topic is not None and topic.kind in (Kind.PRESENCE, Kind.RECEIPT):
             outcomes[index] = _save_watermark(session, topic, incoming.payload)
+    checker = _ConversationChecker(session, batch)
+    for index in range(len(batch)):
+        if index in outcomes:
             continue
-        checked = checker.check(incoming)
+        checked = checker.check(index)
         if isinstance(checked, Rejection):
             outcomes[index] = Rejected(checked.reason)
         else:
@@ -122,37 +128,36 @@ def _save_watermark(session: Session, topic: ChatTopic, payload: bytes) -> Outco
 
 
 class _ConversationChecker:
-    """Validates topic, payload and conversation, remembering lookups within one batch."""
+    """Validates topic, payload and conversation for a whole batch, with one query for the users and one
+    for the group memberships it mentions."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._users: dict[str, bool] = {}
-        self._members: dict[tuple[str, str], bool] = {}
+    def __init__(self, session: Session, batch: Sequence[Incoming]) -> None:
+        self._parsed: list[tuple[ChatTopic, ChatPayload] | Rejection] = [self._parse(item) for item in batch]
+        topics = [p[0] for p in self._parsed if not isinstance(p, Rejection)]
+        names = {t.sender for t in topics} | {t.target for t in topics if t.kind is Kind.DM}
+        self._users = accounts.existing_users(session, names)
+        self._members = accounts.memberships(session, {(t.target, t.sender) for t in topics if t.kind is Kind.GROUP})
 
-    def check(self, item: Incoming) -> tuple[ChatTopic, ChatPayload] | Rejection:
+    @staticmethod
+    def _parse(item: Incoming) -> tuple[ChatTopic, ChatPayload] | Rejection:
         topic = parse_topic(item.topic)
         if topic is None or topic.kind not in (Kind.DM, Kind.GROUP):
             return Rejection("not a message topic: use dm/{to}/{from} or group/{group}/{from}")
         payload = parse_message(item.payload)
-        if isinstance(payload, Rejection):
-            return payload
-        if not self._user(topic.sender):
+        return payload if isinstance(payload, Rejection) else (topic, payload)
+
+    def check(self, index: int) -> tuple[ChatTopic, ChatPayload] | Rejection:
+        parsed = self._parsed[index]
+        if isinstance(parsed, Rejection):
+            return parsed
+        topic = parsed[0]
+        if topic.sender not in self._users:
             return Rejection(f"unknown sender {topic.sender!r}")
-        if topic.kind is Kind.DM and not self._user(topic.target):
+        if topic.kind is Kind.DM and topic.target not in self._users:
             return Rejection(f"unknown conversation: user {topic.target!r} does not exist")
-        if topic.kind is Kind.GROUP and not self._member(topic.target, topic.sender):
+        if topic.kind is Kind.GROUP and (topic.target, topic.sender) not in self._members:
             return Rejection(f"unknown conversation: {topic.sender!r} is not a member of group {topic.target!r}")
-        return topic, payload
-
-    def _user(self, name: str) -> bool:
-        if name not in self._users:
-            self._users[name] = accounts.user_exists(self._session, name)
-        return self._users[name]
-
-    def _member(self, group: str, user: str) -> bool:
-        if (group, user) not in self._members:
-            self._members[(group, user)] = accounts.is_member(self._session, group, user)
-        return self._members[(group, user)]
+        return parsed
 
 
 def _already_stored(session: Session, valid: list[_Valid]) -> dict[tuple[str, str], Stored]:
@@ -185,10 +190,9 @@ def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_V
     now = utcnow()
     stored: dict[tuple[str, str], Stored] = {}
     rows: list[tuple[int, dict[str, object]]] = []
-    # Sorted, so two bridges writing the same conversations lock their rows in the same order.
-    for conversation in sorted(by_conversation):
-        items = by_conversation[conversation]
-        last = _reserve_seqs(session, conversation, items[0].topic.kind, len(items))
+    last_seqs = _reserve_seqs(session, {c: (items[0].topic.kind, len(items)) for c, items in by_conversation.items()})
+    for conversation, items in by_conversation.items():
+        last = last_seqs[conversation]
         for seq, item in enumerate(items, start=last - len(items) + 1):
             stored[item.key] = Stored(item.topic.sender, item.payload.id, conversation, seq, now)
             rows.append(
@@ -207,26 +211,53 @@ def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_V
                 )
             )
     # Rows go in in arrival order, so message ids follow the order the bridge received them.
-    session.execute(insert(Message), [row for _, row in sorted(rows, key=lambda pair: pair[0])])
+    _write_messages(session, [row for _, row in sorted(rows, key=lambda pair: pair[0])])
     return stored
 
 
-def _reserve_seqs(session: Session, conversation: str, kind: Kind, count: int) -> int:
-    """Make sure the conversation row exists, add ``count`` to its counter, return the new last seq."""
+_COPY_COLUMNS = ("conversation_id", "seq", "sender", "client_msg_id", "body", "topic", "payload", "stored_at")
+
+
+def _write_messages(session: Session, rows: list[dict[str, object]]) -> None:
+    """COPY on Postgres (the fastest way in; a concurrent duplicate still fails on the unique key and the
+    batch is retried), a Core executemany INSERT elsewhere; never the ORM's bulk path."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(MESSAGES), rows)
+        return
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    statement = psycopg_sql.SQL("COPY messages ({}) FROM STDIN").format(
+        psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(column) for column in _COPY_COLUMNS)
+    )
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(tuple(row[column] for column in _COPY_COLUMNS))
+
+
+def _reserve_seqs(session: Session, wanted: dict[str, tuple[Kind, int]]) -> dict[str, int]:
+    """Create missing conversation rows, add each one's count to its counter, return the new last seqs.
+
+    Two statements for the whole batch. The UPDATE locks the rows (Postgres), so concurrent bridges
+    serialise per conversation and seqs stay gapless; a deadlock between two bridges is retried.
+    """
     dialect = session.get_bind().dialect.name
     make_insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = utcnow()
     session.execute(
         make_insert(Conversation)
-        .values(id=conversation, kind=str(kind), last_seq=0, created_at=utcnow())
+        .values(
+            [{"id": c, "kind": str(kind), "last_seq": 0, "created_at": now} for c, (kind, _) in sorted(wanted.items())]
+        )
         .on_conflict_do_nothing(index_elements=["id"])
     )
+    counts = {conversation: count for conversation, (_, count) in wanted.items()}
     result = session.execute(
         update(Conversation)
-        .where(col(Conversation.id) == conversation)
-        .values(last_seq=col(Conversation.last_seq) + count)
-        .returning(col(Conversation.last_seq))
+        .where(col(Conversation.id).in_(sorted(counts)))
+        .values(last_seq=col(Conversation.last_seq) + case(counts, value=col(Conversation.id)))
+        .returning(col(Conversation.id), col(Conversation.last_seq))
     )
-    return int(result.scalar_one())
+    return {conversation: int(last) for conversation, last in result.all()}
 
 
 def _insert_rejections(session: Session, batch: Sequence[Incoming], outcomes: dict[int, Outcome]) -> None:
@@ -237,4 +268,4 @@ def _insert_rejections(session: Session, batch: Sequence[Incoming], outcomes: di
         if isinstance(outcome, Rejected)
     ]
     if rows:
-        session.execute(insert(RejectedMessage), rows)
+        session.execute(insert(REJECTED), rows)

@@ -117,7 +117,7 @@ class Hub:
             for row, topic, payload, qos, retain, packet_id, released in stored.pending:
                 message = Outgoing(topic, payload, qos, retain, row)
                 if packet_id is None:
-                    session.queue.append(message)
+                    session.restore_queued(message)
                 else:
                     session.inflight[packet_id] = InFlight(packet_id, message, released)
                     session.last_packet_id = packet_id

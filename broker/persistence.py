@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,12 @@ class StateStore:
     def unsubscribed(self, client_id: str, topic_filter: str) -> None:
         self._add("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
 
-    def queued(self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def queued(
+        self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int | None
+    ) -> None:
         self._add(
-            "INSERT INTO pending (id, client_id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?, ?)",
-            (row, client_id, topic, payload, qos, int(retain)),
+            "INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row, client_id, topic, payload, qos, int(retain), packet_id),
         )
 
     def sent(self, row: int, packet_id: int) -> None:
@@ -201,8 +204,8 @@ class StateStore:
             with self._lock:
                 self._db.execute("BEGIN")
                 try:
-                    for sql, params in ops:
-                        self._db.execute(sql, params)
+                    for sql, group in groupby(ops, key=lambda op: op[0]):
+                        self._db.executemany(sql, [params for _, params in group])
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")

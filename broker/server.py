@@ -86,7 +86,9 @@ class SwitchboardBroker(Broker):
             presence_for=access.has_presence,
             store=self.store,
             principal_for=_principal,
-            service_limits=Limits(max_inflight=settings.service_max_inflight, max_queued=settings.max_queued_messages),
+            service_limits=Limits(
+                max_inflight=settings.service_max_inflight, max_queued=settings.service_max_queued_messages
+            ),
             is_service=access.is_service,
         )
         self._connection_limits = ConnectionLimits(

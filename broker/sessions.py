@@ -71,7 +71,9 @@ class Journal(Protocol):
 
     def next_row(self) -> int: ...
 
-    def queued(self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+    def queued(
+        self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int | None
+    ) -> None: ...
 
     def sent(self, row: int, packet_id: int) -> None: ...
 
@@ -110,6 +112,7 @@ class Session:
     journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0
+    _journaled: set[int] = field(default_factory=set)  # rows written while queued (their packet id comes later)
 
     @property
     def connected(self) -> bool:
@@ -124,10 +127,8 @@ class Session:
             return
         if self.clean and outbox is None:
             return
-        journal = self.journal
-        if journal is not None and not self.clean:
-            message.row = journal.next_row()
-            journal.queued(message.row, self.client_id, message.topic, message.payload, message.qos, message.retain)
+        if self.journal is not None and not self.clean:
+            message.row = self.journal.next_row()
         if outbox is None:
             if not self.clean:
                 self._enqueue(message)
@@ -138,9 +139,12 @@ class Session:
         self._send_new(message, outbox)
 
     def _enqueue(self, message: Outgoing) -> None:
+        if message.row and self.journal is not None:
+            self._journal_queued(message, None)
         if len(self.queue) >= self.limits.max_queued:
             oldest = self.queue.popleft()
             if oldest.row and self.journal is not None:
+                self._journaled.discard(oldest.row)
                 self.journal.done(oldest.row)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -156,8 +160,21 @@ class Session:
         packet_id = self._next_packet_id()
         self.inflight[packet_id] = InFlight(packet_id, message)
         if message.row and self.journal is not None:
-            self.journal.sent(message.row, packet_id)
+            if message.row in self._journaled:
+                self._journaled.discard(message.row)
+                self.journal.sent(message.row, packet_id)
+            else:  # straight into the window: one INSERT with its packet id, no UPDATE
+                self.journal.queued(
+                    message.row, self.client_id, message.topic, message.payload, message.qos, message.retain, packet_id
+                )
         outbox.send_publish(message, packet_id, dup=False)
+
+    def _journal_queued(self, message: Outgoing, packet_id: int | None) -> None:
+        assert self.journal is not None
+        self._journaled.add(message.row)
+        self.journal.queued(
+            message.row, self.client_id, message.topic, message.payload, message.qos, message.retain, packet_id
+        )
 
     def _next_packet_id(self) -> int:
         candidate = self.last_packet_id
@@ -167,6 +184,11 @@ class Session:
                 self.last_packet_id = candidate
                 return candidate
         raise RuntimeError("no free packet id")  # unreachable: max_inflight is far below 65535
+
+    def restore_queued(self, message: Outgoing) -> None:
+        """A queued message read back from the state file (its row exists already)."""
+        self.queue.append(message)
+        self._journaled.add(message.row)
 
     def pump(self) -> None:
         """Move queued messages into the window while there is room."""

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import tuple_
 from sqlmodel import Session, col, select
 
 from switchboard.errors import AccountError
@@ -93,6 +94,28 @@ def user_exists(session: Session, name: str) -> bool:
     """True for an existing, enabled user."""
     user = session.get(User, name) if is_valid_name(name) else None
     return user is not None and not user.disabled
+
+
+def existing_users(session: Session, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are existing, enabled users (one query)."""
+    wanted = list(set(names))
+    if not wanted:
+        return set()
+    rows = session.exec(select(User.name).where(col(User.name).in_(wanted), col(User.disabled).is_(False)))
+    return set(rows.all())
+
+
+def memberships(session: Session, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which ``(group, user)`` pairs are memberships (one query)."""
+    wanted = list(set(pairs))
+    if not wanted:
+        return set()
+    rows = session.exec(
+        select(GroupMember.group_name, GroupMember.user_name).where(
+            tuple_(col(GroupMember.group_name), col(GroupMember.user_name)).in_(wanted)
+        )
+    )
+    return {(group, user) for group, user in rows.all()}
 
 
 def create_group(session: Session, name: str, members: Iterable[str] = ()) -> Group:

@@ -70,6 +70,12 @@ class MqttSettings(_Section):
     service_max_inflight: int = Field(
         1000, ge=1, le=65535, description="In-flight window of service accounts (the bridge stores in batches)."
     )
+    service_max_queued_messages: int = Field(
+        1_000_000,
+        ge=1,
+        description="Queue bound of service accounts: the bridge is the system of record, so it may fall far "
+        "behind (e.g. during a database outage) before anything is dropped.",
+    )
     max_queued_messages: int = Field(
         10_000, ge=1, description="Most messages queued per session; when full the oldest is dropped (logged)."
     )

@@ -1,0 +1,264 @@
+"""Bridge throughput: messages per second stored into Postgres, against a raw COPY of the same rows and
+against the broker's own QoS 1 delivery rate, all in one run.
+
+1. Broker (``switchboard broker``) and bridge (``switchboard bridge``) as separate processes on a fresh
+   Postgres database. P publishers send M QoS 1 messages (about 100 bytes) into C conversations as fast
+   as the broker acknowledges them; we time until the bridge has stored the last one.
+2. The same M rows written by one ``COPY ... FROM STDIN`` into a copy of the messages table.
+3. The broker alone delivering the same stream to one QoS 1 subscriber that acknowledges at once
+   (the rate the bridge has to keep up with).
+
+    uv run python bench/bridge.py --messages 50000
+
+Needs a Postgres reachable as ``BENCH_PG_ADMIN_DSN`` (default: the local cluster's socket, as the
+current user, as scripts/test sets it up). Run by hand; results go in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.mqttwire import connect_packet, puback_packet, publish_packet, subscribe_packet  # noqa: E402
+from switchboard import accounts  # noqa: E402
+from switchboard.db import make_engine, upgrade  # noqa: E402
+
+ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def payload(sender: str, n: int) -> bytes:
+    return json.dumps({"id": f"{sender}-{n:07d}", "body": "x" * 60}).encode()
+
+
+async def publish_stream(port: int, senders: list[tuple[str, str]], per_sender: int, conversations: int) -> float:
+    """Each sender publishes its share at QoS 1, keeping up to 500 unacknowledged; returns seconds taken."""
+
+    async def one(user: str, password: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(connect_packet(f"bench-{user}", user, password))
+        await reader.readexactly(4)
+        window = asyncio.Semaphore(500)
+
+        async def acks() -> None:
+            for _ in range(per_sender):
+                await reader.readexactly(4)
+                window.release()
+
+        ack_task = asyncio.create_task(acks())
+        for n in range(per_sender):
+            await window.acquire()
+            target = f"peer{n % conversations}"
+            writer.write(publish_packet(f"dm/{target}/{user}", payload(user, n), qos=1, packet_id=n % 65535 + 1))
+            if n % 100 == 0:
+                await writer.drain()
+        await writer.drain()
+        await ack_task
+        writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(user, password) for user, password in senders))
+    return time.monotonic() - started
+
+
+def count_stored(dsn: str) -> int:
+    with psycopg.connect(dsn) as connection:
+        return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
+
+
+def raw_copy(dsn: str, senders: list[str], per_sender: int, conversations: int) -> float:
+    rows = []
+    now = datetime.now(UTC)
+    for sender in senders:
+        for n in range(per_sender):
+            body = payload(sender, n)
+            rows.append(
+                (
+                    f"dm:{sender}:peer{n % conversations}",
+                    n + 1,
+                    sender,
+                    f"{sender}-{n:07d}",
+                    "x" * 60,
+                    f"dm/peer{n % conversations}/{sender}",
+                    body,
+                    now,
+                )
+            )
+    with psycopg.connect(dsn) as connection:
+        connection.execute("CREATE TEMP TABLE copy_target (LIKE messages INCLUDING DEFAULTS)")
+        started = time.monotonic()
+        with connection.cursor().copy(
+            "COPY copy_target (conversation_id, seq, sender, client_msg_id, body, topic, payload, stored_at) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+        connection.commit()
+        return time.monotonic() - started
+
+
+async def broker_delivery_rate(
+    port: int, senders: list[tuple[str, str]], per_sender: int, subscriber: tuple[str, str], conversations: int
+) -> float:
+    """The broker alone: a QoS 1 subscriber on dm/# (a service account) acknowledging at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    user, password = subscriber
+    writer.write(connect_packet(f"bench-sink-{secrets.token_hex(2)}", user, password))
+    await reader.readexactly(4)
+    writer.write(subscribe_packet("dm/#", 1, packet_id=1))
+    await reader.readexactly(5)
+    expected = per_sender * len(senders)
+
+    async def sink() -> None:
+        received = 0
+        while received < expected:
+            first = await reader.readexactly(1)
+            length, shift = 0, 0
+            while True:
+                byte = (await reader.readexactly(1))[0]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            body = await reader.readexactly(length)
+            if first[0] >> 4 == 3:
+                received += 1
+                topic_len = int.from_bytes(body[:2], "big")
+                writer.write(puback_packet(int.from_bytes(body[2 + topic_len : 4 + topic_len], "big")))
+
+    started = time.monotonic()
+    sink_task = asyncio.create_task(sink())
+    await publish_stream(port, senders, per_sender, conversations)
+    await sink_task
+    return expected / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--conversations", type=int, default=50, help="recipients per sender")
+    args = parser.parse_args()
+    per_sender = args.messages // args.senders
+    name = f"switchboard_bench_{secrets.token_hex(3)}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        host, port_, user_ = admin.info.host, admin.info.port, admin.info.user
+    url = f"postgresql+psycopg://{user_}@/{name}?host={host}&port={port_}"
+    dsn = f"host={host} port={port_} user={user_} dbname={name}"
+    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    bridge_password = secrets.token_urlsafe(16)
+    engine = make_engine(url)
+    upgrade(engine)
+    senders = [(f"sender{i}", f"pw-{i}") for i in range(args.senders)]
+    sink = ("bench-sink", "pw-sink")
+    from sqlmodel import Session
+
+    from switchboard.tables import Role
+
+    with Session(engine) as session:
+        for user, password in senders:
+            accounts.create_user(session, user, password)
+        for peer in range(args.conversations):
+            accounts.create_user(session, f"peer{peer}", "unused-password")
+        accounts.create_user(session, *sink, role=Role.SERVICE)
+        session.commit()
+    engine.dispose()
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SWITCHBOARD_DATABASE_URL": url,
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "SWITCHBOARD_MQTT__HOST": "127.0.0.1",
+        "SWITCHBOARD_MQTT__PORT": str(port),
+        "SWITCHBOARD_MQTT__WS_PORT": "0",
+        "SWITCHBOARD_BRIDGE__METRICS_PORT": "0",
+        "SWITCHBOARD_BRIDGE__BROKER_PORT": str(port),
+        "SWITCHBOARD_BRIDGE__PASSWORD": bridge_password,
+    }
+    command = [sys.executable, "-m", "cli.main"]
+    broker = subprocess.Popen(
+        [*command, "broker"],
+        env=env,
+        cwd=workdir,
+        stdout=(workdir / "broker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(4)
+    try:
+        delivery = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations))
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute("TRUNCATE messages, conversations, rejected_messages CASCADE")
+        bridge = subprocess.Popen(
+            [*command, "bridge"],
+            env={**env, "SWITCHBOARD_LOG_LEVEL": "INFO"},
+            cwd=workdir,
+            stdout=(workdir / "bridge.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        time.sleep(4)
+        if os.environ.get("BENCH_PROFILE_BRIDGE"):
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-d",
+                    "8",
+                    "-f",
+                    "raw",
+                    "-o",
+                    os.environ["BENCH_PROFILE_BRIDGE"],
+                    "-p",
+                    str(bridge.pid),
+                ]
+            )
+        started = time.monotonic()
+        publish_seconds = asyncio.run(publish_stream(port, senders, per_sender, args.conversations))
+        total = per_sender * args.senders
+        while count_stored(dsn) < total and time.monotonic() - started < 300:
+            time.sleep(0.05)
+        stored_seconds = time.monotonic() - started
+        stored = count_stored(dsn)
+        bridge.terminate()
+        copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
+    finally:
+        broker.terminate()
+        broker.wait()
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    bridge_rate = stored / stored_seconds
+    copy_rate = total / copy_seconds
+    print(f"logs in {workdir}")
+    print(f"messages: {total} from {args.senders} senders into {args.senders * args.conversations} conversations")
+    print(f"broker QoS 1 delivery to one subscriber: {delivery:9.0f} msg/s")
+    print(f"publishers acknowledged by the broker:    {total / publish_seconds:9.0f} msg/s")
+    print(f"bridge stored into Postgres:              {bridge_rate:9.0f} msg/s ({stored} stored)")
+    print(f"raw COPY of the same rows:                {copy_rate:9.0f} rows/s")
+    print(f"bridge / COPY = {bridge_rate / copy_rate:.2f};  bridge / broker delivery = {bridge_rate / delivery:.2f}")
+
+
+if __name__ == "__main__":
+    main()
