@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from sqlalchemy import Engine
 
 from bridge.metrics import BridgeMetrics
@@ -62,7 +63,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.connected = asyncio.Event()
         self._holding = 0
-        self._queue: asyncio.Queue[aiomqtt.Message] | None = None
+        self._queue: asyncio.Queue[mqtt.MQTTMessage] | None = None
         self.metrics.track_lag(lambda: self._holding + (self._queue.qsize() if self._queue is not None else 0))
 
     async def run(self) -> None:
@@ -96,14 +97,18 @@ class Bridge:
         )
         # Ack after commit: set before connecting, so no queued message is auto-acknowledged.
         client._client.manual_ack_set(True)
+        # paho's messages straight into our queue: aiomqtt's per-message wrapping (a validated Topic
+        # object for each) cost more than storing the message.
+        queue: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
+        client._client.on_message = lambda _client, _userdata, message: queue.put_nowait(message)
+        self._queue = queue
         async with client:
-            self._queue = client._queue
             await client.subscribe(subscriptions(self._settings.shared_group))
             self.connected.set()
             self.metrics.connected.set(1)
             log.info("bridge: connected to %s:%d as %s", self._host, self._port, self._settings.username)
             while True:
-                batch = await self._next_batch(client)
+                batch = await self._next_batch(client, queue)
                 self._holding = len(batch)
                 self.metrics.received.inc(len(batch))
                 outcomes = await self._store(batch)
@@ -113,13 +118,26 @@ class Bridge:
                 self._count(outcomes)
                 self._publish_acks(client, outcomes)
 
-    async def _next_batch(self, client: aiomqtt.Client) -> list[aiomqtt.Message]:
+    async def _next_batch(
+        self, client: aiomqtt.Client, queue: asyncio.Queue[mqtt.MQTTMessage]
+    ) -> list[mqtt.MQTTMessage]:
         """Wait for one message, then take what else arrives within ``batch_wait_ms``, up to ``batch_size``."""
-        batch = [await anext(client.messages)]
+        if queue.empty():
+            getter = asyncio.ensure_future(queue.get())
+            disconnected = client._disconnected
+            try:
+                await asyncio.wait((getter, disconnected), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if not getter.done() or getter.cancelled():
+                raise aiomqtt.MqttError("disconnected while waiting for messages")
+            batch = [getter.result()]
+        else:
+            batch = [queue.get_nowait()]
         size, wait = self._settings.batch_size, self._settings.batch_wait_ms / 1000
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        queue = client._queue
         while len(batch) < size:
             while len(batch) < size and not queue.empty():
                 batch.append(queue.get_nowait())
@@ -129,9 +147,9 @@ class Bridge:
             await asyncio.sleep(min(remaining, 0.001))
         return batch
 
-    async def _store(self, batch: Sequence[aiomqtt.Message]) -> list[Outcome]:
+    async def _store(self, batch: Sequence[mqtt.MQTTMessage]) -> list[Outcome]:
         """Commit the batch, waiting out database outages (nothing is acknowledged meanwhile)."""
-        return await self._store_items([Incoming(m.topic.value, _payload_bytes(m.payload)) for m in batch])
+        return await self._store_items([Incoming(m.topic, bytes(m.payload)) for m in batch])
 
     async def _store_items(self, items: list[Incoming]) -> list[Outcome]:
         delay, conflicts = 0.5, 0
@@ -197,9 +215,3 @@ class Bridge:
             if isinstance(o, Stored):
                 payload = ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at)
                 client._client.publish(ack_topic(o.sender), payload, qos=1)
-
-
-def _payload_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode() if payload is not None else b""

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
-from psycopg import sql as psycopg_sql
 from sqlalchemy import case, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
+from bridge import postgres
 from bridge.watermarks import save_presence, save_receipt
 from switchboard import accounts
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
@@ -27,6 +27,7 @@ from switchboard.tables import Conversation, Message, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
+CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
 
 
@@ -165,15 +166,20 @@ def _already_stored(session: Session, valid: list[_Valid]) -> dict[tuple[str, st
     if not valid:
         return {}
     keys = list({item.key for item in valid})
-    rows = session.execute(
-        select(
-            col(Message.sender),
-            col(Message.client_msg_id),
-            col(Message.conversation_id),
-            col(Message.seq),
-            col(Message.stored_at),
-        ).where(tuple_(col(Message.sender), col(Message.client_msg_id)).in_(keys))
-    ).all()
+    raw = _postgres(session)
+    rows: Sequence[Sequence[Any]]
+    if raw is not None:
+        rows = postgres.already_stored(raw, keys)
+    else:
+        rows = session.execute(
+            select(
+                col(Message.sender),
+                col(Message.client_msg_id),
+                col(Message.conversation_id),
+                col(Message.seq),
+                col(Message.stored_at),
+            ).where(tuple_(col(Message.sender), col(Message.client_msg_id)).in_(keys))
+        ).all()
     return {
         (sender, msg_id): Stored(sender, msg_id, conversation, seq, stored_at, duplicate=True)
         for sender, msg_id, conversation, seq, stored_at in rows
@@ -215,23 +221,21 @@ def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_V
     return stored
 
 
-_COPY_COLUMNS = ("conversation_id", "seq", "sender", "client_msg_id", "body", "topic", "payload", "stored_at")
+def _postgres(session: Session) -> Any:
+    """The session's psycopg connection on Postgres (for the fast paths in bridge.postgres), else None."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return session.connection().connection.driver_connection
 
 
 def _write_messages(session: Session, rows: list[dict[str, object]]) -> None:
-    """COPY on Postgres (the fastest way in; a concurrent duplicate still fails on the unique key and the
-    batch is retried), a Core executemany INSERT elsewhere; never the ORM's bulk path."""
-    if session.get_bind().dialect.name != "postgresql":
+    """COPY on Postgres (a concurrent duplicate still fails on the unique key and the batch is retried), a
+    Core executemany INSERT elsewhere; never the ORM's bulk path."""
+    raw = _postgres(session)
+    if raw is not None:
+        postgres.copy_messages(raw, rows)
+    else:
         session.execute(insert(MESSAGES), rows)
-        return
-    raw = session.connection().connection.driver_connection
-    assert raw is not None
-    statement = psycopg_sql.SQL("COPY messages ({}) FROM STDIN").format(
-        psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(column) for column in _COPY_COLUMNS)
-    )
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(tuple(row[column] for column in _COPY_COLUMNS))
 
 
 def _reserve_seqs(session: Session, wanted: dict[str, tuple[Kind, int]]) -> dict[str, int]:
@@ -240,11 +244,12 @@ def _reserve_seqs(session: Session, wanted: dict[str, tuple[Kind, int]]) -> dict
     Two statements for the whole batch. The UPDATE locks the rows (Postgres), so concurrent bridges
     serialise per conversation and seqs stay gapless; a deadlock between two bridges is retried.
     """
-    dialect = session.get_bind().dialect.name
-    make_insert = pg_insert if dialect == "postgresql" else sqlite_insert
     now = utcnow()
+    raw = _postgres(session)
+    if raw is not None:
+        return postgres.reserve_seqs(raw, {c: (str(kind), n) for c, (kind, n) in wanted.items()}, now)
     session.execute(
-        make_insert(Conversation)
+        sqlite_insert(CONVERSATIONS)
         .values(
             [{"id": c, "kind": str(kind), "last_seq": 0, "created_at": now} for c, (kind, _) in sorted(wanted.items())]
         )

@@ -68,7 +68,7 @@ class MqttSettings(_Section):
         20, ge=1, le=65535, description="Most unacknowledged QoS 1/2 messages per client; the rest wait in order."
     )
     service_max_inflight: int = Field(
-        1000, ge=1, le=65535, description="In-flight window of service accounts (the bridge stores in batches)."
+        4000, ge=1, le=65535, description="In-flight window of service accounts (the bridge stores in batches)."
     )
     service_max_queued_messages: int = Field(
         1_000_000,
@@ -139,7 +139,7 @@ class BridgeSettings(_Section):
     )
     metrics_host: str = Field("0.0.0.0", description="Address of the bridge's Prometheus /metrics.")
     metrics_port: int | None = Field(9101, ge=0, le=65535, description="Port of /metrics; null turns it off.")
-    batch_size: int = Field(200, ge=1, le=10000, description="Most messages stored in one transaction.")
+    batch_size: int = Field(2000, ge=1, le=10000, description="Most messages stored in one transaction.")
     batch_wait_ms: int = Field(5, ge=0, le=1000, description="How long a batch waits to fill, in ms.")
 
 

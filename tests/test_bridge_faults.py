@@ -114,7 +114,9 @@ def test_database_outage_of_30_seconds_is_waited_out(tmp_path: Path) -> None:
         lag = float(
             next(line.split()[1] for line in metrics.splitlines() if line.startswith("switchboard_bridge_lag "))
         )
-        assert 0 < lag <= 1000 + 200  # the in-flight window of the bridge, plus one batch: the broker queues the rest
+        assert (
+            0 < lag <= 4000
+        )  # at most the bridge's in-flight window (mqtt.service_max_inflight): the broker queues the rest
         delays = [float(m) for m in _retry_delays(bridge.out.lines)]
         assert max(delays) <= 10.0 and delays == sorted(delays)  # capped backoff
         cluster.start()
