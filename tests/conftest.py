@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -116,6 +117,16 @@ class Users:
             accounts.create_group(session, full, members)
             session.commit()
         return full
+
+
+@contextmanager
+def stack_users(stack: Stack) -> Iterator[Users]:
+    """Users made in a stack's own database (for tests that start a stack of their own)."""
+    engine = make_engine(stack.database_url)
+    try:
+        yield Users(engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

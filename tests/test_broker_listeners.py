@@ -9,9 +9,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from switchboard.db import make_engine
-from tests.conftest import Users
-from tests.helpers import MosquittoSub, Stack, mosquitto_pub, start_stack
+from tests.conftest import Users, stack_users
+from tests.helpers import MosquittoSub, Stack, mosquitto_pub, run_mosquitto_pub, start_stack
 
 
 def test_websocket_listener_serves_a_real_client(chat_stack: Stack, chat_users: Users) -> None:
@@ -77,65 +76,19 @@ def test_tls_listener_serves_mosquitto_clients(tmp_path: Path) -> None:
         SWITCHBOARD_MQTT__TLS_KEY=str(key),
     )
     try:
-        engine = make_engine(stack.database_url)
-        users = Users(engine)
-        alice, alice_pw = users.user("alice")
-        bob, bob_pw = users.user("bob")
-        engine.dispose()
+        with stack_users(stack) as users:
+            alice, alice_pw = users.user("alice")
+            bob, bob_pw = users.user("bob")
         assert stack.tls_port
         tls = ("--cafile", str(cert))
         inbox = MosquittoSub(stack.tls_port, bob, bob_pw, f"dm/{bob}/+", extra=tls)
         try:
             assert inbox.granted() == [1]
-            result = subprocess.run(
-                [
-                    "mosquitto_pub",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(stack.tls_port),
-                    *tls,
-                    "-u",
-                    alice,
-                    "-P",
-                    alice_pw,
-                    "-t",
-                    f"dm/{bob}/{alice}",
-                    "-m",
-                    "over tls",
-                    "-q",
-                    "1",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            assert result.returncode == 0, result.stderr
+            mosquitto_pub(stack.tls_port, alice, alice_pw, f"dm/{bob}/{alice}", "over tls", extra=tls)
             assert inbox.wait_messages(1) == [(f"dm/{bob}/{alice}", "over tls")]
         finally:
             inbox.close()
-        plain = subprocess.run(  # a client that does not speak TLS gets nowhere
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(stack.tls_port),
-                "-u",
-                alice,
-                "-P",
-                alice_pw,
-                "-t",
-                f"dm/{bob}/{alice}",
-                "-m",
-                "plain",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        plain = run_mosquitto_pub(stack.tls_port, alice, alice_pw, f"dm/{bob}/{alice}", "plain")  # no TLS: refused
         assert plain.returncode != 0
     finally:
         assert stack.stop() == 0

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.db import make_engine
 from switchboard.rules import OperatorRule, RuleAction, covers, decide
-from tests.conftest import Users
+from tests.conftest import stack_users
 from tests.helpers import mosquitto_pub, start_stack
 from tests.rawmqtt import RawClient
 
@@ -68,11 +67,9 @@ def test_broker_applies_the_rules_from_its_config_file(tmp_path: Path, raw: Raw)
     )
     stack = start_stack(f"sqlite:///{tmp_path}/rules.db", tmp_path, SWITCHBOARD_CONFIG=str(config))
     try:
-        engine = make_engine(stack.database_url)
-        users = Users(engine)
-        alice, alice_pw = users.user("alice")
-        bob, _ = users.user("bob")
-        engine.dispose()
+        with stack_users(stack) as users:
+            alice, alice_pw = users.user("alice")
+            bob, _ = users.user("bob")
         tag = secrets.token_hex(3)
 
         publisher = raw(stack.mqtt_port)
