@@ -113,6 +113,7 @@ class Connection:
         self._closing = False
         self._aborted = False
         self._taken_over = False
+        self._shutting_down = False
         self._clean_disconnect = False
         self._reason = "connection closed by the client"
         self._finished = asyncio.Event()
@@ -153,7 +154,7 @@ class Connection:
     async def _end(self) -> None:
         session, self._closing = self.session, True
         if session is not None and session.outbox is self:
-            abnormal = not self._clean_disconnect and not self._taken_over
+            abnormal = not (self._clean_disconnect or self._taken_over or self._shutting_down)
             level = logging.WARNING if abnormal and self._reason != "connection closed by the client" else logging.INFO
             log.log(
                 level,
@@ -181,8 +182,9 @@ class Connection:
         await self._finished.wait()
 
     def close_for_shutdown(self) -> None:
-        """The broker is stopping: close without publishing the will (the client did nothing wrong)."""
-        self._taken_over = True
+        """The broker is stopping: close without publishing the will (the client did nothing wrong);
+        presence still goes offline."""
+        self._shutting_down = True
         self.abort("broker shutting down")
 
     async def finished(self) -> None:

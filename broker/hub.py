@@ -122,6 +122,7 @@ class Hub:
                     session.inflight[packet_id] = InFlight(packet_id, message, released)
                     session.last_packet_id = packet_id
             self.sessions[stored.client_id] = session
+        self._reset_presence()
         log.info(
             "restored %d persistent session(s), %d queued message(s), %d retained message(s)",
             len(state.sessions),
@@ -131,6 +132,19 @@ class Hub:
 
     def _limits_for(self, username: str | None) -> Limits:
         return self._service_limits if self._is_service(username) else self.limits
+
+    def _reset_presence(self) -> None:
+        """After a restart nobody is connected: a retained "online" (left by a crash) becomes "offline"."""
+        for retained in self.retained.all():
+            user = retained.topic.removeprefix("presence/")
+            if user == retained.topic or "/" in user:
+                continue
+            try:
+                online = json.loads(retained.payload).get("status") == "online"
+            except (ValueError, AttributeError):
+                continue
+            if online:
+                self._announce(user, "offline")
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once all state changed so far is durable (at once without a store)."""

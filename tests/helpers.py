@@ -249,3 +249,52 @@ def mosquitto_pub(
     """Publish one message with ``mosquitto_pub``; fails the test if it cannot."""
     result = run_mosquitto_pub(port, user, password, topic, message, qos=qos, extra=extra)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+class PahoClient:
+    """A paho-mqtt client run in its own thread, recording CONNACK and messages (for session tests)."""
+
+    def __init__(self, port: int, client_id: str, user: str | None, password: str | None, *, clean: bool) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.port = port
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        self.connack: threading.Event = threading.Event()
+        self.reason: str = ""
+        self.session_present = False
+        self.disconnected = threading.Event()
+        self.messages: list[tuple[str, bytes, int, bool]] = []
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_args: self.disconnected.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload, m.qos, bool(m.dup)))
+
+    def _on_connect(self, _client: object, _userdata: object, flags: object, reason: object, _props: object) -> None:
+        self.reason = str(reason)
+        self.session_present = bool(getattr(flags, "session_present", False))
+        self.connack.set()
+
+    def connect(self, timeout: float = 20) -> str:
+        """Connect and return the CONNACK's reason ("Success", "Not authorized", ...)."""
+        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        assert self.connack.wait(timeout), "no CONNACK"
+        return self.reason
+
+    def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        granted: list[int] = []
+        done = threading.Event()
+
+        def on_subscribe(_c: object, _u: object, _mid: int, codes: list[object], _p: object) -> None:
+            granted.extend(int(getattr(code, "value", code)) for code in codes)
+            done.set()
+
+        self.client.on_subscribe = on_subscribe
+        self.client.subscribe(topic, qos)
+        assert done.wait(20), "no SUBACK"
+        return granted
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

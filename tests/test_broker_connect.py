@@ -1,4 +1,4 @@
-"""The broker's CONNECT override (broker/connect.py): credentials are checked before any session is touched.
+"""CONNECT handling (broker/connection.py): credentials are checked before any session is touched.
 
 amqtt 0.12.1 deleted a clean_session=1 client's stored session, and took over a connected client with the
 same id, before authenticating. These tests fail on plain amqtt and pass on Switchboard's broker.

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import OPEN_LIMITS
+from tests.conftest import OPEN_LIMITS, stack_users
 from tests.helpers import start_stack
 from tests.rawmqtt import PUBACK, RawClient
 
@@ -62,5 +63,35 @@ def test_state_survives_a_restart(how: str, tmp_path: Path, raw: Raw) -> None:
         late.subscribe((f"{topic}/state", 0))
         retained = late.publishes(1)[0]
         assert (retained.payload, retained.retain) == (b"retained", True)
+    finally:
+        assert stack.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["graceful", "kill -9"])
+def test_presence_is_offline_after_a_restart(how: str, tmp_path: Path, raw: Raw) -> None:
+    """Nobody is connected after a restart, so no retained "online" may outlive the broker that wrote it."""
+    url = f"sqlite:///{tmp_path}/presence.db"
+    stack = start_stack(url, tmp_path)
+    with stack_users(stack) as users:
+        alice, alice_pw = users.user("alice")
+        bob, bob_pw = users.user("bob")
+    try:
+        device = raw(stack.mqtt_port)
+        device.connect(f"phone-{secrets.token_hex(3)}", alice, alice_pw)
+        watcher = raw(stack.mqtt_port)
+        watcher.connect(f"w-{secrets.token_hex(3)}", bob, bob_pw)
+        watcher.subscribe((f"presence/{alice}", 0))
+        assert json.loads(watcher.publishes(1)[0].payload)["status"] == "online"
+    finally:
+        if how == "graceful":
+            assert stack.stop(signal.SIGTERM) == 0
+        else:
+            stack.stop(signal.SIGKILL)
+    stack = start_stack(url, tmp_path)
+    try:
+        watcher = raw(stack.mqtt_port)
+        watcher.connect(f"w-{secrets.token_hex(3)}", bob, bob_pw)
+        watcher.subscribe((f"presence/{alice}", 0))
+        assert json.loads(watcher.publishes(1)[0].payload)["status"] == "offline"
     finally:
         assert stack.stop() == 0
