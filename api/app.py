@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from api.routes import health, messages
+from api.routes import health, messages, presence, receipts
 from switchboard import __version__
 
 
@@ -22,6 +22,8 @@ def create_app(engine: Engine) -> FastAPI:
     app.state.engine = engine
     app.include_router(health.router)
     app.include_router(messages.router)
+    app.include_router(receipts.router)
+    app.include_router(presence.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
     return app
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from switchboard import accounts
 from switchboard.tables import User
+from switchboard.topics import Conversation, parse_conversation
 
 basic = HTTPBasic(description="The same username and password as for MQTT.")
 
@@ -39,3 +40,27 @@ def get_current_user(session: SessionDep, credentials: Annotated[HTTPBasicCreden
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def readable_conversation(
+    session: SessionDep,
+    user: CurrentUser,
+    conversation: Annotated[str, Path(description="dm:{a}:{b} (names sorted) or group:{g}", examples=["dm:alice:bob"])],
+) -> Conversation:
+    """The conversation in the path, if it exists (else 404) and the caller is part of it (else 403)."""
+    parsed = parse_conversation(conversation)
+    if parsed is None or not accounts.conversation_exists(session, parsed):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"conversation {conversation!r} does not exist")
+    if not accounts.may_read(session, user.name, parsed):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"you are not part of {conversation!r}")
+    return parsed
+
+
+ReadableConversation = Annotated[Conversation, Depends(readable_conversation)]
+
+#: The error answers every route that takes a conversation can give, for the OpenAPI schema.
+CONVERSATION_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing or bad credentials."},
+    403: {"description": "The caller is not part of this conversation."},
+    404: {"description": "No such conversation."},
+}

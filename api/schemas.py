@@ -35,3 +35,38 @@ class Health(BaseModel):
 
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unreachable"]
+
+
+class MessageDetail(MessagePublic):
+    """One message with its delivery and read state."""
+
+    delivered_to: list[str] = Field(description="Users (other than the sender) whose devices have it.")
+    read_by: list[str] = Field(description="Users (other than the sender) who have read it.")
+
+
+class ReadRequest(BaseModel):
+    """Move the caller's read watermark."""
+
+    model_config = {"extra": "forbid"}
+
+    up_to_seq: int = Field(ge=0, le=2**62, description="Everything up to this seq has been read.", examples=[42])
+
+
+class Watermarks(BaseModel):
+    """How far the caller has received and read a conversation."""
+
+    conversation: str = Field(examples=["dm:alice:bob"])
+    delivered_seq: int = Field(examples=[42])
+    read_seq: int = Field(examples=[40])
+
+
+class PresencePublic(BaseModel):
+    """A user's presence as last stored by the bridge."""
+
+    user: str = Field(examples=["alice"])
+    status: Literal["online", "offline"]
+    last_seen: datetime | None = Field(description="When the user was last seen; null if never.")
+
+
+class PresenceList(BaseModel):
+    presence: list[PresencePublic]

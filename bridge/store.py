@@ -20,11 +20,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from bridge import postgres
-from bridge.watermarks import save_presence, save_receipt
 from switchboard import accounts
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
 from switchboard.tables import Conversation, Message, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
+from switchboard.watermarks import save_presence, save_receipt
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]

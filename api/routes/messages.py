@@ -1,49 +1,33 @@
-"""``GET /v1/conversations/{conversation}/messages``: a conversation's history, paged by seq."""
+"""A conversation's history, paged by seq, and single messages with their delivery and read state."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import Path as FastApiPath
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, SessionDep
-from api.schemas import MessagePublic, MessagesPage
-from switchboard import accounts
-from switchboard.tables import Message
-from switchboard.topics import parse_conversation
+from api.deps import CONVERSATION_ERRORS, ReadableConversation, SessionDep
+from api.schemas import MessageDetail, MessagePublic, MessagesPage
+from switchboard.tables import Message, Receipt
 
-router = APIRouter(prefix="/v1/conversations", tags=["messages"])
+router = APIRouter(prefix="/v1", tags=["messages"])
 
 MAX_PAGE = 500
 
 
-@router.get(
-    "/{conversation}/messages",
-    response_model=MessagesPage,
-    responses={
-        401: {"description": "Missing or bad credentials."},
-        403: {"description": "The caller is not part of this conversation."},
-        404: {"description": "No such conversation."},
-    },
-)
+@router.get("/conversations/{conversation}/messages", response_model=MessagesPage, responses=CONVERSATION_ERRORS)
 def list_messages(
     session: SessionDep,
-    user: CurrentUser,
-    conversation: Annotated[str, Path(description="dm:{a}:{b} (names sorted) or group:{g}", examples=["dm:alice:bob"])],
+    conversation: ReadableConversation,
     before: Annotated[int | None, Query(ge=1, description="Only messages with seq < before (newest first).")] = None,
     after: Annotated[int | None, Query(ge=0, description="Only messages with seq > after (oldest first).")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 500.")] = 50,
 ) -> MessagesPage:
     """Newest first by default; with ``after``, oldest first. ``next`` continues in the same direction."""
-    parsed = parse_conversation(conversation)
-    if parsed is None or not accounts.conversation_exists(session, parsed):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"conversation {conversation!r} does not exist")
-    if not accounts.may_read(session, user.name, parsed):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"you are not part of {conversation!r}")
-
     forward = after is not None
-    query = select(Message).where(Message.conversation_id == conversation)
+    query = select(Message).where(Message.conversation_id == conversation.id)
     if before is not None:
         query = query.where(col(Message.seq) < before)
     if after is not None:
@@ -53,18 +37,39 @@ def list_messages(
     more = len(rows) > limit
     rows = rows[:limit]
     return MessagesPage(
-        conversation=conversation,
+        conversation=conversation.id,
         direction="forward" if forward else "backward",
-        messages=[
-            MessagePublic(
-                conversation=row.conversation_id,
-                seq=row.seq,
-                sender=row.sender,
-                id=row.client_msg_id,
-                body=row.body,
-                stored_at=row.stored_at,
-            )
-            for row in rows
-        ],
+        messages=[_public(row) for row in rows],
         next=rows[-1].seq if more and rows else None,
+    )
+
+
+@router.get("/messages/{conversation}/{seq}", response_model=MessageDetail, responses=CONVERSATION_ERRORS)
+def get_message(
+    session: SessionDep,
+    conversation: ReadableConversation,
+    seq: Annotated[int, FastApiPath(ge=1, description="The message's place in the conversation.")],
+) -> MessageDetail:
+    """One message, with who has received and who has read it (from their receipts)."""
+    row = session.exec(select(Message).where(Message.conversation_id == conversation.id, Message.seq == seq)).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{conversation.id!r} has no message {seq}")
+    receipts = session.exec(
+        select(Receipt).where(Receipt.conversation_id == conversation.id, Receipt.user_name != row.sender)
+    ).all()
+    return MessageDetail(
+        **_public(row).model_dump(),
+        delivered_to=sorted(r.user_name for r in receipts if r.delivered_seq >= seq),
+        read_by=sorted(r.user_name for r in receipts if r.read_seq >= seq),
+    )
+
+
+def _public(row: Message) -> MessagePublic:
+    return MessagePublic(
+        conversation=row.conversation_id,
+        seq=row.seq,
+        sender=row.sender,
+        id=row.client_msg_id,
+        body=row.body,
+        stored_at=row.stored_at,
     )

@@ -1,4 +1,5 @@
-"""Presence and receipts: last-seen per user, and per-user, per-conversation watermarks.
+"""Presence and receipts: last-seen per user, and per-user, per-conversation watermarks (written by the
+bridge from MQTT, and by the API for POST .../read).
 
 Both only move forward: an older presence message, or a receipt for less than what is already
 recorded, changes nothing. The caller owns the transaction.

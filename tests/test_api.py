@@ -1,0 +1,74 @@
+"""REST API beyond history: single messages with delivery/read state, read watermarks, presence."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+
+from tests.conftest import Users
+from tests.helpers import Stack, mosquitto_pub, wait_for
+from tests.rawmqtt import RawClient
+
+Raw = Callable[[int], RawClient]
+
+
+def _dm(stack: Stack, users: Users, count: int) -> tuple[tuple[str, str], tuple[str, str], str]:
+    alice, bob = users.user("alice"), users.user("bob")
+    for n in range(count):
+        mosquitto_pub(stack.mqtt_port, *alice, f"dm/{bob[0]}/{alice[0]}", json.dumps({"id": f"m{n}", "body": str(n)}))
+    conversation = "dm:" + ":".join(sorted((alice[0], bob[0])))
+    with stack.http(*bob) as http:
+        wait_for(
+            lambda: len(http.get(f"/v1/conversations/{conversation}/messages").json()["messages"]) == count,
+            what=f"{count} stored",
+        )
+    return alice, bob, conversation
+
+
+def test_read_watermark_and_message_state(chat_stack: Stack, chat_users: Users) -> None:
+    alice, bob, conversation = _dm(chat_stack, chat_users, 3)
+    with chat_stack.http(*bob) as http:
+        assert http.post(f"/v1/conversations/{conversation}/read", json={"up_to_seq": 2}).json() == {
+            "conversation": conversation,
+            "delivered_seq": 2,
+            "read_seq": 2,
+        }
+        # forward only, and never past the last message
+        assert http.post(f"/v1/conversations/{conversation}/read", json={"up_to_seq": 1}).json()["read_seq"] == 2
+        assert http.post(f"/v1/conversations/{conversation}/read", json={"up_to_seq": 99}).json()["read_seq"] == 3
+        bad = http.post(f"/v1/conversations/{conversation}/read", json={"up_to_seq": "x"})
+        assert bad.status_code == 422 and "up_to_seq" in bad.text
+        extra = http.post(f"/v1/conversations/{conversation}/read", json={"up_to_seq": 1, "oops": True})
+        assert extra.status_code == 422
+    with chat_stack.http(*alice) as http:
+        detail = http.get(f"/v1/messages/{conversation}/2").json()
+        assert (detail["seq"], detail["id"], detail["sender"]) == (2, "m1", alice[0])
+        assert detail["read_by"] == [bob[0]] and detail["delivered_to"] == [bob[0]]
+        assert http.get(f"/v1/messages/{conversation}/7").status_code == 404
+        assert http.get(f"/v1/messages/{conversation}/0").status_code == 422
+
+
+def test_nobody_reads_or_marks_someone_elses_conversation(chat_stack: Stack, chat_users: Users) -> None:
+    _, _, conversation = _dm(chat_stack, chat_users, 1)
+    mallory = chat_users.user("mallory")
+    with chat_stack.http(*mallory) as http:
+        assert http.get(f"/v1/messages/{conversation}/1").status_code == 403
+        assert http.post(f"/v1/conversations/{conversation}/read", json={"up_to_seq": 1}).status_code == 403
+        assert http.post("/v1/conversations/dm:nobody-1:nobody-2/read", json={"up_to_seq": 1}).status_code == 404
+
+
+def test_presence_of_users(chat_stack: Stack, chat_users: Users, raw: Raw) -> None:
+    alice, bob = chat_users.user("alice"), chat_users.user("bob")
+    device = raw(chat_stack.mqtt_port)
+    device.connect(f"d-{secrets.token_hex(3)}", *alice)
+    with chat_stack.http(*bob) as http:
+
+        def statuses() -> dict[str, str]:
+            answer = http.get("/v1/presence", params=[("user", alice[0]), ("user", bob[0])]).json()["presence"]
+            return {p["user"]: p["status"] for p in answer}
+
+        wait_for(lambda: statuses() == {alice[0]: "online", bob[0]: "offline"}, what="alice online")
+        assert http.get("/v1/presence", params={"user": "nobody-here"}).status_code == 404
+        assert http.get("/v1/presence", params={"user": "bad name!"}).status_code == 422
+        assert http.get("/v1/presence").status_code == 422
