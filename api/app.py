@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from api.routes import health, messages, presence, receipts
+from api.routes import conversations, health, messages, presence, receipts
 from switchboard import __version__
 
 
@@ -21,6 +21,7 @@ def create_app(engine: Engine) -> FastAPI:
     )
     app.state.engine = engine
     app.include_router(health.router)
+    app.include_router(conversations.router)
     app.include_router(messages.router)
     app.include_router(receipts.router)
     app.include_router(presence.router)

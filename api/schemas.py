@@ -70,3 +70,18 @@ class PresencePublic(BaseModel):
 
 class PresenceList(BaseModel):
     presence: list[PresencePublic]
+
+
+class ConversationPublic(BaseModel):
+    """One of the caller's conversations."""
+
+    id: str = Field(examples=["dm:alice:bob"])
+    kind: Literal["dm", "group"]
+    last_seq: int = Field(description="Seq of the newest message.", examples=[42])
+    updated_at: datetime = Field(description="When its newest message was stored.")
+    last_message: MessagePublic | None
+    unread: int = Field(description="Messages from others after the caller's read watermark.", examples=[3])
+
+
+class ConversationsList(BaseModel):
+    conversations: list[ConversationPublic]

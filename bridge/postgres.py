@@ -18,13 +18,18 @@ ALREADY_STORED = """
       ON m.sender = k.sender AND m.client_msg_id = k.id
 """
 CREATE_CONVERSATIONS = """
-    INSERT INTO conversations (id, kind, last_seq, created_at)
-    SELECT id, kind, 0, %s FROM unnest(%s::text[], %s::text[]) AS c(id, kind)
+    INSERT INTO conversations (id, kind, last_seq, created_at, updated_at)
+    SELECT id, kind, 0, %s, %s FROM unnest(%s::text[], %s::text[]) AS c(id, kind)
     ORDER BY id
     ON CONFLICT (id) DO NOTHING
 """
+ADD_DM_MEMBERS = """
+    INSERT INTO dm_members (conversation_id, user_name)
+    SELECT * FROM unnest(%s::text[], %s::text[])
+    ON CONFLICT DO NOTHING
+"""
 RESERVE_SEQS = """
-    UPDATE conversations c SET last_seq = c.last_seq + v.n
+    UPDATE conversations c SET last_seq = c.last_seq + v.n, updated_at = %s
     FROM (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS v(id, n) ORDER BY id) AS v
     WHERE c.id = v.id
     RETURNING c.id, c.last_seq
@@ -43,13 +48,19 @@ def already_stored(connection: psycopg.Connection[Any], keys: list[tuple[str, st
 
 
 def reserve_seqs(
-    connection: psycopg.Connection[Any], wanted: dict[str, tuple[str, int]], now: datetime
+    connection: psycopg.Connection[Any],
+    wanted: dict[str, tuple[str, int]],
+    dm_members: list[tuple[str, str]],
+    now: datetime,
 ) -> dict[str, int]:
-    """Create missing conversations; add each count to its counter; return the new last seqs."""
+    """Create missing conversations (and their DM members); add each count to its counter; return the new
+    last seqs."""
     ids = sorted(wanted)
     with connection.cursor() as cursor:
-        cursor.execute(CREATE_CONVERSATIONS, (now, ids, [wanted[i][0] for i in ids]))
-        cursor.execute(RESERVE_SEQS, (ids, [wanted[i][1] for i in ids]))
+        cursor.execute(CREATE_CONVERSATIONS, (now, now, ids, [wanted[i][0] for i in ids]))
+        if dm_members:
+            cursor.execute(ADD_DM_MEMBERS, ([c for c, _ in dm_members], [u for _, u in dm_members]))
+        cursor.execute(RESERVE_SEQS, (now, ids, [wanted[i][1] for i in ids]))
         return {conversation: int(last) for conversation, last in cursor.fetchall()}
 
 

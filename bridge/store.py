@@ -22,12 +22,13 @@ from sqlmodel import Session, col
 from bridge import postgres
 from switchboard import accounts
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
-from switchboard.tables import Conversation, Message, RejectedMessage, utcnow
+from switchboard.tables import Conversation, DmMember, Message, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
 from switchboard.watermarks import save_presence, save_receipt
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
+DM_MEMBERS = DmMember.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
 
 
@@ -239,27 +240,43 @@ def _write_messages(session: Session, rows: list[dict[str, object]]) -> None:
 
 
 def _reserve_seqs(session: Session, wanted: dict[str, tuple[Kind, int]]) -> dict[str, int]:
-    """Create missing conversation rows, add each one's count to its counter, return the new last seqs.
+    """Create missing conversation rows (and DM members), add each one's count to its counter, stamp its
+    activity time, return the new last seqs.
 
-    Two statements for the whole batch. The UPDATE locks the rows (Postgres), so concurrent bridges
-    serialise per conversation and seqs stay gapless; a deadlock between two bridges is retried.
+    A fixed number of statements for the whole batch. The UPDATE locks the rows (Postgres), so concurrent
+    bridges serialise per conversation and seqs stay gapless; a deadlock between two bridges is retried.
     """
     now = utcnow()
+    members = sorted(
+        (conversation, name)
+        for conversation, (kind, _) in wanted.items()
+        if kind is Kind.DM
+        for name in set(conversation.split(":")[1:])
+    )
     raw = _postgres(session)
     if raw is not None:
-        return postgres.reserve_seqs(raw, {c: (str(kind), n) for c, (kind, n) in wanted.items()}, now)
+        return postgres.reserve_seqs(raw, {c: (str(kind), n) for c, (kind, n) in wanted.items()}, members, now)
     session.execute(
         sqlite_insert(CONVERSATIONS)
         .values(
-            [{"id": c, "kind": str(kind), "last_seq": 0, "created_at": now} for c, (kind, _) in sorted(wanted.items())]
+            [
+                {"id": c, "kind": str(kind), "last_seq": 0, "created_at": now, "updated_at": now}
+                for c, (kind, _) in sorted(wanted.items())
+            ]
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
+    if members:
+        session.execute(
+            sqlite_insert(DM_MEMBERS)
+            .values([{"conversation_id": c, "user_name": u} for c, u in members])
+            .on_conflict_do_nothing()
+        )
     counts = {conversation: count for conversation, (_, count) in wanted.items()}
     result = session.execute(
         update(Conversation)
         .where(col(Conversation.id).in_(sorted(counts)))
-        .values(last_seq=col(Conversation.last_seq) + case(counts, value=col(Conversation.id)))
+        .values(last_seq=col(Conversation.last_seq) + case(counts, value=col(Conversation.id)), updated_at=now)
         .returning(col(Conversation.id), col(Conversation.last_seq))
     )
     return {conversation: int(last) for conversation, last in result.all()}

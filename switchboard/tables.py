@@ -89,14 +89,30 @@ class GroupMember(SQLModel, table=True):
 
 
 class Conversation(SQLModel, table=True):
-    """A DM between two users (``dm:a:b``) or a group's conversation (``group:g``)."""
+    """A DM between two users (``dm:a:b``) or a group's conversation (``group:g``).
+
+    ``updated_at`` is the time of its last message (for "newest activity first").
+    """
 
     __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_updated_at", "updated_at"),)
 
     id: str = Field(primary_key=True, max_length=140)
     kind: str = Field(max_length=16)
     last_seq: int = Field(default=0, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class DmMember(SQLModel, table=True):
+    """The two users of a DM conversation, so a user's DMs are found by an index, not by parsing ids.
+    (Group conversations' members are the group's members.)"""
+
+    __tablename__ = "dm_members"
+    __table_args__ = (Index("ix_dm_members_user", "user_name"),)
+
+    conversation_id: str = Field(foreign_key="conversations.id", primary_key=True, max_length=140, ondelete="CASCADE")
+    user_name: str = Field(primary_key=True, max_length=64)
 
 
 class Message(SQLModel, table=True):

@@ -72,3 +72,37 @@ def test_presence_of_users(chat_stack: Stack, chat_users: Users, raw: Raw) -> No
         assert http.get("/v1/presence", params={"user": "nobody-here"}).status_code == 404
         assert http.get("/v1/presence", params={"user": "bad name!"}).status_code == 422
         assert http.get("/v1/presence").status_code == 422
+
+
+def test_conversations_newest_first_with_last_message_and_unread(chat_stack: Stack, chat_users: Users) -> None:
+    alice, bob = chat_users.user("alice"), chat_users.user("bob")
+    carol = chat_users.user("carol")
+    group = chat_users.group("team", [alice[0], bob[0], carol[0]])
+
+    def send(sender: tuple[str, str], topic: str, msg_id: str) -> None:
+        mosquitto_pub(chat_stack.mqtt_port, *sender, topic, json.dumps({"id": msg_id, "body": msg_id}))
+
+    send(alice, f"dm/{bob[0]}/{alice[0]}", "d1")
+    send(alice, f"dm/{bob[0]}/{alice[0]}", "d2")
+    send(bob, f"dm/{alice[0]}/{bob[0]}", "d3")
+    send(carol, f"group/{group}/{carol[0]}", "g1")
+    send(carol, f"dm/{bob[0]}/{carol[0]}", "c1")  # bob's newest, and not alice's business
+    dm = "dm:" + ":".join(sorted((alice[0], bob[0])))
+
+    with chat_stack.http(*bob) as http:
+        listing = wait_for(
+            lambda: len(found := http.get("/v1/conversations").json()["conversations"]) == 3 and found,
+            what="bob's 3 conversations",
+        )
+        assert [c["id"] for c in listing] == ["dm:" + ":".join(sorted((bob[0], carol[0]))), f"group:{group}", dm]
+        by_id = {c["id"]: c for c in listing}
+        assert by_id[dm]["last_message"]["id"] == "d3" and by_id[dm]["last_seq"] == 3
+        assert by_id[dm]["unread"] == 2  # d1 and d2 from alice; d3 is bob's own
+        http.post(f"/v1/conversations/{dm}/read", json={"up_to_seq": 1})
+        again = {c["id"]: c for c in http.get("/v1/conversations").json()["conversations"]}
+        assert again[dm]["unread"] == 1
+        assert http.get("/v1/conversations", params={"limit": 1}).json()["conversations"][0]["id"] == listing[0]["id"]
+        assert http.get("/v1/conversations", params={"limit": 0}).status_code == 422
+    with chat_stack.http(*alice) as http:
+        ids = {c["id"] for c in http.get("/v1/conversations").json()["conversations"]}
+        assert ids == {dm, f"group:{group}"}

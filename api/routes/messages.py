@@ -39,7 +39,7 @@ def list_messages(
     return MessagesPage(
         conversation=conversation.id,
         direction="forward" if forward else "backward",
-        messages=[_public(row) for row in rows],
+        messages=[public_message(row) for row in rows],
         next=rows[-1].seq if more and rows else None,
     )
 
@@ -58,13 +58,13 @@ def get_message(
         select(Receipt).where(Receipt.conversation_id == conversation.id, Receipt.user_name != row.sender)
     ).all()
     return MessageDetail(
-        **_public(row).model_dump(),
+        **public_message(row).model_dump(),
         delivered_to=sorted(r.user_name for r in receipts if r.delivered_seq >= seq),
         read_by=sorted(r.user_name for r in receipts if r.read_seq >= seq),
     )
 
 
-def _public(row: Message) -> MessagePublic:
+def public_message(row: Message) -> MessagePublic:
     return MessagePublic(
         conversation=row.conversation_id,
         seq=row.seq,

@@ -1,0 +1,79 @@
+"""``GET /v1/conversations``: the caller's conversations, newest activity first, each with its last message
+and the caller's unread count (messages from others after the caller's read watermark)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import and_, func, literal, or_, select
+from sqlmodel import col
+
+from api.deps import CurrentUser, SessionDep
+from api.routes.messages import public_message
+from api.schemas import ConversationPublic, ConversationsList
+from switchboard.tables import Conversation, DmMember, GroupMember, Message, Receipt
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+MAX_CONVERSATIONS = 500
+
+
+@router.get("", response_model=ConversationsList, responses={401: {"description": "Missing or bad credentials."}})
+def list_conversations(
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=MAX_CONVERSATIONS, description="At most this many, newest first.")] = 100,
+) -> ConversationsList:
+    """DMs and groups the caller takes part in that have at least one message."""
+    me = user.name
+    dms = select(col(DmMember.conversation_id)).where(col(DmMember.user_name) == me)
+    groups = select(literal("group:") + col(GroupMember.group_name)).where(col(GroupMember.user_name) == me)
+    conversations = session.execute(
+        select(Conversation, Message)
+        .join(
+            Message,
+            and_(col(Message.conversation_id) == Conversation.id, col(Message.seq) == Conversation.last_seq),
+            isouter=True,
+        )
+        .where(or_(col(Conversation.id).in_(dms), col(Conversation.id).in_(groups)))
+        .order_by(col(Conversation.updated_at).desc(), col(Conversation.id))
+        .limit(limit)
+    ).all()
+    ids = [conversation.id for conversation, _ in conversations]
+    unread: dict[str, int] = (
+        dict(
+            session.execute(
+                select(col(Message.conversation_id), func.count())
+                .select_from(Message)
+                .join(
+                    Receipt,
+                    and_(col(Receipt.conversation_id) == col(Message.conversation_id), col(Receipt.user_name) == me),
+                    isouter=True,
+                )
+                .where(
+                    col(Message.conversation_id).in_(ids),
+                    col(Message.seq) > func.coalesce(Receipt.read_seq, 0),
+                    col(Message.sender) != me,
+                )
+                .group_by(col(Message.conversation_id))
+            ).all()
+        )
+        if ids
+        else {}
+    )
+    return ConversationsList(
+        conversations=[
+            ConversationPublic.model_validate(
+                {
+                    "id": conversation.id,
+                    "kind": conversation.kind,
+                    "last_seq": conversation.last_seq,
+                    "updated_at": conversation.updated_at,
+                    "last_message": public_message(last) if last is not None else None,
+                    "unread": unread.get(conversation.id, 0),
+                }
+            )
+            for conversation, last in conversations
+        ]
+    )
