@@ -7,11 +7,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from api.routes import conversations, health, messages, presence, receipts
+from api.limits import LoginLimiter
+from api.routes import auth, conversations, health, messages, presence, receipts
 from switchboard import __version__
+from switchboard.settings import ApiSettings
 
 
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
     """The API, reading and writing through ``engine``."""
     app = FastAPI(
         title="Switchboard",
@@ -20,6 +22,9 @@ def create_app(engine: Engine) -> FastAPI:
         docs_url="/docs",
     )
     app.state.engine = engine
+    app.state.settings = settings
+    app.state.login_limiter = LoginLimiter(settings.max_failed_logins, settings.max_failed_logins_per_address)
+    app.include_router(auth.router)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(messages.router)

@@ -6,15 +6,17 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from switchboard import accounts
+from api.limits import LoginLimiter
+from switchboard import accounts, tokens
 from switchboard.tables import User
 from switchboard.topics import Conversation, parse_conversation
 
-basic = HTTPBasic(description="The same username and password as for MQTT.")
+basic = HTTPBasic(auto_error=False, description="The same username and password as for MQTT.")
+bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/auth/token.")
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -27,16 +29,64 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_current_user(session: SessionDep, credentials: Annotated[HTTPBasicCredentials, Depends(basic)]) -> User:
-    """The user named by HTTP Basic credentials; 401 when they are wrong."""
-    user = accounts.authenticate(session, credentials.username, credentials.password)
+def get_limiter(request: Request) -> LoginLimiter:
+    limiter: LoginLimiter = request.app.state.login_limiter
+    return limiter
+
+
+LimiterDep = Annotated[LoginLimiter, Depends(get_limiter)]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def check_login(session: Session, limiter: LoginLimiter, request: Request, name: str, secret: str) -> User:
+    """The user for these credentials; 429 while the user or the address has failed too often, else 401."""
+    keys = (f"user:{name}", f"addr:{client_address(request)}")
+    wait = limiter.retry_after(*keys)
+    if wait:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many failed logins; try again in {wait} seconds",
+            headers={"Retry-After": str(wait)},
+        )
+    user = accounts.authenticate(session, name, secret)
     if user is None:
+        limiter.failed(*keys)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="bad username or password",
-            headers={"WWW-Authenticate": 'Basic realm="switchboard"'},
+            headers={"WWW-Authenticate": 'Basic realm="switchboard", Bearer'},
         )
     return user
+
+
+def get_current_user(
+    request: Request,
+    session: SessionDep,
+    limiter: LimiterDep,
+    credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    """The caller, from HTTP Basic (username and password, or username and token) or a bearer token."""
+    if token is not None:
+        user = tokens.user_for(session, token.credentials)
+        if user is None:
+            limiter.failed(f"addr:{client_address(request)}")
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="the token is unknown or expired: get a new one from POST /v1/auth/token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return user
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="log in with HTTP Basic (the MQTT credentials) or a bearer token",
+            headers={"WWW-Authenticate": 'Basic realm="switchboard", Bearer'},
+        )
+    return check_login(session, limiter, request, credentials.username, credentials.password)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

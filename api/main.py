@@ -31,7 +31,7 @@ class ApiServer:
     def __init__(self, settings: ApiSettings, engine: Engine) -> None:
         self._settings = settings
         config = uvicorn.Config(
-            create_app(engine),
+            create_app(engine, settings),
             host=settings.host,
             port=settings.port,
             log_config=None,

@@ -85,3 +85,20 @@ class ConversationPublic(BaseModel):
 
 class ConversationsList(BaseModel):
     conversations: list[ConversationPublic]
+
+
+class TokenRequest(BaseModel):
+    """Username and password, exchanged for a token."""
+
+    model_config = {"extra": "forbid"}
+
+    username: str = Field(min_length=1, max_length=64, examples=["alice"])
+    password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery staple"])
+
+
+class TokenResponse(BaseModel):
+    """A bearer token; it also works as the MQTT password (with the same username)."""
+
+    access_token: str = Field(examples=["sbt_3q2-7wEXAMPLEtokenEXAMPLEtokenEXAMPLEtok"])
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth 2 token type, not a secret)
+    expires_at: datetime

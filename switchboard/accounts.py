@@ -13,6 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import tuple_
 from sqlmodel import Session, col, select
 
+from switchboard import tokens
 from switchboard.errors import AccountError
 from switchboard.tables import Group, GroupMember, Role, User
 from switchboard.topics import Conversation, Kind, is_valid_name
@@ -41,7 +42,10 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def authenticate(session: Session, name: str, password: str) -> User | None:
-    """The enabled user with this name and password, or None."""
+    """The enabled user with this name and password (or a live token of theirs, see switchboard.tokens)."""
+    if tokens.looks_like_token(password):
+        holder = tokens.user_for(session, password)
+        return holder if holder is not None and holder.name == name else None
     user = session.get(User, name) if is_valid_name(name) else None
     if user is None or len(password) > MAX_PASSWORD_CHARS:
         verify_password(_DUMMY_HASH, password)

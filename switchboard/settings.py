@@ -113,6 +113,11 @@ class ApiSettings(_Section):
 
     host: str = Field("0.0.0.0", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port for HTTP (0 picks a free port).")
+    token_ttl_hours: int = Field(720, ge=1, le=24 * 365, description="How long a token from /v1/auth/token lives.")
+    max_failed_logins: int = Field(10, ge=1, description="Failed logins allowed per user in 5 minutes before 429.")
+    max_failed_logins_per_address: int = Field(
+        100, ge=1, description="Failed logins allowed per client address in 5 minutes before 429."
+    )
 
 
 class BridgeSettings(_Section):

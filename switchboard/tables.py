@@ -167,3 +167,15 @@ class Receipt(SQLModel, table=True):
     delivered_seq: int = Field(default=0, sa_type=BigInteger)
     read_seq: int = Field(default=0, sa_type=BigInteger)
     updated_at: datetime = Field(sa_column=_timestamp())
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token (only its SHA-256 is stored); it also works as the MQTT password of its user."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_user", "user_name"),)
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_name: str = Field(foreign_key="users.name", max_length=64, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    expires_at: datetime = Field(sa_column=_timestamp())

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable
 
 from tests.conftest import Users
-from tests.helpers import Stack, mosquitto_pub, wait_for
+from tests.helpers import MosquittoSub, Stack, mosquitto_pub, run_mosquitto_pub, wait_for
 from tests.rawmqtt import RawClient
 
 Raw = Callable[[int], RawClient]
@@ -106,3 +106,52 @@ def test_conversations_newest_first_with_last_message_and_unread(chat_stack: Sta
     with chat_stack.http(*alice) as http:
         ids = {c["id"] for c in http.get("/v1/conversations").json()["conversations"]}
         assert ids == {dm, f"group:{group}"}
+
+
+def test_token_works_for_the_api_and_as_the_mqtt_password(chat_stack: Stack, chat_users: Users) -> None:
+    import httpx
+
+    alice, bob = chat_users.user("alice"), chat_users.user("bob")
+    with httpx.Client(base_url=chat_stack.api, trust_env=False) as http:
+        issued = http.post("/v1/auth/token", json={"username": bob[0], "password": bob[1]})
+        assert issued.status_code == 200, issued.text
+        token = issued.json()["access_token"]
+        assert token.startswith("sbt_") and issued.json()["token_type"] == "bearer"
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert http.get("/v1/conversations", headers=bearer).status_code == 200
+        assert http.get("/v1/conversations", headers={"Authorization": "Bearer sbt_forged"}).status_code == 401
+        assert http.post("/v1/auth/token", json={"username": bob[0], "password": "wrong"}).status_code == 401
+        assert http.post("/v1/auth/token", json={"username": bob[0]}).status_code == 422
+    # the token as the MQTT password: a phone never stores the password
+    inbox = MosquittoSub(chat_stack.mqtt_port, bob[0], token, f"dm/{bob[0]}/+")
+    try:
+        assert inbox.granted() == [1]
+        mosquitto_pub(chat_stack.mqtt_port, *alice, f"dm/{bob[0]}/{alice[0]}", "via token")
+        assert inbox.wait_messages(1) == [(f"dm/{bob[0]}/{alice[0]}", "via token")]
+    finally:
+        inbox.close()
+    # ... but only for its own user
+    assert run_mosquitto_pub(chat_stack.mqtt_port, alice[0], token, f"dm/{bob[0]}/{alice[0]}", "x").returncode != 0
+
+
+def test_failed_logins_are_throttled_per_user(chat_stack: Stack, chat_users: Users) -> None:
+    victim = chat_users.user("victim")
+    with chat_stack.http(victim[0], "guess") as http:
+        codes = [http.get("/v1/conversations").status_code for _ in range(11)]
+    assert codes[:10] == [401] * 10 and codes[10] == 429
+    with chat_stack.http(*victim) as http:  # the right password is refused too, until the window passes
+        refused = http.get("/v1/conversations")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+
+
+def test_limiter_counts_users_and_addresses_apart() -> None:
+    from api.limits import LoginLimiter
+
+    limiter = LoginLimiter(per_user=2, per_address=3)
+    limiter.failed("user:a", "addr:1")
+    limiter.failed("user:b", "addr:1")
+    assert limiter.retry_after("user:a", "addr:1") == 0
+    limiter.failed("user:a", "addr:1")
+    assert limiter.retry_after("user:a", "addr:2") > 0  # user a: 2 failures
+    assert limiter.retry_after("user:c", "addr:1") > 0  # address 1: 3 failures
+    assert limiter.retry_after("user:c", "addr:2") == 0
