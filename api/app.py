@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from api.limits import LoginLimiter
-from api.routes import auth, conversations, health, messages, presence, receipts
+from api.routes import auth, conversations, health, hooks, messages, presence, receipts
 from switchboard import __version__
 from switchboard.settings import ApiSettings
 
@@ -25,6 +25,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     app.state.login_limiter = LoginLimiter(settings.max_failed_logins, settings.max_failed_logins_per_address)
     app.include_router(auth.router)
+    app.include_router(hooks.router)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(messages.router)

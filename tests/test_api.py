@@ -155,3 +155,33 @@ def test_limiter_counts_users_and_addresses_apart() -> None:
     assert limiter.retry_after("user:a", "addr:2") > 0  # user a: 2 failures
     assert limiter.retry_after("user:c", "addr:1") > 0  # address 1: 3 failures
     assert limiter.retry_after("user:c", "addr:2") == 0
+
+
+def test_broker_hooks_answer_for_external_brokers(chat_stack: Stack, chat_users: Users) -> None:
+    """Shapes of mosquitto-go-auth (form or JSON, "acc", "ok") and EMQX (JSON, "action", "result")."""
+    import httpx
+
+    alice, bob = chat_users.user("alice"), chat_users.user("bob")
+    with httpx.Client(base_url=chat_stack.api, trust_env=False) as http:
+
+        def ok(path: str, **body: object) -> bool:
+            answer = http.post(path, json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["ok"] is (answer.json()["result"] == "allow")
+            return bool(answer.json()["ok"])
+
+        assert ok("/v1/mqtt/auth", username=alice[0], password=alice[1], clientid="c1")
+        assert not ok("/v1/mqtt/auth", username=alice[0], password="wrong")
+        form = http.post("/v1/mqtt/auth", data={"username": bob[0], "password": bob[1]})
+        assert form.json()["result"] == "allow"
+        assert ok("/v1/mqtt/acl", username=alice[0], topic=f"dm/{bob[0]}/{alice[0]}", acc=2)
+        assert not ok("/v1/mqtt/acl", username=alice[0], topic=f"dm/{alice[0]}/{bob[0]}", acc=2)  # as bob
+        assert ok("/v1/mqtt/acl", username=bob[0], topic=f"dm/{bob[0]}/+", action="subscribe")
+        assert not ok("/v1/mqtt/acl", username=alice[0], topic=f"dm/{bob[0]}/+", action="subscribe")
+        assert ok("/v1/mqtt/acl", username=alice[0], topic=f"dm/{bob[0]}/{alice[0]}", acc=1) is not False
+        assert not ok("/v1/mqtt/acl", username="nobody-at-all", topic="presence/x", acc=4)
+        assert http.post("/v1/mqtt/acl", json={"username": alice[0], "topic": "x"}).status_code == 422
+        assert (
+            http.post("/v1/mqtt/acl", content=b"{not json", headers={"content-type": "application/json"}).status_code
+            == 422
+        )
