@@ -229,7 +229,7 @@ def test_silent_client_is_disconnected_within_one_and_a_half_keepalives_and_its_
     silent.connect(_id("silent"), keepalive=2, will=(will_topic, b"gone", 1, False))
     started = time.monotonic()
     assert silent.closed_by_broker(timeout=8)
-    assert 2.9 < time.monotonic() - started < 3.0 + 1.0  # 1.5 x 2 s, plus scheduling slack
+    assert 2.9 < time.monotonic() - started < 3.0 + 2.0  # 1.5 x 2 s, plus scheduling slack on a busy machine
     assert [p.payload for p in watcher.publishes(1)] == [b"gone"]
     watcher.close()
 
