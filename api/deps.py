@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
@@ -108,9 +108,14 @@ def readable_conversation(
 
 ReadableConversation = Annotated[Conversation, Depends(readable_conversation)]
 
-#: The error answers every route that takes a conversation can give, for the OpenAPI schema.
-CONVERSATION_ERRORS: dict[int | str, dict[str, str]] = {
+#: Error answers for the OpenAPI schema: every logged-in route, routes with a JSON body, conversation routes.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or bad credentials."},
+    429: {"description": "Too many failed logins from this user or address; see Retry-After."},
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not valid JSON."}}
+CONVERSATION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
     403: {"description": "The caller is not part of this conversation."},
     404: {"description": "No such conversation."},
 }

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 
-from api.deps import LimiterDep, SessionDep, check_login
+from api.deps import AUTH_ERRORS, BODY_ERRORS, LimiterDep, SessionDep, check_login
 from api.schemas import TokenRequest, TokenResponse
 from switchboard import tokens
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={401: {"description": "Bad username or password."}, 429: {"description": "Too many failed logins."}},
+    responses={**AUTH_ERRORS, **BODY_ERRORS},
 )
 def create_token(request: Request, session: SessionDep, limiter: LimiterDep, body: TokenRequest) -> TokenResponse:
     user = check_login(session, limiter, request, body.username, body.password)

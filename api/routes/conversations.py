@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import and_, func, literal, or_, select
 from sqlmodel import col
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
 from api.routes.messages import public_message
 from api.schemas import ConversationPublic, ConversationsList
 from switchboard.tables import Conversation, DmMember, GroupMember, Message, Receipt
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 MAX_CONVERSATIONS = 500
 
 
-@router.get("", response_model=ConversationsList, responses={401: {"description": "Missing or bad credentials."}})
+@router.get("", response_model=ConversationsList, responses=AUTH_ERRORS)
 def list_conversations(
     session: SessionDep,
     user: CurrentUser,

@@ -68,7 +68,7 @@ def _answer(allowed: bool, reason: str = "") -> HookAnswer:
     return HookAnswer(result="allow" if allowed else "deny", ok=allowed, error="" if allowed else reason)
 
 
-@router.post("/auth", response_model=HookAnswer)
+@router.post("/auth", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
 async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) -> HookAnswer:
     """Is this username with this password (or token) a Switchboard user?"""
     body: HookAuth = await _body(request, HookAuth)
@@ -90,7 +90,7 @@ class _Directory:
         return accounts.is_member(self._session, group, user)
 
 
-@router.post("/acl", response_model=HookAnswer)
+@router.post("/acl", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
 async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
     """May this user publish, subscribe to or receive this topic, by the chat scheme's rules?"""
     body: HookAcl = await _body(request, HookAcl)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
 from api.schemas import PresenceList, PresencePublic
 from switchboard import accounts
 from switchboard.tables import Presence
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/presence", tags=["presence"])
 MAX_USERS = 100
 
 
-@router.get("", response_model=PresenceList, responses={404: {"description": "A user does not exist."}})
+@router.get("", response_model=PresenceList, responses={**AUTH_ERRORS, 404: {"description": "A user does not exist."}})
 def get_presence(
     session: SessionDep,
     _caller: CurrentUser,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from api.deps import CONVERSATION_ERRORS, CurrentUser, ReadableConversation, SessionDep
+from api.deps import BODY_ERRORS, CONVERSATION_ERRORS, CurrentUser, ReadableConversation, SessionDep
 from api.schemas import ReadRequest, Watermarks
 from switchboard.payloads import ReceiptPayload
 from switchboard.tables import Receipt
@@ -13,7 +13,7 @@ from switchboard.watermarks import save_receipt
 router = APIRouter(prefix="/v1/conversations", tags=["receipts"])
 
 
-@router.post("/{conversation}/read", response_model=Watermarks, responses=CONVERSATION_ERRORS)
+@router.post("/{conversation}/read", response_model=Watermarks, responses={**CONVERSATION_ERRORS, **BODY_ERRORS})
 def mark_read(
     session: SessionDep, user: CurrentUser, conversation: ReadableConversation, request: ReadRequest
 ) -> Watermarks:
