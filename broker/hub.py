@@ -110,10 +110,10 @@ class Hub:
         for stored in state.sessions.values():
             session = Session(stored.client_id, stored.username, False, limits=self._limits_for(stored.username))
             session.principal = self._principal_for(stored.username)
-            session.journal = self.store
             session.incoming_qos2 = set(stored.incoming_qos2)
             for topic_filter, qos in stored.subscriptions.items():
-                self.add_subscription(session, topic_filter, qos)
+                self.add_subscription(session, topic_filter, qos)  # no journal yet: already stored
+            session.journal = self.store
             for row, topic, payload, qos, retain, packet_id, released in stored.pending:
                 message = Outgoing(topic, payload, qos, retain, row)
                 if packet_id is None:

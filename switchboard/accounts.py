@@ -186,3 +186,16 @@ __all__ = [
     "user_exists",
     "verify_password",
 ]
+
+
+class SessionDirectory:
+    """The ACL's two questions (switchboard.acl.Directory), answered from the database through a session."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def user_exists(self, name: str) -> bool:
+        return user_exists(self._session, name)
+
+    def is_member(self, group: str, user: str) -> bool:
+        return is_member(self._session, group, user)

@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field, ValidationError
-from sqlmodel import Session
 
 from api.deps import LimiterDep, SessionDep, check_login
 from switchboard import accounts
@@ -79,17 +78,6 @@ async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) 
     return _answer(True)
 
 
-class _Directory:
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def user_exists(self, name: str) -> bool:
-        return accounts.user_exists(self._session, name)
-
-    def is_member(self, group: str, user: str) -> bool:
-        return accounts.is_member(self._session, group, user)
-
-
 @router.post("/acl", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
 async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
     """May this user publish, subscribe to or receive this topic, by the chat scheme's rules?"""
@@ -104,7 +92,7 @@ async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
         return _answer(False, f"unknown user {body.username!r}")
     who = Identity(user.name, Role(user.role)) if user is not None else ANONYMOUS
     policy = Policy()  # the chat scheme; generic topics are the external broker's own business
-    directory = _Directory(session)
+    directory = accounts.SessionDirectory(session)
     for action in actions:
         decision = policy.check(action, who, body.topic, directory, client_id=body.clientid)
         if not decision.allowed:
