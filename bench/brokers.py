@@ -30,9 +30,8 @@ class RunningBroker:
 
     name = "broker"
 
-    def __init__(self, *, anonymous: bool = True, users: dict[str, str] | None = None) -> None:
+    def __init__(self, *, anonymous: bool = True) -> None:
         self.anonymous = anonymous
-        self.users = users or {}
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,14 +72,6 @@ class RunningBroker:
                 self.process.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def rss_kib(self) -> int:
-        """Resident memory of the broker process."""
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
 
 class Switchboard(RunningBroker):
     name = "switchboard"
@@ -104,18 +95,6 @@ class Switchboard(RunningBroker):
         subprocess.run(
             [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=self.dir, env=env, check=True, capture_output=True
         )
-        if self.users:
-            from sqlmodel import Session
-
-            from switchboard import accounts
-            from switchboard.db import make_engine
-
-            engine = make_engine(f"sqlite:///{self.dir}/bench.db")
-            with Session(engine) as session:
-                for name, password in self.users.items():
-                    accounts.create_user(session, name, password)
-                session.commit()
-            engine.dispose()
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "cli.main", "--config", str(self.dir / "bench.yaml"), "broker"]
@@ -132,13 +111,6 @@ class Mosquitto(RunningBroker):
             "max_queued_messages 10000",
             "log_dest none",
         ]
-        if self.users:
-            password_file = self.dir / "passwords"
-            password_file.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
-            subprocess.run(["mosquitto_passwd", "-U", str(password_file)], check=True)
-            acl = self.dir / "acl"
-            acl.write_text("pattern read dm/%u/+\npattern write dm/+/%u\npattern readwrite group/#\n")
-            lines += [f"password_file {password_file}", f"acl_file {acl}"]
         (self.dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
     def command(self) -> list[str]:

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import struct
 
-
-def _length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+from broker.codec import encode_publish, remaining_length
 
 
 def _string(value: str) -> bytes:
@@ -25,17 +18,16 @@ def connect_packet(
     flags = (0x02 if clean else 0) | (0x80 if user else 0) | (0x40 if password else 0)
     payload = _string(client_id) + (_string(user) if user else b"") + (_string(password) if password else b"")
     body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
-    return b"\x10" + _length(len(body)) + body
+    return b"\x10" + remaining_length(len(body)) + body
 
 
 def subscribe_packet(topic_filter: str, qos: int, *, packet_id: int) -> bytes:
     body = struct.pack("!H", packet_id) + _string(topic_filter) + bytes([qos])
-    return b"\x82" + _length(len(body)) + body
+    return b"\x82" + remaining_length(len(body)) + body
 
 
 def publish_packet(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 0) -> bytes:
-    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
-    return bytes([0x30 | (qos << 1)]) + _length(len(body)) + body
+    return encode_publish(topic, payload, qos, packet_id if qos else None, dup=False, retain=False)
 
 
 def puback_packet(packet_id: int) -> bytes:

@@ -49,10 +49,11 @@ def encode_publish(topic: str, payload: bytes, qos: int, packet_id: int | None, 
     length = 2 + len(name) + (2 if qos else 0) + len(payload)
     first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
     id_bytes = packet_id.to_bytes(2, "big") if qos and packet_id is not None else b""
-    return b"".join((bytes((first,)), _remaining_length(length), len(name).to_bytes(2, "big"), name, id_bytes, payload))
+    return b"".join((bytes((first,)), remaining_length(length), len(name).to_bytes(2, "big"), name, id_bytes, payload))
 
 
-def _remaining_length(length: int) -> bytes:
+def remaining_length(length: int) -> bytes:
+    """MQTT's variable-length encoding of a packet's remaining length."""
     if length < 128:
         return bytes((length,))
     out = bytearray()
