@@ -86,14 +86,15 @@ def save_batch(session: Session, batch: Sequence[Incoming]) -> list[Outcome]:
     """Add the batch's messages and rejections to ``session``; one outcome per input, in order."""
     outcomes: dict[int, Outcome] = {}
     valid: list[_Valid] = []
+    messages: dict[int, tuple[ChatTopic | None, bytes]] = {}
     for index, incoming in enumerate(batch):
         topic = parse_topic(incoming.topic)
         if topic is not None and topic.kind in (Kind.PRESENCE, Kind.RECEIPT):
             outcomes[index] = _save_watermark(session, topic, incoming.payload)
-    checker = _ConversationChecker(session, batch)
-    for index in range(len(batch)):
-        if index in outcomes:
-            continue
+        else:
+            messages[index] = (topic, incoming.payload)
+    checker = _ConversationChecker(session, messages)
+    for index in messages:
         checked = checker.check(index)
         if isinstance(checked, Rejection):
             outcomes[index] = Rejected(checked.reason)
@@ -133,19 +134,18 @@ class _ConversationChecker:
     """Validates topic, payload and conversation for a whole batch, with one query for the users and one
     for the group memberships it mentions."""
 
-    def __init__(self, session: Session, batch: Sequence[Incoming]) -> None:
-        self._parsed: list[tuple[ChatTopic, ChatPayload] | Rejection] = [self._parse(item) for item in batch]
-        topics = [p[0] for p in self._parsed if not isinstance(p, Rejection)]
+    def __init__(self, session: Session, messages: dict[int, tuple[ChatTopic | None, bytes]]) -> None:
+        self._parsed = {index: self._parse(topic, payload) for index, (topic, payload) in messages.items()}
+        topics = [p[0] for p in self._parsed.values() if not isinstance(p, Rejection)]
         names = {t.sender for t in topics} | {t.target for t in topics if t.kind is Kind.DM}
         self._users = accounts.existing_users(session, names)
         self._members = accounts.memberships(session, {(t.target, t.sender) for t in topics if t.kind is Kind.GROUP})
 
     @staticmethod
-    def _parse(item: Incoming) -> tuple[ChatTopic, ChatPayload] | Rejection:
-        topic = parse_topic(item.topic)
+    def _parse(topic: ChatTopic | None, raw: bytes) -> tuple[ChatTopic, ChatPayload] | Rejection:
         if topic is None or topic.kind not in (Kind.DM, Kind.GROUP):
             return Rejection("not a message topic: use dm/{to}/{from} or group/{group}/{from}")
-        payload = parse_message(item.payload)
+        payload = parse_message(raw)
         return payload if isinstance(payload, Rejection) else (topic, payload)
 
     def check(self, index: int) -> tuple[ChatTopic, ChatPayload] | Rejection:
