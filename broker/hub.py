@@ -226,11 +226,14 @@ class Hub:
         if not matches:
             return 0
         offered = 0
+        # Whether a delivery needs the receive check depends on the topic, and on one fact per session.
+        check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
+        check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
         for client_id, sub_qos in matches.items():
             session = self.sessions.get(client_id)
             if session is None:
                 continue
-            check = self.access.receive_needs_check(topic, root_wildcard=session.root_wildcards > 0)
+            check = check_wildcard if session.root_wildcards > 0 else check_plain
             if check and not await self.access.may_receive(session, topic):
                 continue
             self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
