@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request, status
+from typing import cast
+
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.limits import LoginLimiter
-from api.routes import auth, conversations, health, hooks, messages, presence, receipts
+from api.routes import admin, auth, conversations, health, hooks, messages, presence, receipts, sync
 from switchboard import __version__
+from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
 from switchboard.settings import ApiSettings
 
 
@@ -18,7 +25,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
     app = FastAPI(
         title="Switchboard",
         version=__version__,
-        summary="History and health for Switchboard, chat over MQTT.",
+        summary="History, sync, presence and administration for Switchboard, chat over MQTT.",
         docs_url="/docs",
     )
     app.state.engine = engine
@@ -31,8 +38,38 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(receipts.router)
     app.include_router(presence.router)
+    app.include_router(sync.router)
+    app.include_router(admin.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(AccountError, _account_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's answer, except that a 405 lists in ``Allow`` the methods of every route on the path, not
+    only those of the first route it tried (RFC 9110, 15.5.6)."""
+    response = await http_exception_handler(request, cast(StarletteHTTPException, exc))
+    if response.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        scope = {"type": "http", "path": request.url.path, "method": request.method}
+        allowed = {
+            method
+            for route in request.app.routes
+            if isinstance(route, APIRoute) and route.matches(scope)[0] is not Match.NONE
+            for method in route.methods or ()
+        }
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+    return response
+
+
+async def _account_error(_request: Request, exc: Exception) -> JSONResponse:
+    """switchboard.accounts' refusals: unknown user or group 404, bad name or password 422, else 409."""
+    code = status.HTTP_409_CONFLICT
+    if isinstance(exc, UnknownAccount):
+        code = status.HTTP_404_NOT_FOUND
+    elif isinstance(exc, InvalidAccount):
+        code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    return JSONResponse(status_code=code, content={"detail": str(exc)})
 
 
 async def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:

@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from api.limits import LoginLimiter
 from switchboard import accounts, tokens
-from switchboard.tables import User
+from switchboard.tables import Role, User
 from switchboard.topics import Conversation, parse_conversation
 
 basic = HTTPBasic(auto_error=False, description="The same username and password as for MQTT.")
@@ -92,6 +92,16 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+def get_admin(user: CurrentUser) -> User:
+    """The caller, if it is an administrator (else 403)."""
+    if user.role != Role.ADMIN:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="administrators only: ask an admin to do this")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin)]
+
+
 def readable_conversation(
     session: SessionDep,
     user: CurrentUser,
@@ -114,6 +124,15 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"description": "Too many failed logins from this user or address; see Retry-After."},
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not valid JSON."}}
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    403: {"description": "The caller is not an administrator."},
+}
+ACCOUNT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ADMIN_ERRORS,
+    404: {"description": "No such user or group."},
+    409: {"description": "The change conflicts with what exists (a taken name, the caller's own account)."},
+}
 CONVERSATION_ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
     403: {"description": "The caller is not part of this conversation."},

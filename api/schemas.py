@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+
+from switchboard.topics import NAME_PATTERN
 
 
 class MessagePublic(BaseModel):
@@ -47,7 +49,7 @@ class MessageDetail(MessagePublic):
 class ReadRequest(BaseModel):
     """Move the caller's read watermark."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
 
     up_to_seq: int = Field(ge=0, le=2**62, description="Everything up to this seq has been read.", examples=[42])
 
@@ -90,7 +92,7 @@ class ConversationsList(BaseModel):
 class TokenRequest(BaseModel):
     """Username and password, exchanged for a token."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
 
     username: str = Field(min_length=1, max_length=64, examples=["alice"])
     password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery staple"])
@@ -102,3 +104,96 @@ class TokenResponse(BaseModel):
     access_token: str = Field(examples=["sbt_3q2-7wEXAMPLEtokenEXAMPLEtokenEXAMPLEtok"])
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth 2 token type, not a secret)
     expires_at: datetime
+
+
+class ReceiptPublic(BaseModel):
+    """Someone's watermarks in a conversation (the caller's own, from another device, or another member's)."""
+
+    conversation: str = Field(examples=["dm:alice:bob"])
+    user: str = Field(examples=["bob"])
+    delivered_seq: int = Field(examples=[42])
+    read_seq: int = Field(examples=[40])
+    updated_at: datetime
+
+
+class MembershipChange(BaseModel):
+    """A user joined or left one of the caller's groups (or the caller itself was added or removed)."""
+
+    group: str = Field(examples=["family"])
+    user: str = Field(examples=["carol"])
+    change: Literal["added", "removed"]
+    at: datetime
+
+
+class SyncPage(BaseModel):
+    """What changed for the caller since the cursor, oldest first."""
+
+    messages: list[MessagePublic] = Field(description="New messages in every conversation the caller reads.")
+    receipts: list[ReceiptPublic] = Field(description="Watermarks that moved in those conversations.")
+    memberships: list[MembershipChange] = Field(description="Membership changes in the caller's groups.")
+    next: str = Field(
+        description="Pass as `since` next time. Opaque; only ever moves forward.", examples=["v1.1042.77.5"]
+    )
+    more: bool = Field(description="True when a list was cut at `limit`: call again at once with `next`.")
+
+
+class UserCreate(BaseModel):
+    """A new account."""
+
+    model_config = {"extra": "forbid", "strict": True}
+
+    name: str = Field(min_length=1, max_length=64, pattern=f"^{NAME_PATTERN}$", examples=["carol"])
+    password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery staple"])
+    role: Literal["user", "admin"] = Field("user", description="admin may use the /v1/admin routes.")
+
+
+class UserPublic(BaseModel):
+    """An account as administrators see it (never its password hash)."""
+
+    name: str = Field(examples=["carol"])
+    role: Literal["user", "admin", "service"]
+    disabled: bool = Field(examples=[False])
+    created_at: datetime
+
+
+class UsersList(BaseModel):
+    users: list[UserPublic]
+
+
+class UserUpdate(BaseModel):
+    """Disable an account (it cannot log in, its tokens stop working, its connections close) or enable it."""
+
+    model_config = {"extra": "forbid", "strict": True}
+
+    disabled: bool = Field(examples=[True])
+
+
+class PasswordReset(BaseModel):
+    """A new password; the user's tokens are revoked and its MQTT connections closed."""
+
+    model_config = {"extra": "forbid", "strict": True}
+
+    password: str = Field(min_length=1, max_length=1024, examples=["a new long passphrase"])
+
+
+class GroupCreate(BaseModel):
+    """A new group and its first members."""
+
+    model_config = {"extra": "forbid", "strict": True}
+
+    name: str = Field(min_length=1, max_length=64, pattern=f"^{NAME_PATTERN}$", examples=["family"])
+    members: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=1000, examples=[["alice", "bob"]]
+    )
+
+
+class GroupPublic(BaseModel):
+    """A group and its members."""
+
+    name: str = Field(examples=["family"])
+    members: list[str] = Field(examples=[["alice", "bob"]])
+    created_at: datetime
+
+
+class GroupsList(BaseModel):
+    groups: list[GroupPublic]

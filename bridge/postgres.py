@@ -34,10 +34,18 @@ RESERVE_SEQS = """
     WHERE c.id = v.id
     RETURNING c.id, c.last_seq
 """
-COPY_MESSAGES = (
-    "COPY messages (conversation_id, seq, sender, client_msg_id, body, topic, payload, stored_at) FROM STDIN"
+COPY_COLUMNS = (
+    "conversation_id",
+    "seq",
+    "sender",
+    "client_msg_id",
+    "body",
+    "topic",
+    "payload",
+    "stored_at",
+    "stream_pos",
 )
-COPY_COLUMNS = ("conversation_id", "seq", "sender", "client_msg_id", "body", "topic", "payload", "stored_at")
+COPY_MESSAGES = f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
 
 def already_stored(connection: psycopg.Connection[Any], keys: list[tuple[str, str]]) -> list[tuple[Any, ...]]:

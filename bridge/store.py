@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from bridge import postgres
-from switchboard import accounts
+from switchboard import accounts, streams
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
 from switchboard.tables import Conversation, DmMember, Message, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
@@ -217,8 +217,12 @@ def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_V
                     },
                 )
             )
-    # Rows go in in arrival order, so message ids follow the order the bridge received them.
-    _write_messages(session, [row for _, row in sorted(rows, key=lambda pair: pair[0])])
+    # Rows go in in arrival order, so ids and stream positions follow the order the bridge received them.
+    ordered = [row for _, row in sorted(rows, key=lambda pair: pair[0])]
+    first = streams.advance(session, streams.MESSAGES, len(ordered)) - len(ordered) + 1
+    for position, row in enumerate(ordered, start=first):
+        row["stream_pos"] = position
+    _write_messages(session, ordered)
     return stored
 
 

@@ -67,6 +67,14 @@ class CachedDirectory:
             return hit[0]
         raise _Miss(lambda: self._load_member(group, user), lambda: self._extend(self._members, (group, user)))
 
+    def forget_user(self, name: str) -> None:
+        """The user changed (disabled, enabled, deleted): ask the database next time."""
+        self._users.pop(name, None)
+
+    def forget_member(self, group: str, user: str) -> None:
+        """The membership changed: ask the database next time."""
+        self._members.pop((group, user), None)
+
     def _extend(self, cache: dict[Any, tuple[bool, float]], key: Any) -> bool:
         """Keep using a known (expired) fact while the database is down; False when nothing is known."""
         hit = cache.get(key)
@@ -177,6 +185,15 @@ class AccessControl:
         who = Identity(user.name, Role(user.role))
         self._identities[name] = who
         return who
+
+    def forget_member(self, group: str, user: str) -> None:
+        """A directory event: the membership changed."""
+        self._directory.forget_member(group, user)
+
+    def forget_user(self, name: str) -> None:
+        """A directory event: the user was disabled, enabled or deleted. (Its identity stays known: its
+        connections are being closed and their presence bookkeeping still needs it.)"""
+        self._directory.forget_user(name)
 
     def identity(self, session: MqttSession) -> Identity | None:
         """Who this client logged in as; None if it never authenticated here."""

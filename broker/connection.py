@@ -114,6 +114,7 @@ class Connection:
         self._aborted = False
         self._taken_over = False
         self._shutting_down = False
+        self._revoked = False
         self._clean_disconnect = False
         self._reason = "connection closed by the client"
         self._finished = asyncio.Event()
@@ -154,7 +155,7 @@ class Connection:
     async def _end(self) -> None:
         session, self._closing = self.session, True
         if session is not None and session.outbox is self:
-            abnormal = not (self._clean_disconnect or self._taken_over or self._shutting_down)
+            abnormal = not (self._clean_disconnect or self._taken_over or self._shutting_down or self._revoked)
             level = logging.WARNING if abnormal and self._reason != "connection closed by the client" else logging.INFO
             log.log(
                 level,
@@ -186,6 +187,12 @@ class Connection:
         presence still goes offline."""
         self._shutting_down = True
         self.abort("broker shutting down")
+
+    def revoke(self, reason: str) -> None:
+        """An administrator disabled or deleted the user, or reset its password: close without the will
+        (it was the user's, and the user no longer speaks here); presence still goes offline."""
+        self._revoked = True
+        self.abort(reason)
 
     async def finished(self) -> None:
         """Wait until this connection has been cleaned up."""

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from broker import sysinfo
 from broker.access import AccessControl
 from broker.connection import Connection, ConnectionLimits
+from broker.directory_watch import DirectoryWatch
 from broker.hub import Hub
 from broker.persistence import StateStore
 from broker.sessions import Limits, Session
@@ -75,10 +76,15 @@ class HubAccess:
 class SwitchboardBroker(Broker):
     """amqtt's listeners and plugins, Switchboard's connections, sessions and routing."""
 
-    def __init__(self, config: dict[str, Any], *, settings: MqttSettings, access: AccessControl) -> None:
+    def __init__(
+        self, config: dict[str, Any], *, settings: MqttSettings, access: AccessControl, engine: Engine
+    ) -> None:
         super().__init__(config, loop=asyncio.get_running_loop())
         self.settings = settings
         self.gate = Gate(self, access)
+        self.directory_watch = DirectoryWatch(
+            engine, access, revoke=self.revoke_user, interval=settings.directory_poll_seconds
+        )
         self.store = StateStore(settings.state_file) if settings.state_file else None
         self.hub = Hub(
             limits=Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued_messages),
@@ -96,6 +102,8 @@ class SwitchboardBroker(Broker):
         )
         self._connections: set[Connection] = set()
         self._sys_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -157,11 +165,31 @@ class SwitchboardBroker(Broker):
         gc.freeze()  # what start-up built lives for ever: keep it out of every later collection
         gc.set_threshold(*GC_THRESHOLDS)
         self._sys_task = asyncio.create_task(sysinfo.publish_forever(self.hub, self.settings.sys_interval))
+        self._watch_task = asyncio.create_task(self.directory_watch.run())
+
+    def revoke_user(self, user: str, reason: str, forget_sessions: bool) -> int:
+        """Close the user's connections (no will); with ``forget_sessions`` also drop its persistent
+        sessions and what is queued for them. Returns how many connections were closed."""
+        closing = [c for c in self._connections if c.session is not None and c.session.username == user]
+        for connection in closing:
+            connection.revoke(reason)
+        if forget_sessions:
+            task = asyncio.create_task(self._forget_sessions(user, closing))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return len(closing)
+
+    async def _forget_sessions(self, user: str, closing: list[Connection]) -> None:
+        if closing:
+            await asyncio.wait([asyncio.ensure_future(c.finished()) for c in closing], timeout=SHUTDOWN_SECONDS)
+        for session in [s for s in self.hub.sessions.values() if s.username == user and s.outbox is None]:
+            self.hub.discard_session(session)
 
     async def shutdown(self) -> None:
         """Stop accepting, close every connection (no wills: the clients did nothing wrong), save state."""
-        if self._sys_task is not None:
-            self._sys_task.cancel()
+        for task in (self._sys_task, self._watch_task):
+            if task is not None:
+                task.cancel()
         for server in self._servers.values():
             server.instance.close()
         connections = list(self._connections)
@@ -212,7 +240,7 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
     if settings.acl_rules is not None:
         rules = [OperatorRule(r.permission == "allow", RuleAction(r.action), r.topic) for r in settings.acl_rules]
     access = AccessControl(engine, allow_anonymous=settings.allow_anonymous, rules=rules)
-    broker = SwitchboardBroker(broker_config(settings, access), settings=settings, access=access)
+    broker = SwitchboardBroker(broker_config(settings, access), settings=settings, access=access, engine=engine)
     try:
         await broker.start()
     except BrokerError as exc:

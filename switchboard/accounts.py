@@ -13,9 +13,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import tuple_
 from sqlmodel import Session, col, select
 
-from switchboard import tokens
-from switchboard.errors import AccountError
-from switchboard.tables import Group, GroupMember, Role, User
+from switchboard import directory, tokens
+from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
+from switchboard.tables import ApiToken, DirectoryChange, Group, GroupMember, Presence, Role, User
 from switchboard.topics import Conversation, Kind, is_valid_name
 
 _hasher = PasswordHasher()
@@ -27,9 +27,9 @@ MAX_PASSWORD_CHARS = 1024
 def hash_password(password: str) -> str:
     """An argon2id hash of ``password``."""
     if not password:
-        raise AccountError("the password is empty: choose one of at least 1 character")
+        raise InvalidAccount("the password is empty: choose one of at least 1 character")
     if len(password) > MAX_PASSWORD_CHARS:
-        raise AccountError(f"the password is longer than {MAX_PASSWORD_CHARS} characters")
+        raise InvalidAccount(f"the password is longer than {MAX_PASSWORD_CHARS} characters")
     return _hasher.hash(password)
 
 
@@ -57,7 +57,7 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
 
 def _check_name(name: str, what: str) -> None:
     if not is_valid_name(name):
-        raise AccountError(f"{what} name {name!r} is invalid: use 1 to 64 letters, digits, '_', '.' or '-'")
+        raise InvalidAccount(f"{what} name {name!r} is invalid: use 1 to 64 letters, digits, '_', '.' or '-'")
 
 
 def create_user(session: Session, name: str, password: str, role: Role = Role.USER) -> User:
@@ -65,6 +65,11 @@ def create_user(session: Session, name: str, password: str, role: Role = Role.US
     _check_name(name, "user")
     if session.get(User, name) is not None:
         raise AccountError(f"user {name!r} already exists: pick another name")
+    if directory.was_deleted(session, name):
+        raise AccountError(
+            f"user {name!r} was deleted and names are not reused (the new account would see the old one's "
+            "conversations): pick another name"
+        )
     user = User(name=name, password_hash=hash_password(password), role=role)
     session.add(user)
     session.flush()
@@ -135,15 +140,95 @@ def create_group(session: Session, name: str, members: Iterable[str] = ()) -> Gr
     return group
 
 
-def add_member(session: Session, group: str, user: str) -> None:
-    """Make ``user`` a member of ``group`` (idempotent)."""
-    if session.get(Group, group) is None:
-        raise AccountError(f"group {group!r} does not exist: create it with `switchboard group create`")
-    if session.get(User, user) is None:
-        raise AccountError(f"user {user!r} does not exist: add it with `switchboard user add`")
-    if session.get(GroupMember, (group, user)) is None:
-        session.add(GroupMember(group_name=group, user_name=user))
-        session.flush()
+def add_member(session: Session, group: str, user: str) -> bool:
+    """Make ``user`` a member of ``group``; False when it already was (nothing changes)."""
+    _existing_group(session, group)
+    _existing_user(session, user)
+    if session.get(GroupMember, (group, user)) is not None:
+        return False
+    session.add(GroupMember(group_name=group, user_name=user))
+    session.flush()
+    directory.record(session, DirectoryChange.MEMBER_ADDED, user, group)
+    return True
+
+
+def remove_member(session: Session, group: str, user: str) -> bool:
+    """Take ``user`` out of ``group``; False when it was not a member. The broker stops delivering the
+    group's messages to the user's open connections as soon as this commits."""
+    _existing_group(session, group)
+    membership = session.get(GroupMember, (group, user))
+    if membership is None:
+        return False
+    session.delete(membership)
+    session.flush()
+    directory.record(session, DirectoryChange.MEMBER_REMOVED, user, group)
+    return True
+
+
+def list_groups(session: Session) -> list[tuple[Group, list[str]]]:
+    """Every group, by name, with its members' names."""
+    groups = session.exec(select(Group).order_by(col(Group.name))).all()
+    members: dict[str, list[str]] = {group.name: [] for group in groups}
+    for group_name, user_name in session.exec(
+        select(GroupMember.group_name, GroupMember.user_name).order_by(col(GroupMember.user_name))
+    ).all():
+        members.setdefault(group_name, []).append(user_name)
+    return [(group, members[group.name]) for group in groups]
+
+
+def set_disabled(session: Session, name: str, disabled: bool) -> User:
+    """Disable (or enable again) a user. A disabled user cannot log in, its tokens stop working and the
+    broker disconnects it; its history stays."""
+    user = _existing_user(session, name)
+    if user.disabled != disabled:
+        user.disabled = disabled
+        session.add(user)
+        change = DirectoryChange.USER_DISABLED if disabled else DirectoryChange.USER_ENABLED
+        directory.record(session, change, name)
+    return user
+
+
+def reset_password(session: Session, name: str, password: str) -> None:
+    """Set a new password; the user's tokens are revoked and its open connections closed."""
+    user = _existing_user(session, name)
+    user.password_hash = hash_password(password)
+    session.add(user)
+    _revoke_tokens(session, name)
+    directory.record(session, DirectoryChange.PASSWORD_RESET, name)
+
+
+def delete_user(session: Session, name: str) -> None:
+    """Delete the account, its memberships, tokens and presence. Messages it sent stay in their
+    conversations (they belong to the other people too), and the name is never given out again."""
+    user = _existing_user(session, name)
+    for membership in session.exec(select(GroupMember).where(GroupMember.user_name == name)).all():
+        remove_member(session, membership.group_name, name)
+    _revoke_tokens(session, name)
+    presence = session.get(Presence, name)
+    if presence is not None:
+        session.delete(presence)
+    session.delete(user)
+    session.flush()
+    directory.record(session, DirectoryChange.USER_DELETED, name)
+
+
+def _revoke_tokens(session: Session, name: str) -> None:
+    for token in session.exec(select(ApiToken).where(ApiToken.user_name == name)).all():
+        session.delete(token)
+
+
+def _existing_user(session: Session, name: str) -> User:
+    user = session.get(User, name) if is_valid_name(name) else None
+    if user is None:
+        raise UnknownAccount(f"user {name!r} does not exist: add it with `switchboard user add`")
+    return user
+
+
+def _existing_group(session: Session, name: str) -> Group:
+    group = session.get(Group, name) if is_valid_name(name) else None
+    if group is None:
+        raise UnknownAccount(f"group {name!r} does not exist: create it with `switchboard group create`")
+    return group
 
 
 def group_members(session: Session, group: str) -> list[str]:
@@ -177,12 +262,17 @@ __all__ = [
     "conversation_exists",
     "create_group",
     "create_user",
+    "delete_user",
     "ensure_service_account",
     "group_members",
     "hash_password",
     "is_member",
+    "list_groups",
     "list_users",
     "may_read",
+    "remove_member",
+    "reset_password",
+    "set_disabled",
     "user_exists",
     "verify_password",
 ]

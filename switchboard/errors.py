@@ -3,7 +3,9 @@
     SwitchboardError
     ├── ConfigError        a setting is unknown, malformed, or cannot be honoured (port in use)
     ├── StoreError         the database refused or could not be reached
-    └── AccountError       a user or group operation is impossible (unknown user, duplicate name)
+    └── AccountError       a user or group operation is impossible (duplicate name, own account)
+        ├── UnknownAccount the user or group does not exist
+        └── InvalidAccount a name or password is not acceptable
 
 Library errors (pydantic, SQLAlchemy, OSError) are translated into these once, at the edge that
 calls the library, so callers and the CLI only ever handle this tree.
@@ -30,3 +32,11 @@ class StoreError(SwitchboardError):
 
 class AccountError(SwitchboardError):
     """A user or group operation cannot be done as asked."""
+
+
+class UnknownAccount(AccountError):
+    """The user or group named does not exist."""
+
+
+class InvalidAccount(AccountError):
+    """A name or password is not acceptable (the message says what is)."""

@@ -88,6 +88,13 @@ class MqttSettings(_Section):
         "unset: with allow_anonymous every non-chat topic is open, without it none is.",
     )
     sys_interval: int = Field(10, ge=1, le=3600, description="Seconds between $SYS statistics updates.")
+    directory_poll_seconds: float = Field(
+        0.5,
+        ge=0.05,
+        le=60,
+        description="How often the broker looks for user and membership changes (a removed group member stops "
+        "receiving, a disabled user is disconnected, within this time).",
+    )
     state_file: str | None = Field(
         "./var/broker-state.db",
         description="SQLite file keeping persistent sessions, queued and retained messages across restarts; "

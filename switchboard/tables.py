@@ -122,6 +122,7 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
         UniqueConstraint("sender", "client_msg_id", name="uq_messages_sender_client_msg_id"),
+        Index("ix_messages_conversation_stream", "conversation_id", "stream_pos"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID_TYPE)
@@ -133,6 +134,8 @@ class Message(SQLModel, table=True):
     topic: str = Field(max_length=256)
     payload: bytes = Field(sa_type=LargeBinary)
     stored_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    #: Position in the "messages" stream (switchboard.streams): commit order across all conversations.
+    stream_pos: int = Field(default=0, sa_type=BigInteger)
 
 
 class RejectedMessage(SQLModel, table=True):
@@ -161,12 +164,15 @@ class Receipt(SQLModel, table=True):
     """How far a user has received and read a conversation; both watermarks only move forward."""
 
     __tablename__ = "receipts"
+    __table_args__ = (Index("ix_receipts_conversation_stream", "conversation_id", "stream_pos"),)
 
     user_name: str = Field(primary_key=True, max_length=64)
     conversation_id: str = Field(primary_key=True, max_length=140)
     delivered_seq: int = Field(default=0, sa_type=BigInteger)
     read_seq: int = Field(default=0, sa_type=BigInteger)
     updated_at: datetime = Field(sa_column=_timestamp())
+    #: Position in the "receipts" stream of its last change.
+    stream_pos: int = Field(default=0, sa_type=BigInteger)
 
 
 class ApiToken(SQLModel, table=True):
@@ -179,3 +185,36 @@ class ApiToken(SQLModel, table=True):
     user_name: str = Field(foreign_key="users.name", max_length=64, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     expires_at: datetime = Field(sa_column=_timestamp())
+
+
+class StreamPosition(SQLModel, table=True):
+    """The head of one change stream ("messages", "receipts", "directory"); see switchboard.streams."""
+
+    __tablename__ = "stream_positions"
+
+    name: str = Field(primary_key=True, max_length=32)
+    position: int = Field(default=0, sa_type=BigInteger)
+
+
+class DirectoryChange(StrEnum):
+    """What happened to a user or a membership; the broker and /v1/sync act on these."""
+
+    MEMBER_ADDED = "member_added"
+    MEMBER_REMOVED = "member_removed"
+    USER_DISABLED = "user_disabled"
+    USER_ENABLED = "user_enabled"
+    USER_DELETED = "user_deleted"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 (an event name, not a secret)
+
+
+class DirectoryEvent(SQLModel, table=True):
+    """One change to users or group memberships, at its position in the "directory" stream."""
+
+    __tablename__ = "directory_events"
+    __table_args__ = (Index("ix_directory_events_user", "user_name", "position"),)
+
+    position: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+    change: str = Field(max_length=32)
+    user_name: str = Field(max_length=64)
+    group_name: str | None = Field(default=None, max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())

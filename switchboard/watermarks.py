@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from switchboard import accounts
+from switchboard import accounts, streams
 from switchboard.payloads import PresencePayload, ReceiptPayload, Rejection
 from switchboard.tables import Conversation, Presence, Receipt, utcnow
 from switchboard.topics import parse_conversation
@@ -67,6 +67,8 @@ def _upsert_receipt(
         updated_at=now,
     )
     new = statement.excluded
+    position = streams.advance(session, streams.RECEIPTS)
+    statement = statement.values(stream_pos=position)
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["user_name", "conversation_id"],
@@ -76,6 +78,7 @@ def _upsert_receipt(
                 ),
                 "read_seq": case((new.read_seq > table.c.read_seq, new.read_seq), else_=table.c.read_seq),
                 "updated_at": new.updated_at,
+                "stream_pos": new.stream_pos,
             },
         )
     )

@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from switchboard import accounts
 from switchboard.db import make_engine, upgrade
+from switchboard.tables import Role
 from tests.helpers import Stack, start_stack
 from tests.rawmqtt import RawClient
 
@@ -104,10 +105,10 @@ class Users:
         self.engine = engine
         self.suffix = secrets.token_hex(3)
 
-    def user(self, name: str, password: str | None = None) -> tuple[str, str]:
+    def user(self, name: str, password: str | None = None, role: Role = Role.USER) -> tuple[str, str]:
         full, password = f"{name}-{self.suffix}", password or f"pw-{name}-{secrets.token_hex(4)}"
         with Session(self.engine) as session:
-            accounts.create_user(session, full, password)
+            accounts.create_user(session, full, password, role)
             session.commit()
         return full, password
 
