@@ -2,7 +2,8 @@
 
 One :class:`AccessControl` per broker answers the auth plugin and the broker's topic checks. Database
 work runs in a worker thread so a slow query or an argon2 hash never blocks the event loop; the facts
-the ACL needs are cached for a few seconds, so most decisions are pure function calls.
+the ACL needs are cached (and forgotten when a directory event says they changed, see
+broker/directory_watch.py), so most decisions are pure function calls.
 """
 
 from __future__ import annotations
@@ -102,9 +103,16 @@ class CachedDirectory:
 class AccessControl:
     """Decides who may connect, and what each connected client may publish, subscribe or receive."""
 
-    def __init__(self, engine: Engine, *, allow_anonymous: bool, rules: Sequence[OperatorRule] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        allow_anonymous: bool,
+        rules: Sequence[OperatorRule] | None = None,
+        cache_seconds: float = 30.0,
+    ) -> None:
         self._engine = engine
-        self._directory = CachedDirectory(engine)
+        self._directory = CachedDirectory(engine, ttl=cache_seconds)
         self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
         self.allow_anonymous = allow_anonymous
         self._identities: dict[str, Identity] = {}

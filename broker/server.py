@@ -239,7 +239,9 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
     rules = None
     if settings.acl_rules is not None:
         rules = [OperatorRule(r.permission == "allow", RuleAction(r.action), r.topic) for r in settings.acl_rules]
-    access = AccessControl(engine, allow_anonymous=settings.allow_anonymous, rules=rules)
+    access = AccessControl(
+        engine, allow_anonymous=settings.allow_anonymous, rules=rules, cache_seconds=settings.directory_cache_seconds
+    )
     broker = SwitchboardBroker(broker_config(settings, access), settings=settings, access=access, engine=engine)
     try:
         await broker.start()

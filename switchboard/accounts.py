@@ -73,6 +73,7 @@ def create_user(session: Session, name: str, password: str, role: Role = Role.US
     user = User(name=name, password_hash=hash_password(password), role=role)
     session.add(user)
     session.flush()
+    directory.record(session, DirectoryChange.USER_CREATED, name)
     return user
 
 

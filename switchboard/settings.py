@@ -88,6 +88,14 @@ class MqttSettings(_Section):
         "unset: with allow_anonymous every non-chat topic is open, without it none is.",
     )
     sys_interval: int = Field(10, ge=1, le=3600, description="Seconds between $SYS statistics updates.")
+    directory_cache_seconds: float = Field(
+        30,
+        ge=0,
+        le=3600,
+        description="How long the broker trusts what it read about a user or a membership. Changes made "
+        "through Switchboard reach it sooner (see directory_poll_seconds); this bounds changes made behind "
+        "its back, straight in the database.",
+    )
     directory_poll_seconds: float = Field(
         0.5,
         ge=0.05,

@@ -199,6 +199,7 @@ class StreamPosition(SQLModel, table=True):
 class DirectoryChange(StrEnum):
     """What happened to a user or a membership; the broker and /v1/sync act on these."""
 
+    USER_CREATED = "user_created"
     MEMBER_ADDED = "member_added"
     MEMBER_REMOVED = "member_removed"
     USER_DISABLED = "user_disabled"

@@ -93,7 +93,9 @@ def engine(database_url: str) -> Iterator[Engine]:
 def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``switchboard up`` as a real process on ephemeral ports, stopped with Ctrl-C (SIGINT) at the end."""
     workdir: Path = tmp_path_factory.mktemp("stack")
-    running = start_stack(database_url, workdir)
+    # An hour-long directory cache: every user and membership change the tests make must reach the broker
+    # through directory events (broker/directory_watch.py), never by the cache expiring.
+    running = start_stack(database_url, workdir, SWITCHBOARD_MQTT__DIRECTORY_CACHE_SECONDS="3600")
     yield running
     assert running.stop() == 0, f"switchboard up did not stop cleanly:\n{running.output()}"
 
