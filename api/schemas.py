@@ -1,16 +1,61 @@
-"""Response models of the REST API (what clients see, not the tables)."""
+"""Request and response models of the REST API (what clients see, not the tables).
+
+Every model derives from :class:`Schema`, which puts a whole example object in the OpenAPI schema, made
+from its fields' examples (tests/test_api_schema.py checks each example is valid against its schema).
+"""
 
 from __future__ import annotations
 
+import types
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from switchboard.topics import NAME_PATTERN
 
+EXAMPLE_TIME = "2026-11-21T09:30:00Z"
 
-class MessagePublic(BaseModel):
+
+def example_of(model: type[BaseModel]) -> dict[str, Any]:
+    """An example object for ``model``: each field's first example, else its default, else one made up
+    from its type (the first literal, a nested model's example, a one-item list)."""
+    return {name: _example_value(field.annotation, field) for name, field in model.model_fields.items()}
+
+
+def _example_value(annotation: Any, field: FieldInfo | None) -> Any:
+    if field is not None and field.examples:
+        return field.examples[0]
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _example_value(args[0], None)
+    if origin is Literal:
+        return args[0]
+    if origin in (Union, types.UnionType):
+        return _example_value(next(a for a in args if a is not type(None)), None)
+    if origin is list:
+        return [_example_value(args[0], None)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return example_of(annotation)
+    if field is not None and field.default not in (PydanticUndefined, None):
+        return field.default
+    made_up: dict[Any, Any] = {datetime: EXAMPLE_TIME, bool: False, int: 1, str: "text"}
+    return made_up[annotation]
+
+
+def _add_example(schema: dict[str, Any], model: type) -> None:
+    schema.setdefault("examples", [example_of(model)])
+
+
+class Schema(BaseModel):
+    """Base of every API model: the schema carries a whole example."""
+
+    model_config = ConfigDict(json_schema_extra=_add_example)
+
+
+class MessagePublic(Schema):
     """One stored message."""
 
     conversation: str = Field(examples=["dm:alice:bob"])
@@ -21,7 +66,7 @@ class MessagePublic(BaseModel):
     stored_at: datetime
 
 
-class MessagesPage(BaseModel):
+class MessagesPage(Schema):
     """A page of history and the cursor for the next one."""
 
     conversation: str = Field(examples=["dm:alice:bob"])
@@ -32,7 +77,7 @@ class MessagesPage(BaseModel):
     next: int | None = Field(description="Cursor for the next page, or null when there is none.", examples=[41])
 
 
-class Health(BaseModel):
+class Health(Schema):
     """Liveness and database reachability."""
 
     status: Literal["ok", "degraded"]
@@ -46,15 +91,15 @@ class MessageDetail(MessagePublic):
     read_by: list[str] = Field(description="Users (other than the sender) who have read it.")
 
 
-class ReadRequest(BaseModel):
+class ReadRequest(Schema):
     """Move the caller's read watermark."""
 
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     up_to_seq: int = Field(ge=0, le=2**62, description="Everything up to this seq has been read.", examples=[42])
 
 
-class Watermarks(BaseModel):
+class Watermarks(Schema):
     """How far the caller has received and read a conversation."""
 
     conversation: str = Field(examples=["dm:alice:bob"])
@@ -62,7 +107,7 @@ class Watermarks(BaseModel):
     read_seq: int = Field(examples=[40])
 
 
-class PresencePublic(BaseModel):
+class PresencePublic(Schema):
     """A user's presence as last stored by the bridge."""
 
     user: str = Field(examples=["alice"])
@@ -70,11 +115,11 @@ class PresencePublic(BaseModel):
     last_seen: datetime | None = Field(description="When the user was last seen; null if never.")
 
 
-class PresenceList(BaseModel):
+class PresenceList(Schema):
     presence: list[PresencePublic]
 
 
-class ConversationPublic(BaseModel):
+class ConversationPublic(Schema):
     """One of the caller's conversations."""
 
     id: str = Field(examples=["dm:alice:bob"])
@@ -85,20 +130,20 @@ class ConversationPublic(BaseModel):
     unread: int = Field(description="Messages from others after the caller's read watermark.", examples=[3])
 
 
-class ConversationsList(BaseModel):
+class ConversationsList(Schema):
     conversations: list[ConversationPublic]
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(Schema):
     """Username and password, exchanged for a token."""
 
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     username: str = Field(min_length=1, max_length=64, examples=["alice"])
     password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery staple"])
 
 
-class TokenResponse(BaseModel):
+class TokenResponse(Schema):
     """A bearer token; it also works as the MQTT password (with the same username)."""
 
     access_token: str = Field(examples=["sbt_3q2-7wEXAMPLEtokenEXAMPLEtokenEXAMPLEtok"])
@@ -106,7 +151,7 @@ class TokenResponse(BaseModel):
     expires_at: datetime
 
 
-class ReceiptPublic(BaseModel):
+class ReceiptPublic(Schema):
     """Someone's watermarks in a conversation (the caller's own, from another device, or another member's)."""
 
     conversation: str = Field(examples=["dm:alice:bob"])
@@ -116,7 +161,7 @@ class ReceiptPublic(BaseModel):
     updated_at: datetime
 
 
-class MembershipChange(BaseModel):
+class MembershipChange(Schema):
     """A user joined or left one of the caller's groups (or the caller itself was added or removed)."""
 
     group: str = Field(examples=["family"])
@@ -125,7 +170,7 @@ class MembershipChange(BaseModel):
     at: datetime
 
 
-class SyncPage(BaseModel):
+class SyncPage(Schema):
     """What changed for the caller since the cursor, oldest first."""
 
     messages: list[MessagePublic] = Field(description="New messages in every conversation the caller reads.")
@@ -137,17 +182,17 @@ class SyncPage(BaseModel):
     more: bool = Field(description="True when a list was cut at `limit`: call again at once with `next`.")
 
 
-class UserCreate(BaseModel):
+class UserCreate(Schema):
     """A new account."""
 
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=f"^{NAME_PATTERN}$", examples=["carol"])
     password: str = Field(min_length=1, max_length=1024, examples=["correct horse battery staple"])
     role: Literal["user", "admin"] = Field("user", description="admin may use the /v1/admin routes.")
 
 
-class UserPublic(BaseModel):
+class UserPublic(Schema):
     """An account as administrators see it (never its password hash)."""
 
     name: str = Field(examples=["carol"])
@@ -156,30 +201,30 @@ class UserPublic(BaseModel):
     created_at: datetime
 
 
-class UsersList(BaseModel):
+class UsersList(Schema):
     users: list[UserPublic]
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(Schema):
     """Disable an account (it cannot log in, its tokens stop working, its connections close) or enable it."""
 
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     disabled: bool = Field(examples=[True])
 
 
-class PasswordReset(BaseModel):
+class PasswordReset(Schema):
     """A new password; the user's tokens are revoked and its MQTT connections closed."""
 
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     password: str = Field(min_length=1, max_length=1024, examples=["a new long passphrase"])
 
 
-class GroupCreate(BaseModel):
+class GroupCreate(Schema):
     """A new group and its first members."""
 
-    model_config = {"extra": "forbid", "strict": True}
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=64, pattern=f"^{NAME_PATTERN}$", examples=["family"])
     members: list[Annotated[str, Field(max_length=64)]] = Field(
@@ -187,7 +232,7 @@ class GroupCreate(BaseModel):
     )
 
 
-class GroupPublic(BaseModel):
+class GroupPublic(Schema):
     """A group and its members."""
 
     name: str = Field(examples=["family"])
@@ -195,5 +240,5 @@ class GroupPublic(BaseModel):
     created_at: datetime
 
 
-class GroupsList(BaseModel):
+class GroupsList(Schema):
     groups: list[GroupPublic]

@@ -23,7 +23,9 @@ MAX_CONVERSATIONS = 500
 def list_conversations(
     session: SessionDep,
     user: CurrentUser,
-    limit: Annotated[int, Query(ge=1, le=MAX_CONVERSATIONS, description="At most this many, newest first.")] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_CONVERSATIONS, description="At most this many, newest first.", examples=[100])
+    ] = 100,
 ) -> ConversationsList:
     """DMs and groups the caller takes part in that have at least one message."""
     me = user.name

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import LimiterDep, SessionDep, check_login
+from api.schemas import Schema
 from switchboard import accounts
 from switchboard.acl import ANONYMOUS, Action, Identity, Policy
 from switchboard.tables import Role, User
@@ -30,21 +31,29 @@ _EMQX_ACTIONS = {
 }
 
 
-class HookAuth(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(default="", max_length=1024)
-    clientid: str = Field(default="", max_length=256)
+class HookAuth(Schema):
+    """What an external broker asks: may this client connect?"""
+
+    username: str = Field(min_length=1, max_length=64, examples=["alice"])
+    password: str = Field(default="", max_length=1024, examples=["alice's password or token"])
+    clientid: str = Field(default="", max_length=256, examples=["phone-1"])
 
 
-class HookAcl(BaseModel):
-    username: str = Field(default="", max_length=64)
-    clientid: str = Field(default="", max_length=256)
-    topic: str = Field(min_length=1, max_length=65535)
-    acc: int | None = Field(default=None, description="mosquitto-go-auth: 1 read, 2 write, 3 both, 4 subscribe")
-    action: str | None = Field(default=None, description="EMQX: publish, subscribe or all")
+class HookAcl(Schema):
+    """What an external broker asks: may this client publish or subscribe to this topic?"""
+
+    username: str = Field(default="", max_length=64, examples=["alice"])
+    clientid: str = Field(default="", max_length=256, examples=["phone-1"])
+    topic: str = Field(min_length=1, max_length=65535, examples=["dm/bob/alice"])
+    acc: int | None = Field(
+        default=None, description="mosquitto-go-auth: 1 read, 2 write, 3 both, 4 subscribe", examples=[2]
+    )
+    action: str | None = Field(default=None, description="EMQX: publish, subscribe or all", examples=["publish"])
 
 
-class HookAnswer(BaseModel):
+class HookAnswer(Schema):
+    """Allowed or not, in the shapes both go-auth (``ok``) and EMQX (``result``) read."""
+
     result: str = Field(examples=["allow"])
     ok: bool
     is_superuser: bool = False

@@ -21,9 +21,13 @@ MAX_PAGE = 500
 def list_messages(
     session: SessionDep,
     conversation: ReadableConversation,
-    before: Annotated[int | None, Query(ge=1, description="Only messages with seq < before (newest first).")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Only messages with seq > after (oldest first).")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 500.")] = 50,
+    before: Annotated[
+        int | None, Query(ge=1, description="Only messages with seq < before (newest first).", examples=[41])
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Only messages with seq > after (oldest first).", examples=[0])
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 500.", examples=[50])] = 50,
 ) -> MessagesPage:
     """Newest first by default; with ``after``, oldest first. ``next`` continues in the same direction."""
     forward = after is not None
@@ -48,7 +52,7 @@ def list_messages(
 def get_message(
     session: SessionDep,
     conversation: ReadableConversation,
-    seq: Annotated[int, FastApiPath(ge=1, description="The message's place in the conversation.")],
+    seq: Annotated[int, FastApiPath(ge=1, description="The message's place in the conversation.", examples=[1])],
 ) -> MessageDetail:
     """One message, with who has received and who has read it (from their receipts)."""
     row = session.exec(select(Message).where(Message.conversation_id == conversation.id, Message.seq == seq)).first()

@@ -63,7 +63,9 @@ def sync(
             examples=["v1.1000.70.5"],
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many of each kind of change.")] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="At most this many of each kind of change.", examples=[100])
+    ] = 100,
 ) -> SyncPage:
     """Oldest change first. When ``more`` is true, call again at once with ``next``."""
     heads = streams.heads(session)
