@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password", help="the password; omit it to type it or pipe it on stdin")
     add.add_argument("--role", choices=[Role.USER.value, Role.ADMIN.value], default=Role.USER.value)
     user.add_parser("list", help="list users")
+    for action, what in (("disable", "disable a user (its connections close)"), ("enable", "enable a user again")):
+        user.add_parser(action, help=what).add_argument("name")
 
     group = commands.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     create = group.add_parser("create", help="create a group")
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     member = group.add_parser("add-member", help="add a user to a group")
     member.add_argument("group")
     member.add_argument("name")
+    removal = group.add_parser("remove-member", help="remove a user from a group (takes effect in the broker)")
+    removal.add_argument("group")
+    removal.add_argument("name")
 
     db = commands.add_parser("db", help="manage the database").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="create or migrate the schema to the newest revision")
@@ -123,6 +128,20 @@ def _group_add_member(args: argparse.Namespace, _settings: Settings, engine: Eng
     print(f"{args.name} is a member of {args.group}")
 
 
+def _user_disable(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    upgrade(engine)
+    with session_scope(engine) as session:
+        accounts.set_disabled(session, args.name, args.action == "disable")
+    print(f"user {args.name} {args.action}d")
+
+
+def _group_remove_member(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    upgrade(engine)
+    with session_scope(engine) as session:
+        removed = accounts.remove_member(session, args.group, args.name)
+    print(f"{args.name} removed from {args.group}" if removed else f"{args.name} was not a member of {args.group}")
+
+
 def _db_upgrade(_args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
     upgrade(engine)
     print("database schema is up to date")
@@ -136,7 +155,10 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Settings, 
     ("user", "add"): _user_add,
     ("user", "list"): _user_list,
     ("group", "create"): _group_create,
+    ("user", "disable"): _user_disable,
+    ("user", "enable"): _user_disable,
     ("group", "add-member"): _group_add_member,
+    ("group", "remove-member"): _group_remove_member,
     ("db", "upgrade"): _db_upgrade,
 }
 

@@ -32,6 +32,17 @@ def test_user_and_group_administration(tmp_path: Path) -> None:
     empty = run_cli("user", "add", "carol", env=env, cwd=tmp_path, stdin="\n")
     assert empty.returncode == 1 and "password is empty" in empty.stderr
 
+    removed = run_cli("group", "remove-member", "team", "bob", env=env, cwd=tmp_path)
+    assert removed.returncode == 0 and removed.stdout.strip() == "bob removed from team"
+    again = run_cli("group", "remove-member", "team", "bob", env=env, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.strip() == "bob was not a member of team"
+    assert run_cli("user", "disable", "alice", env=env, cwd=tmp_path).returncode == 0
+    listing = run_cli("user", "list", env=env, cwd=tmp_path)
+    assert listing.stdout.splitlines()[0] == "alice\tuser (disabled)"
+    assert run_cli("user", "enable", "alice", env=env, cwd=tmp_path).stdout.strip() == "user alice enabled"
+    nobody = run_cli("user", "disable", "nobody", env=env, cwd=tmp_path)
+    assert nobody.returncode == 1 and "user 'nobody' does not exist" in nobody.stderr
+
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     env = switchboard_env(f"sqlite:///{tmp_path}/up.db")
