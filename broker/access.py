@@ -14,16 +14,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from amqtt.session import Session as MqttSession
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from switchboard import accounts
+from broker.credentials import VerifiedCredentials
+from broker.principal import Principal
+from switchboard import accounts, tokens
 from switchboard.acl import ANONYMOUS, Action, Decision, Identity, Policy
 from switchboard.errors import StoreError
 from switchboard.rules import OperatorRule
-from switchboard.tables import Role, User
+from switchboard.tables import Role, User, utcnow
 from switchboard.topics import is_chat_topic
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,16 @@ class AccessControl:
         allow_anonymous: bool,
         rules: Sequence[OperatorRule] | None = None,
         cache_seconds: float = 30.0,
+        credentials_seconds: float = 300.0,
     ) -> None:
         self._engine = engine
         self._directory = CachedDirectory(engine, ttl=cache_seconds)
+        self._credentials = VerifiedCredentials(credentials_seconds)
         self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
         self.allow_anonymous = allow_anonymous
         self._identities: dict[str, Identity] = {}
 
-    async def authenticate(self, session: MqttSession) -> bool:
+    async def authenticate(self, session: Principal) -> bool:
         """True when the CONNECT's credentials are good (or it is anonymous and that is allowed),
         and its will, if any, is one this client may publish."""
         who = await self._identify(session)
@@ -141,13 +144,16 @@ class AccessControl:
             self._identities[who.name] = who
         return True
 
-    async def _identify(self, session: MqttSession) -> Identity | None:
+    async def _identify(self, session: Principal) -> Identity | None:
         if session.username is None:
             if not self.allow_anonymous:
                 log.warning("refused client_id=%s: no username (set mqtt.allow_anonymous to allow)", session.client_id)
                 return None
             return ANONYMOUS
         name, password = session.username, session.password or ""
+        remembered = self._credentials.check(name, password)
+        if remembered is not None:
+            return remembered
         try:
             user = await asyncio.to_thread(self._check_password, name, password)
         except StoreError as exc:
@@ -158,9 +164,21 @@ class AccessControl:
         return user
 
     def _check_password(self, name: str, password: str) -> Identity | None:
+        left: float | None = None
         with Session(self._engine) as session:
-            user = accounts.authenticate(session, name, password)
-            return None if user is None else Identity(user.name, Role(user.role))
+            if tokens.looks_like_token(password):
+                found = tokens.holder(session, password)
+                if found is None or found[0] != name:
+                    return None
+                who = Identity(name, Role(found[1]))
+                left = (found[2] - utcnow()).total_seconds()
+            else:
+                user = accounts.authenticate(session, name, password)
+                if user is None:
+                    return None
+                who = Identity(user.name, Role(user.role))
+        self._credentials.remember(name, password, who, seconds=left)
+        return who
 
     def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
         """Whether delivering ``topic`` must be checked per recipient: group membership can change, operator
@@ -202,14 +220,15 @@ class AccessControl:
         """A directory event: the user was disabled, enabled or deleted. (Its identity stays known: its
         connections are being closed and their presence bookkeeping still needs it.)"""
         self._directory.forget_user(name)
+        self._credentials.forget(name)
 
-    def identity(self, session: MqttSession) -> Identity | None:
+    def identity(self, session: Principal) -> Identity | None:
         """Who this client logged in as; None if it never authenticated here."""
         if session.username is None:
             return ANONYMOUS if self.allow_anonymous else None
         return self._identities.get(session.username)
 
-    async def check(self, session: MqttSession, topic: str, action: Action) -> Decision:
+    async def check(self, session: Principal, topic: str, action: Action) -> Decision:
         """Decide one action; denials are logged with client id, user, topic and reason."""
         who = self.identity(session)
         if who is None and session.username is not None:

@@ -53,10 +53,10 @@ from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.unsuback import UnsubackPacket
-from amqtt.session import Session as Principal
 
 from broker.codec import check_strings, encode_publish
 from broker.hub import Hub
+from broker.principal import Principal
 from broker.routing import is_valid_filter, is_valid_topic
 from broker.sessions import Outgoing, Session, Will
 from switchboard.acl import Action

@@ -18,7 +18,6 @@ from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 from amqtt.errors import BrokerError
-from amqtt.session import Session as Principal
 from sqlalchemy import Engine
 
 from broker import sysinfo
@@ -27,6 +26,7 @@ from broker.connection import Connection, ConnectionLimits
 from broker.directory_watch import DirectoryWatch
 from broker.hub import Hub
 from broker.persistence import StateStore
+from broker.principal import Principal
 from broker.sessions import Limits, Session
 from switchboard.acl import Action
 from switchboard.errors import ConfigError
@@ -240,7 +240,11 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
     if settings.acl_rules is not None:
         rules = [OperatorRule(r.permission == "allow", RuleAction(r.action), r.topic) for r in settings.acl_rules]
     access = AccessControl(
-        engine, allow_anonymous=settings.allow_anonymous, rules=rules, cache_seconds=settings.directory_cache_seconds
+        engine,
+        allow_anonymous=settings.allow_anonymous,
+        rules=rules,
+        cache_seconds=settings.directory_cache_seconds,
+        credentials_seconds=settings.credentials_cache_seconds,
     )
     broker = SwitchboardBroker(broker_config(settings, access), settings=settings, access=access, engine=engine)
     try:

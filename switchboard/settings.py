@@ -96,6 +96,14 @@ class MqttSettings(_Section):
         "through Switchboard reach it sooner (see directory_poll_seconds); this bounds changes made behind "
         "its back, straight in the database.",
     )
+    credentials_cache_seconds: float = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="How long the broker remembers credentials it has verified (as an HMAC), so reconnecting "
+        "clients skip the argon2 hash and the database; 0: never. Disabling a user or resetting its password "
+        "ends it at once.",
+    )
     directory_poll_seconds: float = Field(
         0.5,
         ge=0.05,

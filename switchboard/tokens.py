@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from switchboard.tables import ApiToken, User, utcnow
 
@@ -34,11 +34,27 @@ def issue(session: Session, user: str, ttl: timedelta) -> tuple[str, datetime]:
 
 
 def user_for(session: Session, token: str) -> User | None:
-    """The enabled user a live token belongs to, or None."""
+    """The enabled user a live token belongs to, or None (one query)."""
     if not looks_like_token(token):
         return None
-    row = session.get(ApiToken, _digest(token))
-    if row is None or row.expires_at <= utcnow():
+    query = (
+        select(User)
+        .join(ApiToken, col(ApiToken.user_name) == col(User.name))
+        .where(col(ApiToken.token_hash) == _digest(token), col(ApiToken.expires_at) > utcnow())
+        .where(col(User.disabled).is_(False))
+    )
+    return session.exec(query).first()
+
+
+def holder(session: Session, token: str) -> tuple[str, str, datetime] | None:
+    """Name, role and token expiry of the enabled user a live token belongs to: one query returning plain
+    columns (no ORM objects), for the broker's connection path."""
+    if not looks_like_token(token):
         return None
-    user = session.get(User, row.user_name)
-    return user if user is not None and not user.disabled else None
+    row = session.execute(
+        select(col(User.name), col(User.role), col(ApiToken.expires_at))
+        .join(ApiToken, col(ApiToken.user_name) == col(User.name))
+        .where(col(ApiToken.token_hash) == _digest(token), col(ApiToken.expires_at) > utcnow())
+        .where(col(User.disabled).is_(False))
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])

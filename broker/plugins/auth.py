@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import Session
+
+from broker.principal import Principal
 
 
 class AuthPlugin(BaseAuthPlugin):
@@ -16,5 +17,5 @@ class AuthPlugin(BaseAuthPlugin):
     class Config:
         access: Any = None  # broker.access.AccessControl, injected by broker.server
 
-    async def authenticate(self, *, session: Session) -> bool:
+    async def authenticate(self, *, session: Principal) -> bool:
         return bool(await self.config.access.authenticate(session))
