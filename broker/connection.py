@@ -45,11 +45,6 @@ from amqtt.mqtt.packet import (
     UNSUBSCRIBE,
     MQTTFixedHeader,
 )
-from amqtt.mqtt.pingresp import PingRespPacket
-from amqtt.mqtt.puback import PubackPacket
-from amqtt.mqtt.pubcomp import PubcompPacket
-from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.unsuback import UnsubackPacket
@@ -206,7 +201,8 @@ class Connection:
 
     # Reading --------------------------------------------------------------------------------------
 
-    async def _read_packet(self, *, first: bool = False) -> Any | None:
+    async def _read_frame(self, *, first: bool = False) -> tuple[MQTTFixedHeader, bytes] | None:
+        """One packet's fixed header and body, not decoded (None at the end of the stream)."""
         header = await MQTTFixedHeader.from_stream(self._reader)
         if header is None:
             return None
@@ -217,17 +213,21 @@ class Connection:
                 f"packet of {header.remaining_length} bytes is over the limit of {self._limits.max_packet_bytes} "
                 "(mqtt.max_packet_bytes)"
             )
-        packet_class = packet_dict.get(header.packet_type)
-        if packet_class is None:
+        if header.packet_type not in packet_dict:
             raise ProtocolViolation(f"reserved packet type {header.packet_type}")
         body = await self._reader.read(header.remaining_length) if header.remaining_length else b""
         if len(body) < header.remaining_length:
             return None
         try:
             check_strings(header.packet_type, body)
-            return await packet_class.from_stream(BufferReader(body), fixed_header=header)
-        except Exception as exc:  # any decoding failure is the client's malformed packet
-            raise ProtocolViolation(f"malformed {packet_class.__name__}: {exc or type(exc).__name__}") from None
+        except Exception as exc:
+            raise ProtocolViolation(f"malformed {packet_dict[header.packet_type].__name__}: {exc}") from None
+        return header, body
+
+    async def _read_packet(self, *, first: bool = False) -> Any | None:
+        """One packet decoded by amqtt's codec (CONNECT, SUBSCRIBE, UNSUBSCRIBE: the rare ones)."""
+        frame = await self._read_frame(first=first)
+        return None if frame is None else await _decode(*frame)
 
     # CONNECT --------------------------------------------------------------------------------------
 
@@ -324,42 +324,59 @@ class Connection:
     async def _serve(self) -> None:
         session = self.session
         assert session is not None
+        # PUBLISH and the acknowledgements are decoded here, straight from the bytes: they are nearly all of
+        # the traffic, and amqtt's codec builds several objects and awaits several reads for each.
         while True:
-            packet = await self._read_packet()
-            if packet is None:
+            frame = await self._read_frame()
+            if frame is None:
                 return
             self._last_seen = self._loop.time()
-            kind = packet.fixed_header.packet_type
+            header, body = frame
+            kind = header.packet_type
             if kind == PUBLISH:
-                await self._on_publish(packet, session)
-            elif kind == PUBACK:
-                session.acknowledged(packet.variable_header.packet_id, qos=1)
-            elif kind == PUBREC:
-                session.received(packet.packet_id)
-            elif kind == PUBREL:
-                session.incoming_released(packet.packet_id)
-                self._send(PubcompPacket.build(packet.packet_id))
-            elif kind == PUBCOMP:
-                session.acknowledged(packet.packet_id, qos=2)
-            elif kind == SUBSCRIBE:
-                await self._on_subscribe(packet, session)
-            elif kind == UNSUBSCRIBE:
-                for topic_filter in packet.payload.topics:
-                    self._hub.unsubscribe(session, topic_filter)
-                self._send(UnsubackPacket.build(packet.variable_header.packet_id))
+                await self._on_publish(header.flags, body, session)
+            elif kind in (PUBACK, PUBREC, PUBREL, PUBCOMP):
+                if len(body) != 2:
+                    raise ProtocolViolation(f"malformed {packet_dict[kind].__name__}: {len(body)} bytes, not 2")
+                packet_id = (body[0] << 8) | body[1]
+                if kind == PUBACK:
+                    session.acknowledged(packet_id, qos=1)
+                elif kind == PUBREC:
+                    session.received(packet_id)
+                elif kind == PUBREL:
+                    session.incoming_released(packet_id)
+                    self._send_bytes(_ack(PUBCOMP_BYTE, packet_id))
+                else:
+                    session.acknowledged(packet_id, qos=2)
             elif kind == PINGREQ:
-                self._send(PingRespPacket.build())
+                self._send_bytes(PINGRESP_BYTES)
             elif kind == DISCONNECT:
                 self._clean_disconnect = True
                 self._reason = "DISCONNECT"
                 return
+            elif kind == SUBSCRIBE:
+                await self._on_subscribe(await _decode(header, body), session)
+            elif kind == UNSUBSCRIBE:
+                packet = await _decode(header, body)
+                for topic_filter in packet.payload.topics:
+                    self._hub.unsubscribe(session, topic_filter)
+                self._send(UnsubackPacket.build(packet.variable_header.packet_id))
             elif kind == CONNECT:
                 raise ProtocolViolation("a second CONNECT on one connection [MQTT-3.1.0-2]")
             else:
-                raise ProtocolViolation(f"a client may not send {type(packet).__name__}")
+                raise ProtocolViolation(f"a client may not send {packet_dict[kind].__name__}")
 
-    async def _on_publish(self, packet: PublishPacket, session: Session) -> None:
-        qos, topic, packet_id = packet.qos, packet.topic_name or "", packet.packet_id
+    async def _on_publish(self, flags: int, body: bytes, session: Session) -> None:
+        qos, retain = (flags >> 1) & 0x03, bool(flags & 0x01)
+        end = 2 + ((body[0] << 8) | body[1])  # check_strings has checked the topic's length and UTF-8
+        topic = body[2:end].decode()
+        packet_id = 0
+        if qos:
+            if len(body) < end + 2:
+                raise ProtocolViolation("malformed PublishPacket: no packet identifier")
+            packet_id = (body[end] << 8) | body[end + 1]
+            end += 2
+        payload = bytes(body[end:])
         if qos not in (0, 1, 2):
             raise ProtocolViolation("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
         if not is_valid_topic(topic):
@@ -374,12 +391,12 @@ class Connection:
                     "dropped PUBLISH from client_id=%s to %r: $ topics are the broker's", session.client_id, topic
                 )
             elif await self._gate.may(self._principal, topic, Action.PUBLISH):
-                await self._hub.publish(topic, bytes(packet.data or b""), qos, bool(packet.retain_flag))
+                await self._hub.publish(topic, payload, qos, retain)
         # Acknowledge only once the message (and, for QoS 2, its packet id) is safely stored.
         if qos == 1:
-            self._hub.after_commit(lambda: self._send(PubackPacket.build(packet_id)))
+            self._hub.after_commit(lambda: self._send_bytes(_ack(PUBACK_BYTE, packet_id)))
         elif qos == 2:
-            self._hub.after_commit(lambda: self._send(PubrecPacket.build(packet_id)))
+            self._hub.after_commit(lambda: self._send_bytes(_ack(PUBREC_BYTE, packet_id)))
 
     async def _on_subscribe(self, packet: Any, session: Session) -> None:
         assert self._principal is not None
@@ -439,9 +456,12 @@ class Connection:
         self._send(PubrelPacket.build(packet_id))
 
     def _send(self, packet: Any) -> None:
+        self._send_bytes(packet.to_bytes())
+
+    def _send_bytes(self, data: bytes) -> None:
         if self._closing:
             return
-        self._writer.write(packet.to_bytes())
+        self._writer.write(data)
         if self._needs_drain:
             self._dirty.set()
 
@@ -454,6 +474,24 @@ class Connection:
             except Exception as exc:  # a dead peer: end the connection
                 self.abort(f"write failed: {exc or type(exc).__name__}")
                 return
+
+
+PUBACK_BYTE, PUBREC_BYTE, PUBCOMP_BYTE = 0x40, 0x50, 0x70
+PINGRESP_BYTES = b"\xd0\x00"
+
+
+def _ack(first_byte: int, packet_id: int) -> bytes:
+    """PUBACK, PUBREC or PUBCOMP for ``packet_id``."""
+    return bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+
+
+async def _decode(header: MQTTFixedHeader, body: bytes) -> Any:
+    """A packet decoded by amqtt's codec; any failure is the client's malformed packet."""
+    packet_class = packet_dict[header.packet_type]
+    try:
+        return await packet_class.from_stream(BufferReader(body), fixed_header=header)
+    except Exception as exc:
+        raise ProtocolViolation(f"malformed {packet_class.__name__}: {exc or type(exc).__name__}") from None
 
 
 def _transport(writer: WriterAdapter) -> Any:
