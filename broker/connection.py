@@ -93,6 +93,9 @@ class Connection:
         self._hub = hub
         self._gate = gate
         self._reader = reader
+        # TCP and TLS: read the asyncio stream under amqtt's adapter directly; WebSocket: through the adapter.
+        inner = getattr(reader, "_reader", None)
+        self._stream: asyncio.StreamReader | None = inner if isinstance(inner, asyncio.StreamReader) else None
         self._writer = writer
         self._limits = limits
         info = writer.get_peer_info()
@@ -203,7 +206,9 @@ class Connection:
 
     async def _read_frame(self, *, first: bool = False) -> tuple[MQTTFixedHeader, bytes] | None:
         """One packet's fixed header and body, not decoded (None at the end of the stream)."""
-        header = await MQTTFixedHeader.from_stream(self._reader)
+        header = await (
+            self._read_header_tcp() if self._stream is not None else MQTTFixedHeader.from_stream(self._reader)
+        )
         if header is None:
             return None
         if first and header.packet_type != CONNECT:
@@ -215,7 +220,12 @@ class Connection:
             )
         if header.packet_type not in packet_dict:
             raise ProtocolViolation(f"reserved packet type {header.packet_type}")
-        body = await self._reader.read(header.remaining_length) if header.remaining_length else b""
+        if not header.remaining_length:
+            body = b""
+        elif self._stream is not None:
+            body = await self._stream.readexactly(header.remaining_length)
+        else:
+            body = await self._reader.read(header.remaining_length)
         if len(body) < header.remaining_length:
             return None
         try:
@@ -223,6 +233,24 @@ class Connection:
         except Exception as exc:
             raise ProtocolViolation(f"malformed {packet_dict[header.packet_type].__name__}: {exc}") from None
         return header, body
+
+    async def _read_header_tcp(self) -> MQTTFixedHeader | None:
+        """The fixed header straight from the TCP stream: one read for the type byte and the first length
+        byte (every packet has both), one more per further length byte. amqtt's decoder awaits its adapter
+        byte by byte. None at the end of the stream."""
+        assert self._stream is not None
+        try:
+            head = await self._stream.readexactly(2)
+        except asyncio.IncompleteReadError:
+            return None
+        byte, length, multiplier = head[1], head[1] & 0x7F, 128
+        while byte & 0x80:
+            if multiplier > 128**3:
+                raise ProtocolViolation("malformed remaining length: more than 4 bytes [MQTT-2.2.3]")
+            byte = (await self._stream.readexactly(1))[0]
+            length += (byte & 0x7F) * multiplier
+            multiplier *= 128
+        return MQTTFixedHeader(head[0] >> 4, head[0] & 0x0F, length)
 
     async def _read_packet(self, *, first: bool = False) -> Any | None:
         """One packet decoded by amqtt's codec (CONNECT, SUBSCRIBE, UNSUBSCRIBE: the rare ones)."""
