@@ -12,13 +12,14 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import yaml
 from sqlalchemy import Engine
 
 from cli import stack
-from switchboard import accounts
+from switchboard import accounts, config_reference
 from switchboard.db import make_engine, session_scope, upgrade
 from switchboard.errors import AccountError, SwitchboardError
-from switchboard.settings import Settings, load_settings
+from switchboard.settings import Settings, check_settings, load_settings
 from switchboard.tables import Role
 
 
@@ -52,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     removal.add_argument("group")
     removal.add_argument("name")
 
+    config = commands.add_parser("config", help="check and show the configuration").add_subparsers(
+        dest="action", required=True
+    )
+    for action, what in (
+        ("check", "list every problem in the configuration (exit 1 if any)"),
+        ("show", "print the effective configuration as YAML, secrets masked"),
+    ):
+        # `switchboard config check --config FILE` reads as well as `switchboard --config FILE config check`
+        config.add_parser(action, help=what).add_argument(
+            "--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML settings file"
+        )
+    config.add_parser("reference", help="print the configuration reference (docs/configuration.md)")
+
     db = commands.add_parser("db", help="manage the database").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="create or migrate the schema to the newest revision")
     return parser
@@ -59,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "config":
+        return _config(args)
     try:
         settings = load_settings(args.config)
         _configure_logging(settings.log_level)
@@ -70,6 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    """``config check|show|reference``: work on a configuration that may be broken, so before loading it."""
+    if args.action == "reference":
+        print(config_reference.render(), end="")
+        return 0
+    problems = check_settings(args.config)
+    for problem in problems:
+        print(f"switchboard: error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in the configuration", file=sys.stderr)
+        return 1
+    if args.action == "check":
+        print("the configuration is valid")
+        return 0
+    print(yaml.safe_dump(config_reference.effective(load_settings(args.config)), sort_keys=False), end="")
     return 0
 
 

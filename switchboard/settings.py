@@ -249,34 +249,66 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _reject_unknown_env(env: Any) -> None:
     """pydantic-settings ignores unknown top-level variables; a typo must not pass silently."""
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_ENV}
+    for key in _unknown_env(env):
+        raise ConfigError(_unknown_env_message(key))
+
+
+def _known_env() -> set[str]:
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_ENV}
+
+
+def _unknown_env(env: Any) -> list[str]:
+    known = _known_env()
+    found = []
     for key in sorted(env):
         if not key.startswith(ENV_PREFIX) or key in known:
             continue
         top = key[len(ENV_PREFIX) :].split("__", 1)[0]
         if (ENV_PREFIX + top) not in known:
-            choices = ", ".join(sorted(k for k in known if k != CONFIG_ENV))
-            raise ConfigError(f"unknown setting {key}: remove it or use one of {choices}")
+            found.append(key)
+    return found
+
+
+def _unknown_env_message(key: str) -> str:
+    choices = ", ".join(sorted(k for k in _known_env() if k != CONFIG_ENV))
+    return f"unknown setting {key}: remove it or use one of {choices}"
+
+
+def check_settings(config_file: str | Path | None = None) -> list[str]:
+    """Every problem with the configuration (file, environment, values), one line each; [] when it is good."""
+    try:
+        path = _config_path(config_file, os.environ)
+        file_values = _read_yaml(path) if path else {}
+    except ConfigError as exc:
+        return [str(exc)]
+    problems = []
+    for key in _unknown_env(os.environ):
+        problems.append(_unknown_env_message(key))
+    try:
+        Settings(**file_values)
+    except ValidationError as exc:
+        problems += [_describe_error(error, path, os.environ) for error in exc.errors()]
+    return problems
 
 
 def _describe(exc: ValidationError, path: Path | None, env: Any) -> str:
     """One line for the first problem, with a count of the rest."""
     errors = exc.errors()
-    first = errors[0]
-    loc = [str(part) for part in first["loc"]]
+    more = f" (and {len(errors) - 1} more problem(s); `switchboard config check` lists them)" if len(errors) > 1 else ""
+    return _describe_error(errors[0], path, env) + more
+
+
+def _describe_error(error: Any, path: Path | None, env: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
     dotted = ".".join(loc)
     env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
     source = f"environment variable {env_name}" if env_name in env else f"config file {str(path)!r}"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    if isinstance(first["input"], dict):  # a check across several settings of one section
-        return f"{first['msg'].removeprefix('Value error, ')}: fix the settings{more}"
-    if first["type"] == "extra_forbidden":
-        return f"unknown setting {dotted!r} in {source}: remove it or check the spelling{more}"
+    if isinstance(error["input"], dict):  # a check across several settings of one section
+        return f"{error['msg'].removeprefix('Value error, ')}: fix the settings"
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {dotted!r} in {source}: remove it or check the spelling"
     hint = _field_description(loc)
-    return (
-        f"bad value for {dotted} ({env_name}) = {first['input']!r} from {source}: {first['msg']}"
-        f"; expected: {hint}{more}"
-    )
+    return f"bad value for {dotted} ({env_name}) = {error['input']!r} from {source}: {error['msg']}; expected: {hint}"
 
 
 def _field_description(loc: list[str]) -> str:
