@@ -96,7 +96,7 @@ def test_sync_refuses_bad_cursors_with_a_reason(stack: Stack, users: Users) -> N
     alice = users.user("alice")
     with stack.http(*alice) as http:
         head = http.get("/v1/sync").json()["next"]
-        for bad in ("garbage", "v1.1.2", "v2.1.2.3", "v1.-1.0.0", "v1.1.x.0"):
+        for bad in ("garbage", "v1.1.2", "v2.1.2.3", "v1.-1.0.0", "v1.1.x.0", "v1.\u00b2.0.0", "v1.\u0663.0.0"):
             answer = http.get("/v1/sync", params={"since": bad})
             assert answer.status_code == 400 and "not a sync cursor" in answer.json()["detail"], (bad, answer.text)
         ahead = "v1." + ".".join(str(int(p) + 1000) for p in head.split(".")[1:])

@@ -42,7 +42,11 @@ class Cursor:
     @classmethod
     def parse(cls, text: str) -> Cursor | None:
         parts = text.split(".")
-        if len(parts) != 4 or parts[0] != CURSOR_VERSION or not all(p.isdigit() and len(p) < 19 for p in parts[1:]):
+        if (
+            len(parts) != 4
+            or parts[0] != CURSOR_VERSION
+            or not all(p.isascii() and p.isdigit() and len(p) < 19 for p in parts[1:])
+        ):
             return None
         return cls(*(int(p) for p in parts[1:]))
 
