@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import Engine
 
 from bridge.consumer import Bridge
-from bridge.metrics import BridgeMetrics, serve_metrics
+from bridge.metrics import BridgeMetrics, serve_bridge_metrics
 from switchboard.db import wait_for_schema
 from switchboard.errors import ConfigError
 from switchboard.settings import Settings
@@ -27,7 +27,7 @@ def start_metrics(settings: Settings) -> BridgeMetrics:
     """The bridge's metrics, served on bridge.metrics_port unless that is null."""
     metrics = BridgeMetrics()
     if settings.bridge.metrics_port is not None:
-        serve_metrics(metrics, settings.bridge.metrics_host, settings.bridge.metrics_port)
+        serve_bridge_metrics(metrics, settings.bridge.metrics_host, settings.bridge.metrics_port)
     return metrics
 
 

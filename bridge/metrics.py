@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from switchboard.ports import port_error
-
-log = logging.getLogger(__name__)
+from switchboard.observability import serve_metrics
 
 
 class BridgeMetrics:
@@ -52,13 +49,6 @@ class BridgeMetrics:
         self.lag.set_function(lambda: float(pending()))
 
 
-def serve_metrics(metrics: BridgeMetrics, host: str, port: int) -> WSGIServer:
+def serve_bridge_metrics(metrics: BridgeMetrics, host: str, port: int) -> WSGIServer:
     """Serve ``/metrics`` in a background thread; ConfigError when the port is taken."""
-    try:
-        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    except OSError as exc:
-        raise port_error(
-            exc, host, port, setting="bridge.metrics_port", env="SWITCHBOARD_BRIDGE__METRICS_PORT"
-        ) from None
-    log.info("bridge metrics on http://%s:%d/metrics", host, server.server_port)
-    return server
+    return serve_metrics(metrics.registry, host, port, service="bridge", setting="bridge.metrics_port")

@@ -119,7 +119,6 @@ class Connection:
         # TCP writes go straight to the socket; the WebSocket adapter buffers until drain().
         self._needs_drain = not isinstance(writer, StreamWriterAdapter)
         self._transport = _transport(writer)
-        self.dropped_qos0 = 0
 
     # Life cycle -----------------------------------------------------------------------------------
 
@@ -472,7 +471,7 @@ class Connection:
             and self._transport is not None
             and (self._transport.get_write_buffer_size() > SLOW_CONSUMER_BYTES)
         ):
-            self.dropped_qos0 += 1  # a client that does not read: QoS 0 may be lost, memory may not grow
+            self._hub.stats.dropped_qos0 += 1  # a client that does not read: QoS 0 may be lost, memory may not grow
             return
         self._writer.write(
             encode_publish(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)

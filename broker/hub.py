@@ -44,6 +44,7 @@ class Stats:
     messages_in: list[int] = field(default_factory=lambda: [0, 0, 0])
     messages_out: list[int] = field(default_factory=lambda: [0, 0, 0])
     auth_failures: int = 0
+    dropped_qos0: int = 0
     refused_connections: int = 0
 
 

@@ -25,11 +25,13 @@ from broker.access import AccessControl
 from broker.connection import Connection, ConnectionLimits
 from broker.directory_watch import DirectoryWatch
 from broker.hub import Hub
+from broker.metrics import broker_registry
 from broker.persistence import StateStore
 from broker.principal import Principal
 from broker.sessions import Limits, Session
 from switchboard.acl import Action
 from switchboard.errors import ConfigError
+from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
 from switchboard.rules import OperatorRule, RuleAction
 from switchboard.settings import MqttSettings
@@ -104,6 +106,10 @@ class SwitchboardBroker(Broker):
         self._sys_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.metrics_server: Any = None
+
+    def connection_count(self) -> int:
+        return len(self._connections)
 
     @property
     def port(self) -> int:
@@ -199,6 +205,9 @@ class SwitchboardBroker(Broker):
             await asyncio.wait([asyncio.ensure_future(c.finished()) for c in connections], timeout=SHUTDOWN_SECONDS)
         if self.store is not None:
             await self.store.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         await super().shutdown()
 
 
@@ -257,4 +266,16 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
             ) from None
         raise ConfigError(f"the MQTT broker could not start: {exc}") from None
     log.info("broker listening on %s", ", ".join(broker.addresses()))
+    if settings.metrics_port is not None:
+        try:
+            broker.metrics_server = serve_metrics(
+                broker_registry(broker.hub, broker.connection_count),
+                settings.metrics_host,
+                settings.metrics_port,
+                service="broker",
+                setting="mqtt.metrics_port",
+            )
+        except ConfigError:
+            await broker.shutdown()
+            raise
     return broker

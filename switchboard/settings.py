@@ -96,6 +96,10 @@ class MqttSettings(_Section):
         "through Switchboard reach it sooner (see directory_poll_seconds); this bounds changes made behind "
         "its back, straight in the database.",
     )
+    metrics_host: str = Field("0.0.0.0", description="Address of the broker's Prometheus /metrics.")
+    metrics_port: int | None = Field(
+        9102, ge=0, le=65535, description="Port of the broker's /metrics (0 picks a free port); null turns it off."
+    )
     credentials_cache_seconds: float = Field(
         300,
         ge=0,
