@@ -16,6 +16,6 @@ RUN pip install . \
     && mkdir -p /app/var && chown switchboard /app/var
 
 USER switchboard
-EXPOSE 1883 8083 8000 9101 9102
+EXPOSE 1883 8083 8000 9101 9102 9103
 ENTRYPOINT ["switchboard"]
 CMD ["up"]

@@ -14,14 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.limits import LoginLimiter
+from api.metrics import ApiMetrics
 from api.routes import admin, auth, conversations, health, hooks, messages, presence, receipts, sync
 from switchboard import __version__
 from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
 from switchboard.settings import ApiSettings
 
 
-def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
-    """The API, reading and writing through ``engine``."""
+def create_app(engine: Engine, settings: ApiSettings, metrics: ApiMetrics | None = None) -> FastAPI:
+    """The API, reading and writing through ``engine``; with ``metrics``, every request is timed."""
     app = FastAPI(
         title="Switchboard",
         version=__version__,
@@ -43,6 +44,8 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(AccountError, _account_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    if metrics is not None:
+        app.middleware("http")(metrics.middleware)
     return app
 
 

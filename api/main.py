@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
 
 from api.app import create_app
+from api.metrics import ApiMetrics
+from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
 from switchboard.settings import ApiSettings
 
@@ -30,8 +33,10 @@ class ApiServer:
 
     def __init__(self, settings: ApiSettings, engine: Engine) -> None:
         self._settings = settings
+        self._metrics = ApiMetrics() if settings.metrics_port is not None else None
+        self._metrics_server: Any = None
         config = uvicorn.Config(
-            create_app(engine, settings),
+            create_app(engine, settings, self._metrics),
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -44,6 +49,14 @@ class ApiServer:
     async def start(self) -> None:
         """Bind and begin serving; ConfigError when the port is taken."""
         ensure_port_free(self._settings.host, self._settings.port, setting="api.port", env="SWITCHBOARD_API__PORT")
+        if self._metrics is not None and self._settings.metrics_port is not None:
+            self._metrics_server = serve_metrics(
+                self._metrics.registry,
+                self._settings.metrics_host,
+                self._settings.metrics_port,
+                service="api",
+                setting="api.metrics_port",
+            )
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             if self._task.done():
@@ -60,3 +73,6 @@ class ApiServer:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()

@@ -145,6 +145,10 @@ class ApiSettings(_Section):
     max_failed_logins_per_address: int = Field(
         100, ge=1, description="Failed logins allowed per client address in 5 minutes before 429."
     )
+    metrics_host: str = Field("0.0.0.0", description="Address of the API's Prometheus /metrics.")
+    metrics_port: int | None = Field(
+        9103, ge=0, le=65535, description="Port of the API's /metrics (0 picks a free port); null turns it off."
+    )
 
 
 class BridgeSettings(_Section):

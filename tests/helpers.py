@@ -56,6 +56,7 @@ def switchboard_env(database_url: str, **settings: str) -> dict[str, str]:
             "SWITCHBOARD_MQTT__WS_PORT": "0",
             "SWITCHBOARD_BRIDGE__METRICS_PORT": "0",
             "SWITCHBOARD_MQTT__METRICS_PORT": "0",
+            "SWITCHBOARD_API__METRICS_PORT": "0",
             "SWITCHBOARD_API__HOST": "127.0.0.1",
             "SWITCHBOARD_API__PORT": "0",
         }

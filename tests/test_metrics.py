@@ -1,5 +1,6 @@
-"""The broker's Prometheus endpoint (mqtt.metrics_port): connections, subscriptions, messages in and out
-per QoS, queued, dropped and auth failures move with what real clients do."""
+"""Prometheus endpoints of the broker (mqtt.metrics_port: connections, subscriptions, messages per QoS,
+queued, dropped, auth failures) and of the API (api.metrics_port: latency by route template and status),
+driven by real clients."""
 
 from __future__ import annotations
 
@@ -68,3 +69,20 @@ def test_broker_metrics_follow_the_traffic(chat_stack: Stack, chat_users: Users,
     ):
         assert name in after, name
     assert all(re.fullmatch(r"[a-z_]+(\{.*\})?", name) for name in after)
+
+
+def test_api_metrics_time_requests_by_route_template_and_status(chat_stack: Stack, chat_users: Users) -> None:
+    port = int(chat_stack.out.wait_for(r"api metrics on http://[\d.]+:(\d+)/metrics", 10).group(1))
+    alice = chat_users.user("alice")
+    with chat_stack.http(*alice) as http:
+        assert http.get("/v1/conversations/dm:nobody-1:nobody-2/messages").status_code == 404
+        assert http.get("/v1/conversations").status_code == 200
+        assert http.get("/no/such/route").status_code == 404
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False, timeout=10).text
+    assert (
+        'switchboard_api_request_seconds_count{method="GET",route="/v1/conversations/{conversation}/messages",'
+        'status="404"}' in text
+    )
+    assert 'route="/v1/conversations",status="200"' in text
+    assert 'route="unmatched",status="404"' in text
+    assert "nobody-1" not in text  # ids never become labels
