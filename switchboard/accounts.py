@@ -7,15 +7,16 @@ the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import tuple_
+from sqlalchemy import literal, tuple_, union_all
 from sqlmodel import Session, col, select
 
 from switchboard import directory, tokens
 from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
-from switchboard.tables import ApiToken, DirectoryChange, Group, GroupMember, Presence, Role, User
+from switchboard.tables import ApiToken, DirectoryChange, DmMember, Group, GroupMember, Presence, Role, User
 from switchboard.topics import Conversation, Kind, is_valid_name
 
 _hasher = PasswordHasher()
@@ -250,6 +251,14 @@ def conversation_exists(session: Session, conversation: Conversation) -> bool:
     return session.get(Group, conversation.group) is not None
 
 
+def readable_conversation_ids(user: str) -> Any:
+    """The ids of ``user``'s DMs and of its groups' conversations, as a subquery (for ``IN``)."""
+    return union_all(
+        select(col(DmMember.conversation_id)).where(col(DmMember.user_name) == user),
+        select(literal("group:") + col(GroupMember.group_name)).where(col(GroupMember.user_name) == user),
+    )
+
+
 def may_read(session: Session, user: str, conversation: Conversation) -> bool:
     """True when ``user`` takes part in ``conversation``."""
     if conversation.kind is Kind.DM:
@@ -271,6 +280,7 @@ __all__ = [
     "list_groups",
     "list_users",
     "may_read",
+    "readable_conversation_ids",
     "remove_member",
     "reset_password",
     "set_disabled",

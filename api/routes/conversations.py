@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import and_, func, select
 from sqlmodel import col
 
 from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
 from api.routes.messages import public_message
 from api.schemas import ConversationPublic, ConversationsList
-from switchboard.tables import Conversation, DmMember, GroupMember, Message, Receipt
+from switchboard import accounts
+from switchboard.tables import Conversation, Message, Receipt
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -29,8 +30,6 @@ def list_conversations(
 ) -> ConversationsList:
     """DMs and groups the caller takes part in that have at least one message."""
     me = user.name
-    dms = select(col(DmMember.conversation_id)).where(col(DmMember.user_name) == me)
-    groups = select(literal("group:") + col(GroupMember.group_name)).where(col(GroupMember.user_name) == me)
     conversations = session.execute(
         select(Conversation, Message)
         .join(
@@ -38,7 +37,7 @@ def list_conversations(
             and_(col(Message.conversation_id) == Conversation.id, col(Message.seq) == Conversation.last_seq),
             isouter=True,
         )
-        .where(or_(col(Conversation.id).in_(dms), col(Conversation.id).in_(groups)))
+        .where(col(Conversation.id).in_(accounts.readable_conversation_ids(me)))
         .order_by(col(Conversation.updated_at).desc(), col(Conversation.id))
         .limit(limit)
     ).all()

@@ -9,21 +9,22 @@ load the first screen with /v1/conversations and history, then sync from that cu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, status
-from sqlalchemy import literal, or_, union_all
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
 from api.routes.messages import public_message
 from api.schemas import MembershipChange, ReceiptPublic, SyncPage
-from switchboard import streams
-from switchboard.tables import DirectoryChange, DirectoryEvent, DmMember, GroupMember, Message, Receipt
+from switchboard import accounts, streams
+from switchboard.tables import DirectoryChange, DirectoryEvent, GroupMember, Message, Receipt
 
 router = APIRouter(prefix="/v1", tags=["sync"])
 
 MAX_LIMIT = 1000
+StreamRow = TypeVar("StreamRow", Message, Receipt)
 CURSOR_VERSION = "v1"
 MEMBERSHIP_CHANGES: dict[str, str] = {DirectoryChange.MEMBER_ADDED: "added", DirectoryChange.MEMBER_REMOVED: "removed"}
 
@@ -77,19 +78,8 @@ def sync(
     if since is None:
         return SyncPage(messages=[], receipts=[], memberships=[], next=str(now), more=False)
     cursor = _checked(since, now)
-    visible = _visible_conversations(user.name)
-    messages = session.exec(
-        select(Message)
-        .where(col(Message.conversation_id).in_(visible), col(Message.stream_pos) > cursor.messages)
-        .order_by(col(Message.stream_pos))
-        .limit(limit + 1)
-    ).all()
-    receipts = session.exec(
-        select(Receipt)
-        .where(col(Receipt.conversation_id).in_(visible), col(Receipt.stream_pos) > cursor.receipts)
-        .order_by(col(Receipt.stream_pos))
-        .limit(limit + 1)
-    ).all()
+    messages = _stream_after(session, Message, user.name, cursor.messages, limit + 1)
+    receipts = _stream_after(session, Receipt, user.name, cursor.receipts, limit + 1)
     events = _membership_events(session, user.name, cursor.directory, limit + 1)
     following = Cursor(
         _advanced(cursor.messages, now.messages, [m.stream_pos for m in messages], limit),
@@ -144,12 +134,18 @@ def _advanced(position: int, head: int, found: list[int], limit: int) -> int:
     return max([position, head, *found])
 
 
-def _visible_conversations(user: str) -> Any:
-    """The ids of the user's DMs and of its groups' conversations, as a subquery."""
-    return union_all(
-        select(col(DmMember.conversation_id)).where(col(DmMember.user_name) == user),
-        select(literal("group:") + col(GroupMember.group_name)).where(col(GroupMember.user_name) == user),
+def _stream_after(session: Session, table: type[StreamRow], user: str, after: int, limit: int) -> list[StreamRow]:
+    """Rows of a stream (messages or receipts) after ``after``, in the conversations ``user`` reads."""
+    query = (
+        select(table)
+        .where(
+            col(table.conversation_id).in_(accounts.readable_conversation_ids(user)),
+            col(table.stream_pos) > after,
+        )
+        .order_by(col(table.stream_pos))
+        .limit(limit)
     )
+    return list(session.exec(query).all())
 
 
 def _membership_events(session: Session, user: str, after: int, limit: int) -> list[DirectoryEvent]:
