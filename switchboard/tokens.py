@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -33,17 +34,22 @@ def issue(session: Session, user: str, ttl: timedelta) -> tuple[str, datetime]:
     return token, expires
 
 
-def user_for(session: Session, token: str) -> User | None:
-    """The enabled user a live token belongs to, or None (one query)."""
-    if not looks_like_token(token):
-        return None
-    query = (
-        select(User)
+def _live_holder(token: str, *columns: Any) -> Any:
+    """``SELECT columns`` of the enabled user a live token belongs to (one join)."""
+    return (
+        select(*columns)
         .join(ApiToken, col(ApiToken.user_name) == col(User.name))
         .where(col(ApiToken.token_hash) == _digest(token), col(ApiToken.expires_at) > utcnow())
         .where(col(User.disabled).is_(False))
     )
-    return session.exec(query).first()
+
+
+def user_for(session: Session, token: str) -> User | None:
+    """The enabled user a live token belongs to, or None (one query)."""
+    if not looks_like_token(token):
+        return None
+    user: User | None = session.exec(_live_holder(token, User)).first()
+    return user
 
 
 def holder(session: Session, token: str) -> tuple[str, str, datetime] | None:
@@ -51,10 +57,5 @@ def holder(session: Session, token: str) -> tuple[str, str, datetime] | None:
     columns (no ORM objects), for the broker's connection path."""
     if not looks_like_token(token):
         return None
-    row = session.execute(
-        select(col(User.name), col(User.role), col(ApiToken.expires_at))
-        .join(ApiToken, col(ApiToken.user_name) == col(User.name))
-        .where(col(ApiToken.token_hash) == _digest(token), col(ApiToken.expires_at) > utcnow())
-        .where(col(User.disabled).is_(False))
-    ).first()
+    row = session.execute(_live_holder(token, col(User.name), col(User.role), col(ApiToken.expires_at))).first()
     return None if row is None else (row[0], row[1], row[2])
