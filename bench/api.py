@@ -41,21 +41,14 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.brokers import free_port  # noqa: E402
+from bench.database import BenchDatabase  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 
-ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
 USERS = 2_000
 CONVERSATIONS = 10_000
 PER_CONVERSATION = 100
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def conversation_pairs(rng: random.Random) -> list[tuple[str, str]]:
@@ -174,12 +167,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     rng = random.Random(1)
-    name = f"switchboard_bench_{secrets.token_hex(3)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        host, pg_port, pg_user = admin.info.host, admin.info.port, admin.info.user
-    url = f"postgresql+psycopg://{pg_user}@/{name}?host={host}&port={pg_port}"
-    dsn = f"host={host} port={pg_port} user={pg_user} dbname={name}"
+    database = BenchDatabase.create()
+    url, dsn = database.url, database.dsn
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-api-"))
     api = None
     try:
@@ -255,8 +244,7 @@ def main() -> None:
         if api is not None:
             api.terminate()
             api.wait()
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        database.drop()
 
 
 if __name__ == "__main__":

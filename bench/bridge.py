@@ -29,24 +29,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.brokers import free_port  # noqa: E402
+from bench.database import BenchDatabase  # noqa: E402
 from bench.mqttwire import connect_packet, puback_packet, publish_packet, subscribe_packet  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
-
-ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def payload(sender: str, n: int) -> bytes:
@@ -161,12 +152,8 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=50, help="recipients per sender")
     args = parser.parse_args()
     per_sender = args.messages // args.senders
-    name = f"switchboard_bench_{secrets.token_hex(3)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        host, port_, user_ = admin.info.host, admin.info.port, admin.info.user
-    url = f"postgresql+psycopg://{user_}@/{name}?host={host}&port={port_}"
-    dsn = f"host={host} port={port_} user={user_} dbname={name}"
+    database = BenchDatabase.create()
+    url, dsn = database.url, database.dsn
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     bridge_password = secrets.token_urlsafe(16)
     engine = make_engine(url)
@@ -247,8 +234,7 @@ def main() -> None:
     finally:
         broker.terminate()
         broker.wait()
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    database.drop()
     bridge_rate = stored / stored_seconds
     copy_rate = total / copy_seconds
     print(f"logs in {workdir}")
