@@ -186,7 +186,7 @@ def main() -> None:
             **os.environ,
             "PYTHONPATH": str(REPO),
             "SWITCHBOARD_DATABASE_URL": url,
-            "SWITCHBOARD_LOG_LEVEL": "WARNING",
+            "SWITCHBOARD_LOG__LEVEL": "WARNING",
             "SWITCHBOARD_API__HOST": "127.0.0.1",
             "SWITCHBOARD_API__PORT": str(port),
         }

@@ -178,7 +178,7 @@ def main() -> None:
         **os.environ,
         "PYTHONPATH": str(REPO),
         "SWITCHBOARD_DATABASE_URL": url,
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "SWITCHBOARD_LOG__LEVEL": "WARNING",
         "SWITCHBOARD_MQTT__HOST": "127.0.0.1",
         "SWITCHBOARD_MQTT__PORT": str(port),
         "SWITCHBOARD_MQTT__WS_PORT": "0",
@@ -201,7 +201,7 @@ def main() -> None:
             connection.execute("TRUNCATE messages, conversations, rejected_messages CASCADE")
         bridge = subprocess.Popen(
             [*command, "bridge"],
-            env={**env, "SWITCHBOARD_LOG_LEVEL": "INFO"},
+            env={**env, "SWITCHBOARD_LOG__LEVEL": "INFO"},
             cwd=workdir,
             stdout=(workdir / "bridge.log").open("wb"),
             stderr=subprocess.STDOUT,

@@ -80,7 +80,8 @@ class Switchboard(RunningBroker):
         (self.dir / "bench.yaml").write_text(
             textwrap.dedent(f"""\
             database_url: sqlite:///{self.dir}/bench.db
-            log_level: WARNING
+            log:
+              level: WARNING
             mqtt:
               host: 127.0.0.1
               port: {self.port}

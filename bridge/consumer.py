@@ -115,7 +115,7 @@ class Bridge:
                 for message in batch:
                     client._client.ack(message.mid, message.qos)
                 self._holding = 0
-                self._count(outcomes)
+                self._count(batch, outcomes)
                 self._publish_acks(client, outcomes)
 
     async def _next_batch(
@@ -184,7 +184,7 @@ class Bridge:
     async def _reject_poison(self, item: Incoming, error: StoreError) -> Outcome:
         """A message the database refuses on its own: keep it in rejected_messages, never stall on it."""
         reason = f"the database refused this message: {error}"
-        log.error("bridge: %s (topic=%r)", reason, item.topic)
+        log.error("bridge: %s (topic=%r)", reason, item.topic, extra={"topic": item.topic})
 
         def keep() -> None:
             with session_scope(self._engine) as session:
@@ -197,15 +197,20 @@ class Bridge:
         with session_scope(self._engine) as session:
             return save_batch(session, items)
 
-    def _count(self, outcomes: Sequence[Outcome]) -> None:
-        for outcome in outcomes:
+    def _count(self, batch: Sequence[mqtt.MQTTMessage], outcomes: Sequence[Outcome]) -> None:
+        for message, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Stored):
                 (self.metrics.duplicates if outcome.duplicate else self.metrics.stored).inc()
             elif isinstance(outcome, Recorded):
                 self.metrics.recorded.inc()
             else:
                 self.metrics.rejected.inc()
-                log.info("bridge: rejected a message: %s", outcome.reason)
+                log.info(
+                    "bridge: rejected a message on %s: %s",
+                    message.topic,
+                    outcome.reason,
+                    extra={"topic": message.topic},
+                )
 
     @staticmethod
     def _publish_acks(client: aiomqtt.Client, outcomes: Sequence[Outcome]) -> None:

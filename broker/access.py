@@ -138,6 +138,7 @@ class AccessControl:
                     session.username,
                     session.will_topic,
                     decision.reason,
+                    extra={"client_id": session.client_id, "user": session.username, "topic": session.will_topic},
                 )
                 return False
         if who.name is not None:
@@ -147,7 +148,11 @@ class AccessControl:
     async def _identify(self, session: Principal) -> Identity | None:
         if session.username is None:
             if not self.allow_anonymous:
-                log.warning("refused client_id=%s: no username (set mqtt.allow_anonymous to allow)", session.client_id)
+                log.warning(
+                    "refused client_id=%s: no username (set mqtt.allow_anonymous to allow)",
+                    session.client_id,
+                    extra={"client_id": session.client_id},
+                )
                 return None
             return ANONYMOUS
         name, password = session.username, session.password or ""
@@ -157,10 +162,12 @@ class AccessControl:
         try:
             user = await asyncio.to_thread(self._check_password, name, password)
         except StoreError as exc:
-            log.error("refused client_id=%s user=%s: %s", session.client_id, name, exc)
+            log.error("refused client_id=%s user=%s: %s", session.client_id, name, exc, extra=_who(session))
             return None
         if user is None:
-            log.warning("refused client_id=%s user=%s: bad username or password", session.client_id, name)
+            log.warning(
+                "refused client_id=%s user=%s: bad username or password", session.client_id, name, extra=_who(session)
+            )
         return user
 
     def _check_password(self, name: str, password: str) -> Identity | None:
@@ -252,6 +259,7 @@ class AccessControl:
                 session.username,
                 topic,
                 decision.reason,
+                extra={"client_id": session.client_id, "user": session.username, "topic": topic},
             )
         return decision
 
@@ -268,3 +276,8 @@ class AccessControl:
                     if not miss.keep_stale():
                         return Decision(False, f"cannot check access, the database is unreachable: {exc}")
                     log.warning("access: database unreachable (%s); using the last known answer", exc)
+
+
+def _who(session: Principal) -> dict[str, str | None]:
+    """The log fields of a login being decided (before its connection binds them)."""
+    return {"client_id": session.client_id, "user": session.username}

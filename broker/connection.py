@@ -54,6 +54,7 @@ from broker.hub import Hub
 from broker.principal import Principal
 from broker.routing import is_valid_filter, is_valid_topic
 from broker.sessions import Outgoing, Session, Will
+from switchboard import logs
 from switchboard.acl import Action
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Connection:
     # Life cycle -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        logs.bind(peer=self.peer)  # this task serves one connection: its records say which
         flusher = asyncio.create_task(self._flush_forever())
         try:
             if await self._handshake():
@@ -314,6 +316,7 @@ class Connection:
 
         session, present = self._hub.open_session(client_id, principal.username, clean=clean, principal=principal)
         self.session = session
+        logs.bind(client_id=client_id, user=principal.username)
         self._keep_alive = packet.keep_alive or 0
         self._send(ConnackPacket.build(1 if present else 0, 0))
         session.attach(self)
@@ -415,7 +418,10 @@ class Connection:
             assert self._principal is not None
             if topic.startswith("$"):
                 log.warning(
-                    "dropped PUBLISH from client_id=%s to %r: $ topics are the broker's", session.client_id, topic
+                    "dropped PUBLISH from client_id=%s to %r: $ topics are the broker's",
+                    session.client_id,
+                    topic,
+                    extra={"topic": topic},
                 )
             elif await self._gate.may(self._principal, topic, Action.PUBLISH):
                 await self._hub.publish(topic, payload, qos, retain)
@@ -437,7 +443,10 @@ class Connection:
                 raise ProtocolViolation(f"SUBSCRIBE with QoS {qos} [MQTT-3-8.3-4]")
             if not is_valid_filter(topic_filter):
                 log.warning(
-                    "refused subscription of client_id=%s to malformed filter %r", session.client_id, topic_filter
+                    "refused subscription of client_id=%s to malformed filter %r",
+                    session.client_id,
+                    topic_filter,
+                    extra={"topic": topic_filter},
                 )
                 codes.append(SUBACK_FAILURE)
             elif (
@@ -449,6 +458,7 @@ class Connection:
                     session.client_id,
                     topic_filter,
                     len(session.subscriptions),
+                    extra={"topic": topic_filter},
                 )
                 codes.append(SUBACK_FAILURE)
             elif not await self._gate.may(self._principal, topic_filter, Action.SUBSCRIBE):

@@ -76,7 +76,13 @@ class DirectoryWatch:
             reason = REVOKING.get(change)
             if reason is not None:
                 closed = self._revoke(event.user_name, reason, change is DirectoryChange.USER_DELETED)
-                log.info("directory watch: %s for user=%s; closed %d connection(s)", reason, event.user_name, closed)
+                log.info(
+                    "directory watch: %s for user=%s; closed %d connection(s)",
+                    reason,
+                    event.user_name,
+                    closed,
+                    extra={"user": event.user_name},
+                )
             self.position = event.position
 
     def _head(self) -> int:

@@ -153,6 +153,7 @@ class Session:
                     self.client_id,
                     self.limits.max_queued,
                     self.dropped,
+                    extra={"client_id": self.client_id, "user": self.username},
                 )
         self.queue.append(message)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,6 +18,7 @@ from cli import stack
 from switchboard import accounts, config_reference
 from switchboard.db import make_engine, session_scope, upgrade
 from switchboard.errors import AccountError, SwitchboardError
+from switchboard.logs import configure_logging
 from switchboard.settings import Settings, check_settings, load_settings
 from switchboard.tables import Role
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _config(args)
     try:
         settings = load_settings(args.config)
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log.level, settings.log.format)
         engine = make_engine(settings.database_url)
         handler = _HANDLERS[(args.command, getattr(args, "action", None))]
         handler(args, settings, engine)
@@ -105,13 +105,6 @@ def _config(args: argparse.Namespace) -> int:
         return 0
     print(yaml.safe_dump(config_reference.effective(load_settings(args.config)), sort_keys=False), end="")
     return 0
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    for noisy in ("amqtt", "transitions", "uvicorn.error", "alembic"):
-        logging.getLogger(noisy).setLevel(quiet)
 
 
 def _serve(run: Callable[[Settings, Engine], object]) -> Callable[[argparse.Namespace, Settings, Engine], None]:

@@ -19,7 +19,7 @@ from api.main import ApiServer
 from bridge import main as bridge_main
 from bridge.consumer import Bridge
 from broker.server import SwitchboardBroker, start_broker
-from switchboard import accounts
+from switchboard import accounts, logs
 from switchboard.db import session_scope, upgrade, wait_for_schema
 from switchboard.settings import Settings
 
@@ -30,7 +30,7 @@ BRIDGE_READY_SECONDS = 15.0
 
 def _say(line: str) -> None:
     """Lines people (and the end-to-end tests) read to know the stack is up."""
-    print(f"switchboard: {line}", flush=True)
+    logs.announce(line)
 
 
 def _say_broker(broker: SwitchboardBroker) -> None:

@@ -179,12 +179,24 @@ class BridgeSettings(_Section):
     batch_wait_ms: int = Field(5, ge=0, le=1000, description="How long a batch waits to fill, in ms.")
 
 
+class LogSettings(_Section):
+    """What the services log and how."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="text (one line per record for people) or json (one object per line with time, level, logger,"
+        " message, and client_id, user and topic where they apply).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything Switchboard can be told. See docs/configuration.md."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
+        env_parse_none_str="null",
         extra="forbid",
         validate_default=True,
     )
@@ -193,9 +205,7 @@ class Settings(BaseSettings):
         "sqlite:///./var/switchboard.db",
         description="SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql+psycopg://user:pass@host/db.",
     )
-    log_level: str = Field(
-        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING or ERROR."
-    )
+    log: LogSettings = LogSettings()
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
     bridge: BridgeSettings = BridgeSettings()

@@ -108,3 +108,25 @@ def test_tls_needs_existing_cert_and_key(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("SWITCHBOARD_MQTT__TLS_CERT", str(tmp_path / "missing.pem"))
     monkeypatch.setenv("SWITCHBOARD_MQTT__TLS_KEY", str(tmp_path / "missing.key"))
     assert "missing.pem': no such file" in _error()
+
+
+def test_null_in_the_environment_turns_an_optional_listener_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_MQTT__WS_PORT", "null")
+    monkeypatch.setenv("SWITCHBOARD_BRIDGE__METRICS_PORT", "null")
+    settings = load_settings()
+    assert (settings.mqtt.ws_port, settings.bridge.metrics_port) == (None, None)
+
+
+def test_null_for_a_required_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_MQTT__PORT", "null")
+    with pytest.raises(ConfigError, match=r"mqtt\.port \(SWITCHBOARD_MQTT__PORT\)"):
+        load_settings()
+
+
+def test_log_format_json_and_level_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_LOG__FORMAT", "json")
+    monkeypatch.setenv("SWITCHBOARD_LOG__LEVEL", "WARNING")
+    assert load_settings().log.model_dump() == {"level": "WARNING", "format": "json"}
+    monkeypatch.setenv("SWITCHBOARD_LOG__FORMAT", "xml")
+    with pytest.raises(ConfigError, match=r"log\.format \(SWITCHBOARD_LOG__FORMAT\) = 'xml'"):
+        load_settings()
