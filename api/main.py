@@ -42,6 +42,7 @@ class ApiServer:
             log_config=None,
             access_log=False,
             lifespan="off",
+            timeout_graceful_shutdown=settings.stop_timeout_seconds,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

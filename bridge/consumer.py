@@ -7,6 +7,11 @@ underlying paho client). Here a message is acknowledged only after the transacti
 committed: a crash before that leaves it unacknowledged, the broker sends it again, and the
 ``(sender, id)`` key makes the repeat a no-op. While the database is unreachable the bridge holds its
 batch and retries with capped backoff; it reads nothing new meanwhile, so the broker keeps queueing.
+
+:meth:`Bridge.stop` (SIGTERM) takes nothing new, finishes the batch being stored (commit, PUBACKs,
+``ack/{sender}``), then disconnects cleanly; what it had received but not begun stays unacknowledged
+in its broker session and comes back to the next bridge. A batch still held after
+``bridge.stop_timeout_seconds`` (the database is down) is given up, unacknowledged, the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.store import Incoming, Outcome, Recorded, Rejected, Stored, save_batch
 from switchboard.db import session_scope
 from switchboard.errors import StoreError
+from switchboard.partitions import keep_message_partitions
 from switchboard.payloads import ack_payload
 from switchboard.settings import BridgeSettings
 from switchboard.tables import RejectedMessage
@@ -34,6 +40,10 @@ log = logging.getLogger(__name__)
 TOPICS = ("dm/#", "group/#", "presence/+", "receipt/#")
 MAX_BACKOFF_SECONDS = 10.0
 CONFLICT_RETRIES = 3
+
+
+class _Stopping(Exception):
+    """The bridge was told to stop while it waited for the database: give up the batch, unacknowledged."""
 
 
 def subscriptions(shared_group: str | None) -> list[tuple[str, int]]:
@@ -64,12 +74,29 @@ class Bridge:
         self.connected = asyncio.Event()
         self._holding = 0
         self._queue: asyncio.Queue[mqtt.MQTTMessage] | None = None
+        self._stopping = asyncio.Event()
+        self._given_up = asyncio.Event()
         self.metrics.track_lag(lambda: self._holding + (self._queue.qsize() if self._queue is not None else 0))
 
+    def stop(self, timeout: float) -> None:
+        """Finish the batch in hand and return from :meth:`run`; give the batch up after ``timeout`` s."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            asyncio.get_running_loop().call_later(timeout, self._given_up.set)
+
     async def run(self) -> None:
-        """Connect, consume, and reconnect with capped backoff when the broker goes away."""
+        """Connect, consume, and reconnect with capped backoff when the broker goes away, until stopped.
+
+        Meanwhile keeps the monthly partitions of the messages table ahead of the clock (Postgres)."""
+        partitions = asyncio.ensure_future(keep_message_partitions(self._engine))
+        try:
+            await self._run()
+        finally:
+            partitions.cancel()
+
+    async def _run(self) -> None:
         delay = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._consume_one_connection()
             except aiomqtt.MqttError as exc:
@@ -81,9 +108,14 @@ class Bridge:
                 continue
             self.connected.clear()
             self.metrics.connected.set(0)
+            if self._stopping.is_set():
+                break
             log.warning("bridge: %s; retrying in %.1fs", reason, delay)
-            await asyncio.sleep(delay)
+            await _sleep_unless(self._stopping, delay)
             delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        self.connected.clear()
+        self.metrics.connected.set(0)
+        log.info("bridge: stopped")
 
     async def _consume_one_connection(self) -> None:
         client = aiomqtt.Client(
@@ -107,30 +139,48 @@ class Bridge:
             self.connected.set()
             self.metrics.connected.set(1)
             log.info("bridge: connected to %s:%d as %s", self._host, self._port, self._settings.username)
-            while True:
+            while not self._stopping.is_set():
                 batch = await self._next_batch(client, queue)
+                if not batch:
+                    break  # told to stop while waiting
                 self._holding = len(batch)
                 self.metrics.received.inc(len(batch))
-                outcomes = await self._store(batch)
+                try:
+                    outcomes = await self._store(batch)
+                except _Stopping:
+                    log.warning(
+                        "bridge: stopping with %d message(s) not stored (database unreachable for "
+                        "bridge.stop_timeout_seconds); the broker keeps them for the next bridge",
+                        len(batch),
+                    )
+                    break
                 for message in batch:
                     client._client.ack(message.mid, message.qos)
                 self._holding = 0
                 self._count(batch, outcomes)
                 self._publish_acks(client, outcomes)
+            # Leaving the block sends DISCONNECT after the PUBACKs and acks queued above, in order.
+            log.info("bridge: stopping; every batch taken is committed and acknowledged")
 
     async def _next_batch(
         self, client: aiomqtt.Client, queue: asyncio.Queue[mqtt.MQTTMessage]
     ) -> list[mqtt.MQTTMessage]:
-        """Wait for one message, then take what else arrives within ``batch_wait_ms``, up to ``batch_size``."""
+        """Wait for one message, then take what else arrives within ``batch_wait_ms``, up to ``batch_size``.
+
+        Empty when told to stop while waiting."""
         if queue.empty():
             getter = asyncio.ensure_future(queue.get())
+            stopping = asyncio.ensure_future(self._stopping.wait())
             disconnected = client._disconnected
             try:
-                await asyncio.wait((getter, disconnected), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((getter, disconnected, stopping), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                if not getter.done():
-                    getter.cancel()
+                for waiter in (getter, stopping):
+                    if not waiter.done():
+                        waiter.cancel()
             if not getter.done() or getter.cancelled():
+                if self._stopping.is_set():
+                    return []
                 raise aiomqtt.MqttError("disconnected while waiting for messages")
             batch = [getter.result()]
         else:
@@ -166,7 +216,9 @@ class Bridge:
                         len(items),
                         delay,
                     )
-                    await asyncio.sleep(delay)
+                    await _sleep_unless(self._given_up, delay)
+                    if self._given_up.is_set():
+                        raise _Stopping from exc
                     delay = min(delay * 2, MAX_BACKOFF_SECONDS)
                     continue
                 if exc.conflict and conflicts < CONFLICT_RETRIES:
@@ -220,3 +272,11 @@ class Bridge:
             if isinstance(o, Stored):
                 payload = ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at)
                 client._client.publish(ack_topic(o.sender), payload, qos=1)
+
+
+async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    """Sleep, waking early when ``event`` is set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        pass

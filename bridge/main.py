@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 from sqlalchemy import Engine
 
 from bridge.consumer import Bridge
 from bridge.metrics import BridgeMetrics, serve_bridge_metrics
-from switchboard.db import wait_for_schema
-from switchboard.errors import ConfigError
+from switchboard import accounts
+from switchboard.db import session_scope, wait_for_schema_or_stop
+from switchboard.errors import ConfigError, StoreError
 from switchboard.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def bridge_password(settings: Settings) -> str:
@@ -23,6 +28,19 @@ def bridge_password(settings: Settings) -> str:
     return settings.bridge.password.get_secret_value()
 
 
+def provision_account(engine: Engine, username: str, password: str) -> None:
+    """Create the bridge's service account (or set its password) so it can log in to any broker that asks
+    Switchboard: its own, or an external one through the API's hooks (docs/scaling.md)."""
+    for attempt in range(2):
+        try:
+            with session_scope(engine) as session:
+                accounts.ensure_service_account(session, username, password)
+            return
+        except StoreError as exc:
+            if not exc.conflict or attempt:
+                raise  # a conflict means the broker created it at the same moment: the second try sees it
+
+
 def start_metrics(settings: Settings) -> BridgeMetrics:
     """The bridge's metrics, served on bridge.metrics_port unless that is null."""
     metrics = BridgeMetrics()
@@ -31,11 +49,13 @@ def start_metrics(settings: Settings) -> BridgeMetrics:
     return metrics
 
 
-async def serve(settings: Settings, engine: Engine) -> None:
-    """Run until cancelled."""
+async def serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then finish the batch in hand and disconnect (see :meth:`Bridge.stop`)."""
     password = bridge_password(settings)
     metrics = start_metrics(settings)
-    await asyncio.to_thread(wait_for_schema, engine, what="bridge")
+    if not await wait_for_schema_or_stop(engine, what="bridge", stop=stop):
+        return
+    await asyncio.to_thread(provision_account, engine, settings.bridge.username, password)
     bridge = Bridge(
         engine=engine,
         settings=settings.bridge,
@@ -44,4 +64,24 @@ async def serve(settings: Settings, engine: Engine) -> None:
         port=settings.bridge.broker_port,
         metrics=metrics,
     )
-    await bridge.run()
+    await run_until(bridge, stop, settings.bridge.stop_timeout_seconds)
+
+
+async def run_until(bridge: Bridge, stop: asyncio.Event, grace: float) -> None:
+    """Run ``bridge`` until ``stop`` is set; then let it finish its batch, cancelling it past ``grace`` s."""
+    task = asyncio.ensure_future(bridge.run())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        bridge.stop(grace)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace + 5)
+        except TimeoutError:
+            # The database hangs rather than fails: nothing of the batch is acknowledged, the broker keeps it.
+            log.error("bridge: the batch in hand did not commit within %.0fs of stopping; leaving it", grace + 5)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return
+    await task

@@ -14,7 +14,7 @@ import psycopg
 
 ALREADY_STORED = """
     SELECT m.sender, m.client_msg_id, m.conversation_id, m.seq, m.stored_at
-    FROM messages m JOIN unnest(%s::text[], %s::text[]) AS k(sender, id)
+    FROM message_keys m JOIN unnest(%s::text[], %s::text[]) AS k(sender, id)
       ON m.sender = k.sender AND m.client_msg_id = k.id
 """
 CREATE_CONVERSATIONS = """
@@ -46,6 +46,8 @@ COPY_COLUMNS = (
     "stream_pos",
 )
 COPY_MESSAGES = f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+KEY_COLUMNS = ("sender", "client_msg_id", "conversation_id", "seq", "stored_at")
+COPY_KEYS = f"COPY message_keys ({', '.join(KEY_COLUMNS)}) FROM STDIN"
 
 
 def already_stored(connection: psycopg.Connection[Any], keys: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
@@ -73,6 +75,11 @@ def reserve_seqs(
 
 
 def copy_messages(connection: psycopg.Connection[Any], rows: list[dict[str, object]]) -> None:
-    with connection.cursor() as cursor, cursor.copy(COPY_MESSAGES) as copy:
-        for row in rows:
-            copy.write_row(tuple(row[column] for column in COPY_COLUMNS))
+    """The rows' keys into message_keys (where a duplicate fails), then the rows into messages."""
+    with connection.cursor() as cursor:
+        with cursor.copy(COPY_KEYS) as copy:
+            for row in rows:
+                copy.write_row(tuple(row[column] for column in KEY_COLUMNS))
+        with cursor.copy(COPY_MESSAGES) as copy:
+            for row in rows:
+                copy.write_row(tuple(row[column] for column in COPY_COLUMNS))

@@ -22,11 +22,12 @@ from sqlmodel import Session, col
 from bridge import postgres
 from switchboard import accounts, streams
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
-from switchboard.tables import Conversation, DmMember, Message, RejectedMessage, utcnow
+from switchboard.tables import Conversation, DmMember, Message, MessageKey, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
 from switchboard.watermarks import save_presence, save_receipt
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
+MESSAGE_KEYS = MessageKey.__table__  # type: ignore[attr-defined]
 CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
 DM_MEMBERS = DmMember.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
@@ -174,12 +175,12 @@ def _already_stored(session: Session, valid: list[_Valid]) -> dict[tuple[str, st
     else:
         rows = session.execute(
             select(
-                col(Message.sender),
-                col(Message.client_msg_id),
-                col(Message.conversation_id),
-                col(Message.seq),
-                col(Message.stored_at),
-            ).where(tuple_(col(Message.sender), col(Message.client_msg_id)).in_(keys))
+                col(MessageKey.sender),
+                col(MessageKey.client_msg_id),
+                col(MessageKey.conversation_id),
+                col(MessageKey.seq),
+                col(MessageKey.stored_at),
+            ).where(tuple_(col(MessageKey.sender), col(MessageKey.client_msg_id)).in_(keys))
         ).all()
     return {
         (sender, msg_id): Stored(sender, msg_id, conversation, seq, stored_at, duplicate=True)
@@ -234,12 +235,14 @@ def _postgres(session: Session) -> Any:
 
 
 def _write_messages(session: Session, rows: list[dict[str, object]]) -> None:
-    """COPY on Postgres (a concurrent duplicate still fails on the unique key and the batch is retried), a
-    Core executemany INSERT elsewhere; never the ORM's bulk path."""
+    """The keys, then the messages: COPY on Postgres, a Core executemany INSERT elsewhere; never the ORM's
+    bulk path. A concurrent duplicate from another bridge fails on message_keys' primary key, and the
+    batch is retried."""
     raw = _postgres(session)
     if raw is not None:
         postgres.copy_messages(raw, rows)
     else:
+        session.execute(insert(MESSAGE_KEYS), [{key: row[key] for key in postgres.KEY_COLUMNS} for row in rows])
         session.execute(insert(MESSAGES), rows)
 
 

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import secrets
 import signal
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy import Engine
 
@@ -19,8 +18,8 @@ from api.main import ApiServer
 from bridge import main as bridge_main
 from bridge.consumer import Bridge
 from broker.server import SwitchboardBroker, start_broker
-from switchboard import accounts, logs
-from switchboard.db import session_scope, upgrade, wait_for_schema
+from switchboard import logs
+from switchboard.db import upgrade, wait_for_schema_or_stop
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,11 +52,6 @@ async def _until(stop: asyncio.Event) -> None:
     _say("stopping")
 
 
-def _provision_bridge_account(engine: Engine, settings: Settings, password: str) -> None:
-    with session_scope(engine) as session:
-        accounts.ensure_service_account(session, settings.bridge.username, password)
-
-
 def _local_address(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
@@ -68,7 +62,7 @@ async def up(settings: Settings, engine: Engine) -> None:
     await asyncio.to_thread(upgrade, engine)
     secret = settings.bridge.password
     password = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(32)
-    await asyncio.to_thread(_provision_bridge_account, engine, settings, password)
+    await asyncio.to_thread(bridge_main.provision_account, engine, settings.bridge.username, password)
 
     broker = await start_broker(settings.mqtt, engine)
     api = ApiServer(settings.api, engine)
@@ -83,7 +77,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             port=broker.port,
             metrics=bridge_main.start_metrics(settings),
         )
-        bridge_task = asyncio.create_task(bridge.run())
+        bridge_task = asyncio.create_task(bridge_main.run_until(bridge, stop, settings.bridge.stop_timeout_seconds))
         try:
             await asyncio.wait_for(bridge.connected.wait(), BRIDGE_READY_SECONDS)
         except TimeoutError:
@@ -94,7 +88,7 @@ async def up(settings: Settings, engine: Engine) -> None:
         await _until(stop)
     finally:
         if bridge_task is not None:
-            bridge_task.cancel()
+            stop.set()  # the bridge commits and acknowledges its batch while the broker still runs
             with contextlib.suppress(asyncio.CancelledError):
                 await bridge_task
         await api.stop()
@@ -105,10 +99,12 @@ async def up(settings: Settings, engine: Engine) -> None:
 async def broker_only(settings: Settings, engine: Engine) -> None:
     """The broker alone; provisions the bridge's account when ``bridge.password`` is set."""
     stop = _stop_on_signals()
-    await asyncio.to_thread(wait_for_schema, engine, what="broker")
+    if not await wait_for_schema_or_stop(engine, what="broker", stop=stop):
+        _say("stopped")
+        return
     if settings.bridge.password is not None:
         await asyncio.to_thread(
-            _provision_bridge_account, engine, settings, settings.bridge.password.get_secret_value()
+            bridge_main.provision_account, engine, settings.bridge.username, settings.bridge.password.get_secret_value()
         )
     broker = await start_broker(settings.mqtt, engine)
     _say_broker(broker)
@@ -134,16 +130,9 @@ async def bridge_only(settings: Settings, engine: Engine) -> None:
     """The bridge alone; waits for the database and the broker as long as it takes."""
     bridge_main.bridge_password(settings)  # fail fast on a missing password
     stop = _stop_on_signals()
-    await _run_until(stop, lambda: bridge_main.serve(settings, engine))
-
-
-async def _run_until(stop: asyncio.Event, service: Callable[[], Awaitable[None]]) -> None:
-    task = asyncio.ensure_future(service())
-    waiter = asyncio.ensure_future(_until(stop))
-    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    for pending in (task, waiter):
-        pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pending
-    if task in done:
-        task.result()
+    announce = asyncio.ensure_future(_until(stop))
+    try:
+        await bridge_main.serve(settings, engine, stop)
+    finally:
+        announce.cancel()
+    _say("stopped")

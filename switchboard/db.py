@@ -5,7 +5,9 @@ Engines are built by the caller (``main()``, a lifespan, a fixture) from setting
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
+from switchboard import partitions
 from switchboard.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
@@ -87,34 +90,57 @@ def _alembic_config() -> Config:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Create or migrate the schema to the newest revision."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or migrate the schema to ``revision`` (the newest by default), then make sure the messages
+    table has its partitions for this month and the next (Postgres)."""
     config = _alembic_config()
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
+            partitions.ensure_message_partitions(connection)
     except OperationalError as exc:
         raise StoreError(f"cannot migrate the database: {_first_line(exc)}", retryable=True) from exc
 
 
-def wait_for_schema(engine: Engine, *, what: str, timeout: float | None = None) -> None:
+def wait_for_schema(
+    engine: Engine, *, what: str, timeout: float | None = None, cancelled: threading.Event | None = None
+) -> bool:
     """Block until the database answers and is migrated to the newest revision; capped backoff.
 
     The services start in any order (docker-compose starts them beside the database and the
-    migration job), so they wait, saying what they wait for. ``timeout`` None waits for ever.
+    migration job), so they wait, saying what they wait for. ``timeout`` None waits for ever;
+    ``cancelled`` set ends the wait early. True when the schema is there, False when cancelled.
     """
     delay, deadline = 0.5, None if timeout is None else time.monotonic() + timeout
     while True:
         try:
             require_current_schema(engine)
-            return
+            return True
         except StoreError as exc:
             if deadline is not None and time.monotonic() > deadline:
                 raise
             log.warning("%s: waiting for the database (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
+            if cancelled is None:
+                time.sleep(delay)
+            elif cancelled.wait(delay):
+                return False
             delay = min(delay * 2, 10.0)
+
+
+async def wait_for_schema_or_stop(engine: Engine, *, what: str, stop: asyncio.Event) -> bool:
+    """:func:`wait_for_schema` in a thread, given up when ``stop`` is set (SIGTERM while waiting).
+
+    True when the schema is there, False when stopped first."""
+    cancelled = threading.Event()
+    waiting = asyncio.ensure_future(asyncio.to_thread(wait_for_schema, engine, what=what, cancelled=cancelled))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((waiting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        cancelled.set()
+    return await waiting
 
 
 def _first_line(exc: BaseException) -> str:

@@ -149,6 +149,12 @@ class ApiSettings(_Section):
     metrics_port: int | None = Field(
         9103, ge=0, le=65535, description="Port of the API's /metrics (0 picks a free port); null turns it off."
     )
+    stop_timeout_seconds: int = Field(
+        20,
+        ge=1,
+        le=600,
+        description="On SIGTERM, how long requests in progress may take to finish before their connections close.",
+    )
 
 
 class BridgeSettings(_Section):
@@ -177,6 +183,13 @@ class BridgeSettings(_Section):
     metrics_port: int | None = Field(9101, ge=0, le=65535, description="Port of /metrics; null turns it off.")
     batch_size: int = Field(2000, ge=1, le=10000, description="Most messages stored in one transaction.")
     batch_wait_ms: int = Field(5, ge=0, le=1000, description="How long a batch waits to fill, in ms.")
+    stop_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=600,
+        description="On SIGTERM, how long the bridge may take to commit and acknowledge the batch in hand "
+        "(longer only while the database is unreachable); a batch still held then stays with the broker.",
+    )
 
 
 class LogSettings(_Section):

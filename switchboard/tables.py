@@ -116,12 +116,14 @@ class DmMember(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    """A stored message: its place (``seq``) in its conversation, sender, client id and body."""
+    """A stored message: its place (``seq``) in its conversation, sender, client id and body.
+
+    On Postgres the table is partitioned by month of ``stored_at`` (switchboard/partitions.py; its
+    primary key there is ``(id, stored_at)``), so its uniqueness rules live in :class:`MessageKey`."""
 
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
-        UniqueConstraint("sender", "client_msg_id", name="uq_messages_sender_client_msg_id"),
+        Index("ix_messages_conversation_seq", "conversation_id", "seq"),
         Index("ix_messages_conversation_stream", "conversation_id", "stream_pos"),
     )
 
@@ -136,6 +138,20 @@ class Message(SQLModel, table=True):
     stored_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     #: Position in the "messages" stream (switchboard.streams): commit order across all conversations.
     stream_pos: int = Field(default=0, sa_type=BigInteger)
+
+
+class MessageKey(SQLModel, table=True):
+    """One row per stored message, in an unpartitioned table: ``(sender, client_msg_id)`` is stored once
+    (idempotent retries) and ``(conversation_id, seq)`` is taken once, whatever partition holds the message."""
+
+    __tablename__ = "message_keys"
+    __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_message_keys_conversation_seq"),)
+
+    sender: str = Field(primary_key=True, max_length=64)
+    client_msg_id: str = Field(primary_key=True, max_length=64)
+    conversation_id: str = Field(max_length=140)
+    seq: int = Field(sa_type=BigInteger)
+    stored_at: datetime = Field(sa_column=_timestamp())
 
 
 class RejectedMessage(SQLModel, table=True):

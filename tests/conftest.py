@@ -22,6 +22,7 @@ from sqlmodel import Session
 from switchboard import accounts
 from switchboard.db import make_engine, upgrade
 from switchboard.tables import Role
+from tests.deploy import Deployment
 from tests.helpers import Stack, start_stack
 from tests.rawmqtt import RawClient
 
@@ -186,3 +187,13 @@ def raw() -> Iterator[Callable[[int], RawClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def postgres_deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """Broker and bridge as separate processes on a fresh Postgres database of their own."""
+    name = f"switchboard_deploy_{secrets.token_hex(4)}"
+    deployment = Deployment(create_database(name), tmp_path)
+    yield deployment
+    deployment.close()
+    drop_database(name)

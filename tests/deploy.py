@@ -4,6 +4,7 @@ and a fast QoS 1 publisher (paho) that keeps its session across broker restarts.
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import threading
@@ -124,3 +125,13 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def json_payloads(prefix: str, count: int) -> list[bytes]:
+    """``count`` JSON messages with ids ``{prefix}00000``, ``{prefix}00001`` ..."""
+    return [json.dumps({"id": f"{prefix}{n:05d}", "body": f"message {n}"}).encode() for n in range(count)]
+
+
+def assert_exactly_once_in_order(rows: list[tuple[int, str]], expected_ids: list[str]) -> None:
+    assert [seq for seq, _ in rows] == list(range(1, len(rows) + 1)), "seq must be 1, 2, 3 ... without gaps"
+    assert [msg_id for _, msg_id in rows] == expected_ids

@@ -300,3 +300,10 @@ class PahoClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def service_metric(service: Service, name: str) -> float:
+    """One sample of a service's Prometheus endpoint (the port it logged), by metric name."""
+    port = int(service.out.wait_for(r"metrics on http://[\d.]+:(\d+)/metrics", 10).group(1))
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))

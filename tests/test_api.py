@@ -6,6 +6,7 @@ import json
 import secrets
 from collections.abc import Callable
 
+from switchboard.tables import Role
 from tests.conftest import Users
 from tests.helpers import MosquittoSub, Stack, mosquitto_pub, run_mosquitto_pub, wait_for
 from tests.rawmqtt import RawClient
@@ -180,6 +181,16 @@ def test_broker_hooks_answer_for_external_brokers(chat_stack: Stack, chat_users:
         assert not ok("/v1/mqtt/acl", username=alice[0], topic=f"dm/{bob[0]}/+", action="subscribe")
         assert ok("/v1/mqtt/acl", username=alice[0], topic=f"dm/{bob[0]}/{alice[0]}", acc=1) is not False
         assert not ok("/v1/mqtt/acl", username="nobody-at-all", topic="presence/x", acc=4)
+        # Bridges sharing a subscription on EMQX/VerneMQ: the filter after $share/{group}/ is what is decided.
+        assert ok("/v1/mqtt/acl", username=bob[0], topic=f"$share/phones/dm/{bob[0]}/+", action="subscribe")
+        assert not ok("/v1/mqtt/acl", username=alice[0], topic=f"$share/phones/dm/{bob[0]}/+", action="subscribe")
+        assert not ok("/v1/mqtt/acl", username=bob[0], topic="$share/dm/", action="subscribe")
+        assert not ok("/v1/mqtt/acl", username=bob[0], topic=f"$share/dm/{bob[0]}/+", acc=2)  # no publishing there
+        bridge = chat_users.user("bridge", role=Role.SERVICE)
+        assert ok("/v1/mqtt/auth", username=bridge[0], password=bridge[1], clientid="bridge-1")
+        assert ok("/v1/mqtt/acl", username=bridge[0], topic="$share/switchboard/dm/#", action="subscribe")
+        assert ok("/v1/mqtt/acl", username=bridge[0], topic=f"ack/{alice[0]}", action="publish")
+        assert not ok("/v1/mqtt/acl", username=bridge[0], topic=f"dm/{bob[0]}/{alice[0]}", action="publish")
         assert http.post("/v1/mqtt/acl", json={"username": alice[0], "topic": "x"}).status_code == 422
         assert (
             http.post("/v1/mqtt/acl", content=b"{not json", headers={"content-type": "application/json"}).status_code

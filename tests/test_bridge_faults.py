@@ -7,36 +7,14 @@ gaps, in the order the sender published.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.conftest import create_database, drop_database
-from tests.deploy import Deployment, Publisher
+from tests.deploy import Deployment, Publisher, assert_exactly_once_in_order, json_payloads
 from tests.pgcluster import PrivateCluster
-
-
-def _payloads(prefix: str, count: int) -> list[bytes]:
-    return [json.dumps({"id": f"{prefix}{n:05d}", "body": f"message {n}"}).encode() for n in range(count)]
-
-
-def _assert_exactly_once_in_order(rows: list[tuple[int, str]], expected_ids: list[str]) -> None:
-    assert [seq for seq, _ in rows] == list(range(1, len(rows) + 1)), "seq must be 1, 2, 3 ... without gaps"
-    assert [msg_id for _, msg_id in rows] == expected_ids
-
-
-@pytest.fixture
-def postgres_deployment(tmp_path: Path) -> Iterator[Deployment]:
-    name = f"switchboard_fault_{int(time.time() * 1000) % 10**9}"
-    deployment = Deployment(create_database(name), tmp_path)
-    yield deployment
-    deployment.close()
-    drop_database(name)
 
 
 def test_kill_9_of_the_bridge_mid_stream_loses_and_duplicates_nothing(postgres_deployment: Deployment) -> None:
@@ -48,7 +26,7 @@ def test_kill_9_of_the_bridge_mid_stream_loses_and_duplicates_nothing(postgres_d
     bridge = d.start_bridge()
     bridge.out.wait_for("bridge: connected", 60)
     publisher = Publisher(d.port, alice, alice_pw)
-    infos = publisher.publish("dm/bob/alice", _payloads("k", 10_000))
+    infos = publisher.publish("dm/bob/alice", json_payloads("k", 10_000))
     d.wait_stored("dm:alice:bob", 1500)
     bridge.stop(signal.SIGKILL)
     stored_at_crash = len(d.stored("dm:alice:bob"))
@@ -57,7 +35,7 @@ def test_kill_9_of_the_bridge_mid_stream_loses_and_duplicates_nothing(postgres_d
     Publisher.wait_acked(infos)
     rows = d.wait_stored("dm:alice:bob", 10_000, timeout=180)
     time.sleep(1)  # anything left to (wrongly) store twice would arrive now
-    _assert_exactly_once_in_order(d.stored("dm:alice:bob"), [f"k{n:05d}" for n in range(10_000)])
+    assert_exactly_once_in_order(d.stored("dm:alice:bob"), [f"k{n:05d}" for n in range(10_000)])
     assert len(rows) == 10_000
     publisher.close()
 
@@ -70,17 +48,17 @@ def test_broker_restart_mid_stream_the_bridge_resumes_its_session(postgres_deplo
     bridge = d.start_bridge()
     bridge.out.wait_for("bridge: connected", 60)
     publisher = Publisher(d.port, alice, alice_pw)
-    first = publisher.publish("dm/bob/alice", _payloads("a", 2000))
+    first = publisher.publish("dm/bob/alice", json_payloads("a", 2000))
     Publisher.wait_acked(first)
     connects = publisher.connects
     assert broker.stop(signal.SIGTERM) == 0  # while the bridge is still draining its queue
     d.start_broker()
     publisher.wait_reconnected(after=connects)
-    second = publisher.publish("dm/bob/alice", _payloads("b", 1000))
+    second = publisher.publish("dm/bob/alice", json_payloads("b", 1000))
     Publisher.wait_acked(second)
     d.wait_stored("dm:alice:bob", 3000)
     time.sleep(1)
-    _assert_exactly_once_in_order(
+    assert_exactly_once_in_order(
         d.stored("dm:alice:bob"), [f"a{n:05d}" for n in range(2000)] + [f"b{n:05d}" for n in range(1000)]
     )
     assert len([line for line in bridge.out.lines if "bridge: connected" in line]) >= 2
@@ -100,12 +78,12 @@ def test_database_outage_of_30_seconds_is_waited_out(tmp_path: Path) -> None:
         bridge.out.wait_for("bridge: connected", 60)
         metrics_port = int(bridge.out.wait_for(r"bridge metrics on http://[\d.]+:(\d+)/metrics", 30).group(1))
         publisher = Publisher(d.port, alice, alice_pw)
-        before = publisher.publish("dm/bob/alice", _payloads("x", 1000))
+        before = publisher.publish("dm/bob/alice", json_payloads("x", 1000))
         d.wait_stored("dm:alice:bob", 1000)
         Publisher.wait_acked(before)
 
         cluster.stop()
-        during = publisher.publish("dm/bob/alice", _payloads("y", 2000))
+        during = publisher.publish("dm/bob/alice", json_payloads("y", 2000))
         Publisher.wait_acked(during)  # the broker still takes and acknowledges messages
         bridge.out.wait_for(r"bridge: waiting for the database .* retrying in", 30)
         time.sleep(25)
@@ -123,7 +101,7 @@ def test_database_outage_of_30_seconds_is_waited_out(tmp_path: Path) -> None:
 
         d.wait_stored("dm:alice:bob", 3000, timeout=120)
         time.sleep(1)
-        _assert_exactly_once_in_order(
+        assert_exactly_once_in_order(
             d.stored("dm:alice:bob"), [f"x{n:05d}" for n in range(1000)] + [f"y{n:05d}" for n in range(2000)]
         )
         publisher.close()

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import create_database, drop_database
 from tests.deploy import Deployment, Publisher
-from tests.helpers import Service, mosquitto_pub
+from tests.helpers import mosquitto_pub, service_metric, start_service
 
 
 class Mosquitto:
@@ -98,13 +98,23 @@ def test_two_bridges_sharing_a_subscription_store_everything_once(
         assert sorted(msg_id for _, msg_id in rows) == sorted(
             f"{name}-{r}-{n}" for r in range(10) for n in range(100)
         )  # every message exactly once (order across two bridges is not promised)
-    shares = [_metric(bridge, "switchboard_bridge_stored_total") for bridge in (first, second)]
+    shares = [service_metric(bridge, "switchboard_bridge_stored_total") for bridge in (first, second)]
     assert sum(shares) == 2000 and all(share > 0 for share in shares)  # both bridges took part
     for sender in senders:
         sender.close()
 
-
-def _metric(bridge: Service, name: str) -> float:
-    port = int(bridge.out.wait_for(r"bridge metrics on http://[\d.]+:(\d+)/metrics", 10).group(1))
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
-    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+    # The API beside them serves what the two bridges stored, as from Switchboard's own broker.
+    api = start_service("api", env=d.env, cwd=d.workdir)
+    try:
+        port = int(api.out.wait_for(r"api listening on http://[\d.]+:(\d+)", 60).group(1))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("bob", users["bob"]), trust_env=False) as http:
+            listed = http.get("/v1/conversations").json()["conversations"]
+            assert sorted((c["id"], c["last_seq"]) for c in listed) == [
+                ("dm:alice:bob", 1000),
+                ("dm:bob:carol", 1000),
+            ]
+            page = http.get("/v1/conversations/dm:alice:bob/messages", params={"limit": 100}).json()["messages"]
+            assert [m["seq"] for m in page] == list(range(1000, 900, -1))
+            assert {m["sender"] for m in page} == {"alice"}
+    finally:
+        assert api.stop() == 0, api.output()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from switchboard.settings import ApiSettings, BridgeSettings
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -36,6 +38,17 @@ def test_compose_file_is_valid_and_starts_in_order() -> None:
     for name in ("migrate", "broker", "bridge", "api"):
         url = services[name]["environment"]["SWITCHBOARD_DATABASE_URL"]
         assert url.startswith("postgresql+psycopg://switchboard:")
+        assert services[name]["environment"]["SWITCHBOARD_LOG__FORMAT"] == "json"
+
+
+def test_compose_gives_services_longer_to_stop_than_they_take() -> None:
+    """SIGTERM, then SIGKILL after stop_grace_period: it must outlast bridge/api.stop_timeout_seconds."""
+    services = _config()["services"]
+    assert isinstance(services, dict)
+    longest = max(BridgeSettings().stop_timeout_seconds, ApiSettings().stop_timeout_seconds) + 5
+    for name in ("broker", "bridge", "api"):
+        grace = services[name]["stop_grace_period"]
+        assert grace.endswith("s") and float(grace[:-1]) > longest, (name, grace)
 
 
 def test_dockerfile_pins_its_base_image() -> None:
