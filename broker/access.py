@@ -188,9 +188,10 @@ class AccessControl:
         return who
 
     def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
-        """Whether delivering ``topic`` must be checked per recipient: group membership can change, operator
-        rules may deny part of what a filter matches, and a filter starting with a wildcard reaches chat topics."""
-        if topic.startswith("group/"):
+        """Whether delivering ``topic`` must be checked per recipient: group membership can change (group
+        messages, typing in groups), operator rules may deny part of what a filter matches, and a filter
+        starting with a wildcard reaches chat topics."""
+        if topic.startswith(("group/", "typing/group:")):
             return True
         if is_chat_topic(topic):
             return root_wildcard

@@ -56,6 +56,7 @@ from broker.routing import is_valid_filter, is_valid_topic
 from broker.sessions import Outgoing, Session, Will
 from switchboard import logs
 from switchboard.acl import Action
+from switchboard.topics import is_ephemeral
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +425,10 @@ class Connection:
                     extra={"topic": topic},
                 )
             elif await self._gate.may(self._principal, topic, Action.PUBLISH):
-                await self._hub.publish(topic, payload, qos, retain)
+                if is_ephemeral(topic):  # typing: to whoever is connected now, at QoS 0, never kept
+                    await self._hub.publish(topic, payload, 0, False)
+                else:
+                    await self._hub.publish(topic, payload, qos, retain)
         # Acknowledge only once the message (and, for QoS 2, its packet id) is safely stored.
         if qos == 1:
             self._hub.after_commit(lambda: self._send_bytes(_ack(PUBACK_BYTE, packet_id)))

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from switchboard.rules import OperatorRule, decide
 from switchboard.tables import Role
-from switchboard.topics import Kind, is_chat_topic, is_valid_name, parse_topic, presence_topic
+from switchboard.topics import Kind, is_chat_topic, is_valid_name, parse_conversation, parse_topic, presence_topic
 
 
 class Action(StrEnum):
@@ -156,7 +156,28 @@ def _check_publish(me: str, topic: str, directory: Directory) -> Decision:
         if parsed.target != me:
             return _deny(f"you may only publish your own presence: presence/{me}")
         return _allow("own presence")
+    if parsed.kind is Kind.TYPING:
+        if parsed.sender != me:
+            return _deny(f"you may only publish as yourself: the last level must be {me!r}")
+        return _in_conversation(me, parsed.target, directory)
     return _deny("ack/ topics are published by the bridge only")
+
+
+def _in_conversation(me: str, conversation: str, directory: Directory) -> Decision:
+    """Whether ``me`` is part of ``conversation`` (a DM with an existing user, or a group it belongs to)."""
+    parsed = parse_conversation(conversation)
+    if parsed is None:
+        return _deny(f"{conversation!r} is not a conversation id (dm:a:b or group:g)")
+    if parsed.kind is Kind.GROUP:
+        if not directory.is_member(parsed.group, me):
+            return _deny(f"you are not a member of group {parsed.group!r}")
+        return _allow("member of the group")
+    if me not in parsed.members:
+        return _deny(f"you are not part of {conversation}")
+    other = parsed.members[1] if parsed.members[0] == me else parsed.members[0]
+    if not directory.user_exists(other):
+        return _deny(f"user {other!r} does not exist")
+    return _allow("own conversation")
 
 
 def _check_subscribe(me: str, topic_filter: str, directory: Directory) -> Decision:
@@ -164,12 +185,17 @@ def _check_subscribe(me: str, topic_filter: str, directory: Directory) -> Decisi
     kind = levels[0]
     if "#" in levels:
         return _deny(f"'#' is not allowed in {kind}/ filters: subscribe to your own topics")
+    if kind == Kind.TYPING:
+        if len(levels) != 3 or levels[1] == "+" or not (levels[2] == "+" or is_valid_name(levels[2])):
+            return _deny("typing/ filters name one conversation: typing/{conversation}/+")
+        return _in_conversation(me, levels[1], directory)
     if not all(level == "+" or is_valid_name(level) for level in levels[1:]):
         return _deny(f"{topic_filter!r} is not a valid chat topic filter")
     if kind == Kind.PRESENCE:
         return _allow("presence is visible to every user") if len(levels) == 2 else _deny("use presence/+")
     if kind == Kind.ACK:
         return _allow("own acks") if levels[1:] == [me] else _deny(f"you may only read ack/{me}")
+
     if len(levels) != 3:
         return _deny(f"{kind}/ filters have three levels: {kind}/{{to}}/{{from}}")
     target, sender = levels[1], levels[2]

@@ -5,6 +5,7 @@
     presence/{user}        retained presence of {user}
     receipt/{to}/{from}    delivery/read receipts from {from} back to {to}
     ack/{user}             the bridge's "stored" acknowledgements for {user}
+    typing/{conversation}/{from}  {from} is typing in {conversation} (QoS 0, never stored or queued)
 
 Pure functions only: parsing strings into typed topics. See docs/protocol.md.
 """
@@ -27,10 +28,11 @@ class Kind(StrEnum):
     PRESENCE = "presence"
     RECEIPT = "receipt"
     ACK = "ack"
+    TYPING = "typing"
 
 
 #: How many levels each kind of topic has, its kind included.
-_LEVELS = {Kind.DM: 3, Kind.GROUP: 3, Kind.PRESENCE: 2, Kind.RECEIPT: 3, Kind.ACK: 2}
+_LEVELS = {Kind.DM: 3, Kind.GROUP: 3, Kind.PRESENCE: 2, Kind.RECEIPT: 3, Kind.ACK: 2, Kind.TYPING: 3}
 
 
 def is_valid_name(name: str) -> bool:
@@ -48,7 +50,8 @@ class ChatTopic:
     """A concrete (wildcard-free) chat topic, split into its parts.
 
     For ``dm`` and ``receipt`` ``target`` is ``{to}``; for ``group`` it is the group;
-    for ``presence`` and ``ack`` it is the user and ``sender`` is empty.
+    for ``presence`` and ``ack`` it is the user and ``sender`` is empty; for ``typing`` it is the
+    conversation id (``dm:a:b`` or ``group:g``).
     """
 
     kind: Kind
@@ -62,6 +65,8 @@ class ChatTopic:
             return dm_conversation(self.target, self.sender)
         if self.kind is Kind.GROUP:
             return group_conversation(self.target)
+        if self.kind is Kind.TYPING:
+            return self.target
         return None
 
 
@@ -72,9 +77,19 @@ def parse_topic(topic: str) -> ChatTopic | None:
         kind = Kind(levels[0])
     except ValueError:
         return None
-    if len(levels) != _LEVELS[kind] or not all(is_valid_name(level) for level in levels[1:]):
+    if len(levels) != _LEVELS[kind]:
+        return None
+    if kind is Kind.TYPING:
+        if parse_conversation(levels[1]) is None or not is_valid_name(levels[2]):
+            return None
+    elif not all(is_valid_name(level) for level in levels[1:]):
         return None
     return ChatTopic(kind, levels[1], levels[2] if len(levels) == 3 else "")
+
+
+def is_ephemeral(topic: str) -> bool:
+    """Typing indicators: delivered at QoS 0 to whoever is connected, never retained, queued or stored."""
+    return topic.startswith("typing/")
 
 
 def dm_conversation(a: str, b: str) -> str:
@@ -123,6 +138,11 @@ def group_topic(group: str, sender: str) -> str:
 def ack_topic(user: str) -> str:
     """Where the bridge tells ``user`` that its messages are stored."""
     return f"ack/{user}"
+
+
+def typing_topic(conversation: str, sender: str) -> str:
+    """Where ``sender`` says it is typing in ``conversation``."""
+    return f"typing/{conversation}/{sender}"
 
 
 def presence_topic(user: str) -> str:

@@ -47,6 +47,14 @@ def allowed(action: Action, who: Identity, topic: str, directory: Directory | No
         ("receipt/bob/mallory", False),
         ("ack/alice", False),  # only the bridge publishes acks
         ("sensors/x", False),  # not a chat topic, generic topics off
+        ("typing/dm:alice:bob/alice", True),
+        ("typing/dm:alice:bob/bob", False),  # as bob
+        ("typing/dm:bob:mallory/alice", False),  # not hers
+        ("typing/dm:alice:nobody/alice", False),  # with a user who does not exist
+        ("typing/dm:bob:alice/alice", False),  # not a conversation id (names unsorted)
+        ("typing/group:team/alice", True),
+        ("typing/group:other/alice", False),
+        ("typing/team/alice", False),
     ],
 )
 def test_publish(topic: str, expected: bool) -> None:
@@ -74,6 +82,14 @@ def test_publish(topic: str, expected: bool) -> None:
         ("ack/bob", False),
         ("receipt/alice/+", True),
         ("receipt/bob/+", False),
+        ("typing/dm:alice:bob/+", True),
+        ("typing/dm:alice:bob/bob", True),
+        ("typing/dm:bob:mallory/+", False),
+        ("typing/group:team/+", True),
+        ("typing/group:other/+", False),
+        ("typing/+/+", False),
+        ("typing/#", False),
+        ("typing/dm:alice:bob/#", False),
     ],
 )
 def test_subscribe(topic_filter: str, expected: bool) -> None:
