@@ -15,14 +15,21 @@ from starlette.routing import Match
 
 from api.limits import LoginLimiter
 from api.metrics import ApiMetrics
-from api.routes import admin, auth, conversations, health, hooks, messages, presence, receipts, sync
+from api.routes import admin, auth, conversations, health, hooks, media, messages, presence, receipts, sync
 from switchboard import __version__
+from switchboard.blobs import make_blob_store
 from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
-from switchboard.settings import ApiSettings
+from switchboard.settings import ApiSettings, MediaSettings
 
 
-def create_app(engine: Engine, settings: ApiSettings, metrics: ApiMetrics | None = None) -> FastAPI:
-    """The API, reading and writing through ``engine``; with ``metrics``, every request is timed."""
+def create_app(
+    engine: Engine,
+    settings: ApiSettings,
+    metrics: ApiMetrics | None = None,
+    media_settings: MediaSettings | None = None,
+) -> FastAPI:
+    """The API, reading and writing through ``engine``; with ``metrics``, every request is timed; files in
+    the store ``media_settings`` names (the defaults when None)."""
     app = FastAPI(
         title="Switchboard",
         version=__version__,
@@ -31,6 +38,8 @@ def create_app(engine: Engine, settings: ApiSettings, metrics: ApiMetrics | None
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.state.media_settings = media_settings or MediaSettings()
+    app.state.blobs = make_blob_store(app.state.media_settings)
     app.state.login_limiter = LoginLimiter(settings.max_failed_logins, settings.max_failed_logins_per_address)
     app.include_router(auth.router)
     app.include_router(hooks.router)
@@ -41,6 +50,7 @@ def create_app(engine: Engine, settings: ApiSettings, metrics: ApiMetrics | None
     app.include_router(presence.router)
     app.include_router(sync.router)
     app.include_router(admin.router)
+    app.include_router(media.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(AccountError, _account_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -15,7 +15,7 @@ from api.app import create_app
 from api.metrics import ApiMetrics
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
-from switchboard.settings import ApiSettings
+from switchboard.settings import ApiSettings, MediaSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ class _Server(uvicorn.Server):
 class ApiServer:
     """A uvicorn server for the app; start it, read its port, stop it."""
 
-    def __init__(self, settings: ApiSettings, engine: Engine) -> None:
+    def __init__(self, settings: ApiSettings, engine: Engine, media: MediaSettings | None = None) -> None:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None
         self._metrics_server: Any = None
         config = uvicorn.Config(
-            create_app(engine, settings, self._metrics),
+            create_app(engine, settings, self._metrics, media),
             host=settings.host,
             port=settings.port,
             log_config=None,

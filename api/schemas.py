@@ -64,6 +64,11 @@ class MessagePublic(Schema):
     id: str = Field(description="The sender's id for the message (or a server-made one).", examples=["m-1"])
     body: str = Field(examples=["hello"])
     stored_at: datetime
+    attachments: list[str] = Field(
+        default_factory=list,
+        description="Media ids of the files the message carries (GET /v1/media/{media_id}).",
+        examples=[["q2vKJ7x0R3S1bq0xZr9f2A"]],
+    )
 
 
 class MessagesPage(Schema):
@@ -242,3 +247,27 @@ class GroupPublic(Schema):
 
 class GroupsList(Schema):
     groups: list[GroupPublic]
+
+
+class MediaPublic(Schema):
+    """An uploaded file."""
+
+    media_id: str = Field(description="What a message's attachments name.", examples=["q2vKJ7x0R3S1bq0xZr9f2A"])
+    content_type: str = Field(description="As sniffed from the bytes.", examples=["image/jpeg"])
+    size: int = Field(description="Bytes.", examples=[48213])
+    sha256: str = Field(
+        description="SHA-256 of the bytes, hex.",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    )
+
+
+class MediaUsage(Schema):
+    """What one user has uploaded."""
+
+    user: str = Field(examples=["alice"])
+    files: int = Field(examples=[12])
+    bytes: int = Field(description="Sum of the files' sizes.", examples=[3145728])
+
+
+class MediaUsageList(Schema):
+    users: list[MediaUsage]

@@ -44,6 +44,7 @@ COPY_COLUMNS = (
     "payload",
     "stored_at",
     "stream_pos",
+    "attachments",
 )
 COPY_MESSAGES = f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 KEY_COLUMNS = ("sender", "client_msg_id", "conversation_id", "seq", "stored_at")

@@ -16,18 +16,20 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from bridge import postgres
 from switchboard import accounts, streams
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
-from switchboard.tables import Conversation, DmMember, Message, MessageKey, RejectedMessage, utcnow
+from switchboard.tables import Conversation, DmMember, Media, MediaGrant, Message, MessageKey, RejectedMessage, utcnow
 from switchboard.topics import ChatTopic, Kind, parse_topic
 from switchboard.watermarks import save_presence, save_receipt
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 MESSAGE_KEYS = MessageKey.__table__  # type: ignore[attr-defined]
+MEDIA_GRANTS = MediaGrant.__table__  # type: ignore[attr-defined]
 CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
 DM_MEMBERS = DmMember.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
@@ -107,13 +109,51 @@ def save_batch(session: Session, batch: Sequence[Incoming]) -> list[Outcome]:
     for item in valid:
         if item.key not in known:
             fresh.setdefault(item.key, item)
+    refused = _refused_attachments(session, list(fresh.values()))
+    if refused:
+        for item in valid:
+            if item.key in refused:
+                outcomes[item.index] = Rejected(refused[item.key])
+                fresh.pop(item.key, None)
+        valid = [item for item in valid if item.key not in refused]
     known |= _insert_messages(session, batch, list(fresh.values()))
+    _grant_media(session, list(fresh.values()))
     for item in valid:
         first = known[item.key]
         is_first = item.key in fresh and fresh[item.key] is item
         outcomes[item.index] = first if is_first else replace(first, duplicate=True)
     _insert_rejections(session, batch, outcomes)
     return [outcomes[index] for index in range(len(batch))]
+
+
+def _refused_attachments(session: Session, items: list[_Valid]) -> dict[tuple[str, str], str]:
+    """Why each message that names a missing or someone else's media file cannot be stored (one query)."""
+    wanted = {media_id for item in items for media_id in item.payload.attachments}
+    if not wanted:
+        return {}
+    owners = dict(session.execute(select(col(Media.id), col(Media.uploader)).where(col(Media.id).in_(wanted))).all())
+    refused: dict[tuple[str, str], str] = {}
+    for item in items:
+        for media_id in item.payload.attachments:
+            owner = owners.get(media_id)
+            if owner is None:
+                refused[item.key] = f"attachment {media_id!r} does not exist: upload it with POST /v1/media first"
+            elif owner != item.topic.sender:
+                refused[item.key] = f"attachment {media_id!r} was uploaded by someone else: upload your own copy"
+            else:
+                continue
+            break
+    return refused
+
+
+def _grant_media(session: Session, stored: list[_Valid]) -> None:
+    """The members of the conversations these messages went to may now read their attachments."""
+    rows = sorted({(media_id, item.conversation) for item in stored for media_id in item.payload.attachments})
+    if not rows:
+        return
+    values = [{"media_id": media_id, "conversation_id": conversation} for media_id, conversation in rows]
+    dialect_insert = postgres_insert if _postgres(session) is not None else sqlite_insert
+    session.execute(dialect_insert(MEDIA_GRANTS).values(values).on_conflict_do_nothing())
 
 
 def _save_watermark(session: Session, topic: ChatTopic, payload: bytes) -> Outcome:
@@ -215,6 +255,7 @@ def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_V
                         "topic": batch[item.index].topic,
                         "payload": batch[item.index].payload,
                         "stored_at": now,
+                        "attachments": " ".join(item.payload.attachments),
                     },
                 )
             )

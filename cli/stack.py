@@ -65,7 +65,7 @@ async def up(settings: Settings, engine: Engine) -> None:
     await asyncio.to_thread(bridge_main.provision_account, engine, settings.bridge.username, password)
 
     broker = await start_broker(settings.mqtt, engine)
-    api = ApiServer(settings.api, engine)
+    api = ApiServer(settings.api, engine, settings.media)
     bridge_task: asyncio.Task[None] | None = None
     try:
         await api.start()
@@ -117,7 +117,7 @@ async def broker_only(settings: Settings, engine: Engine) -> None:
 async def api_only(settings: Settings, engine: Engine) -> None:
     """The API alone; it answers 503 while the database is unreachable."""
     stop = _stop_on_signals()
-    api = ApiServer(settings.api, engine)
+    api = ApiServer(settings.api, engine, settings.media)
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
     try:

@@ -3,9 +3,12 @@
     SwitchboardError
     ├── ConfigError        a setting is unknown, malformed, or cannot be honoured (port in use)
     ├── StoreError         the database refused or could not be reached
-    └── AccountError       a user or group operation is impossible (duplicate name, own account)
-        ├── UnknownAccount the user or group does not exist
-        └── InvalidAccount a name or password is not acceptable
+    ├── AccountError       a user or group operation is impossible (duplicate name, own account)
+    │   ├── UnknownAccount the user or group does not exist
+    │   └── InvalidAccount a name or password is not acceptable
+    └── MediaRefused       an upload is not accepted
+        ├── MediaTooLarge  over media.max_bytes
+        └── MediaTypeRefused  its bytes are not one of media.allowed_types
 
 Library errors (pydantic, SQLAlchemy, OSError) are translated into these once, at the edge that
 calls the library, so callers and the CLI only ever handle this tree.
@@ -40,3 +43,15 @@ class UnknownAccount(AccountError):
 
 class InvalidAccount(AccountError):
     """A name or password is not acceptable (the message says what is)."""
+
+
+class MediaRefused(SwitchboardError):
+    """An upload is not accepted; the message says why and what is."""
+
+
+class MediaTooLarge(MediaRefused):
+    """The upload is larger than ``media.max_bytes``."""
+
+
+class MediaTypeRefused(MediaRefused):
+    """The upload's bytes are not of an accepted type (sniffed, whatever the client declared)."""

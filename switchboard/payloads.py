@@ -9,6 +9,7 @@ else is a :class:`Rejection` with a reason a person can act on; nothing is dropp
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,15 +17,19 @@ from typing import Any
 
 MAX_ID_CHARS = 64
 MAX_BODY_CHARS = 16_384
+MAX_ATTACHMENTS = 10
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
 class ChatPayload:
-    """A valid message: the client's id (or a server-made one) and its text body."""
+    """A valid message: the client's id (or a server-made one), its text body, and the media ids of the
+    files it carries (uploaded with ``POST /v1/media``)."""
 
     id: str
     body: str
     server_made_id: bool = False
+    attachments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,28 @@ def _from_object(data: dict[str, Any]) -> ChatPayload | Rejection:
         return Rejection(f'"id" is {len(message_id)} characters long; the limit is {MAX_ID_CHARS}')
     if not isinstance(body, str):
         return Rejection('missing "body": the message text must be a JSON string')
-    return _checked(ChatPayload(id=message_id, body=body))
+    attachments = _attachments(data.get("attachments", []))
+    if isinstance(attachments, Rejection):
+        return attachments
+    return _checked(ChatPayload(id=message_id, body=body, attachments=attachments))
+
+
+def _attachments(value: Any) -> tuple[str, ...] | Rejection:
+    """``[{"media_id": "..."}, ...]``: at most MAX_ATTACHMENTS distinct media ids."""
+    shape = Rejection('"attachments" must be a list of {"media_id": "..."} objects from POST /v1/media')
+    if not isinstance(value, list):
+        return shape
+    if len(value) > MAX_ATTACHMENTS:
+        return Rejection(f"{len(value)} attachments; a message may carry at most {MAX_ATTACHMENTS}")
+    ids: list[str] = []
+    for item in value:
+        media_id = item.get("media_id") if isinstance(item, dict) else None
+        if not isinstance(media_id, str) or _MEDIA_ID.fullmatch(media_id) is None:
+            return shape
+        if media_id in ids:
+            return Rejection(f"attachment {media_id!r} is listed twice")
+        ids.append(media_id)
+    return tuple(ids)
 
 
 def _checked(message: ChatPayload) -> ChatPayload | Rejection:

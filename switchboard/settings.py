@@ -192,6 +192,63 @@ class BridgeSettings(_Section):
     )
 
 
+MEDIA_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "audio/mpeg",
+    "audio/ogg",
+    "audio/mp4",
+    "audio/wav",
+    "video/mp4",
+    "application/pdf",
+)
+
+
+class MediaSettings(_Section):
+    """Where shared files (photos, voice notes, documents) are kept, and what is accepted."""
+
+    backend: Literal["local", "s3"] = Field(
+        "local", description="local (files under media.directory) or s3 (an S3-compatible bucket; untested here)."
+    )
+    directory: str = Field("./var/media", description="Where the local backend keeps files (content-addressed).")
+    max_bytes: int = Field(25 * 1024 * 1024, ge=1, le=2**34, description="Largest upload, in bytes (25 MiB).")
+    allowed_types: list[str] = Field(
+        list(MEDIA_TYPES),
+        description="Content types accepted, as sniffed from the bytes (the client's Content-Type is not trusted). "
+        "Choose among: " + ", ".join(MEDIA_TYPES) + ".",
+    )
+    thumbnail_pixels: int = Field(320, ge=16, le=2048, description="Longest side of an image's thumbnail.")
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com.")
+    s3_bucket: str | None = Field(None, description="S3 bucket (must exist).")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key: str | None = Field(None, description="S3 access key id.")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key.")
+
+    @field_validator("allowed_types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        unknown = sorted(set(types) - set(MEDIA_TYPES))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} cannot be recognised from the bytes; choose among {', '.join(MEDIA_TYPES)}"
+            )
+        return types
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> MediaSettings:
+        if self.backend == "s3":
+            missing = [
+                name
+                for name in ("s3_endpoint", "s3_bucket", "s3_access_key", "s3_secret_key")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"media.backend s3 needs {', '.join('media.' + m for m in missing)}")
+        return self
+
+
 class LogSettings(_Section):
     """What the services log and how."""
 
@@ -222,6 +279,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
     bridge: BridgeSettings = BridgeSettings()
+    media: MediaSettings = MediaSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -138,6 +138,8 @@ class Message(SQLModel, table=True):
     stored_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     #: Position in the "messages" stream (switchboard.streams): commit order across all conversations.
     stream_pos: int = Field(default=0, sa_type=BigInteger)
+    #: The media ids the message carries, space-separated (empty for none); see :class:`Media`.
+    attachments: str = Field(default="", sa_type=Text, sa_column_kwargs={"server_default": ""})
 
 
 class MessageKey(SQLModel, table=True):
@@ -152,6 +154,31 @@ class MessageKey(SQLModel, table=True):
     conversation_id: str = Field(max_length=140)
     seq: int = Field(sa_type=BigInteger)
     stored_at: datetime = Field(sa_column=_timestamp())
+
+
+class Media(SQLModel, table=True):
+    """An uploaded file. The bytes are kept once per content (``sha256``) by switchboard.blobs; the same
+    bytes uploaded again by the same user give back the same media id."""
+
+    __tablename__ = "media"
+    __table_args__ = (UniqueConstraint("uploader", "sha256", name="uq_media_uploader_sha256"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    uploader: str = Field(max_length=64)
+    sha256: str = Field(max_length=64)
+    content_type: str = Field(max_length=64)
+    size: int = Field(sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class MediaGrant(SQLModel, table=True):
+    """A conversation a media file was sent in: its members may read the file."""
+
+    __tablename__ = "media_grants"
+    __table_args__ = (Index("ix_media_grants_conversation", "conversation_id"),)
+
+    media_id: str = Field(foreign_key="media.id", primary_key=True, max_length=64, ondelete="CASCADE")
+    conversation_id: str = Field(primary_key=True, max_length=140)
 
 
 class RejectedMessage(SQLModel, table=True):

@@ -38,3 +38,22 @@ def test_json_that_is_not_an_object_is_rejected() -> None:
     result = parse_message(b"{}")
     assert isinstance(result, Rejection)
     assert isinstance(parse_message(b"42"), ChatPayload)  # plain text "42", as mosquitto_pub -m 42 sends
+
+
+def test_attachments_are_media_ids() -> None:
+    message = parse_message(b'{"id": "m1", "body": "", "attachments": [{"media_id": "abc_DEF-1"}, {"media_id": "x"}]}')
+    assert isinstance(message, ChatPayload) and message.attachments == ("abc_DEF-1", "x")
+    for bad, reason in (
+        (b'{"id": "m", "body": "", "attachments": "abc"}', "must be a list"),
+        (b'{"id": "m", "body": "", "attachments": [{"id": "abc"}]}', "must be a list"),
+        (b'{"id": "m", "body": "", "attachments": [{"media_id": "a b"}]}', "must be a list"),
+        (b'{"id": "m", "body": "", "attachments": [{"media_id": "a"}, {"media_id": "a"}]}', "listed twice"),
+        (
+            b'{"id": "m", "body": "", "attachments": ['
+            + b",".join([b'{"media_id": "a%d"}' % n for n in range(11)])
+            + b"]}",
+            "at most 10",
+        ),
+    ):
+        rejected = parse_message(bad)
+        assert isinstance(rejected, Rejection) and reason in rejected.reason, bad

@@ -16,13 +16,15 @@ from api.schemas import (
     GroupCreate,
     GroupPublic,
     GroupsList,
+    MediaUsage,
+    MediaUsageList,
     PasswordReset,
     UserCreate,
     UserPublic,
     UsersList,
     UserUpdate,
 )
-from switchboard import accounts
+from switchboard import accounts, media
 from switchboard.tables import Role, User
 from switchboard.topics import NAME_PATTERN
 
@@ -146,3 +148,9 @@ def _not_self_or_service(session: SessionDep, admin: User, name: str, action: st
             status.HTTP_409_CONFLICT,
             detail=f"{name!r} is a service account (the bridge's); it is managed by `switchboard up` and bridge.*",
         )
+
+
+@router.get("/media", response_model=MediaUsageList, responses=ADMIN_ERRORS)
+def media_usage(session: SessionDep, _admin: AdminUser) -> MediaUsageList:
+    """Storage used per user: files uploaded and their bytes, largest first."""
+    return MediaUsageList(users=[MediaUsage(user=u.user, files=u.files, bytes=u.bytes) for u in media.usage(session)])

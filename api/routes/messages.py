@@ -76,4 +76,5 @@ def public_message(row: Message) -> MessagePublic:
         id=row.client_msg_id,
         body=row.body,
         stored_at=row.stored_at,
+        attachments=row.attachments.split(),
     )
