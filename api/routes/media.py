@@ -20,7 +20,7 @@ from switchboard import media
 from switchboard.blobs import BlobStore
 from switchboard.db import session_scope
 from switchboard.errors import MediaRefused, MediaTooLarge, StoreError
-from switchboard.settings import MediaSettings
+from switchboard.settings import MEDIA_TYPES, MediaSettings
 from switchboard.tables import Media
 
 router = APIRouter(prefix="/v1/media", tags=["media"])
@@ -49,6 +49,7 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Larger than media.max_bytes."},
     415: {"description": "The bytes are not of an accepted type (sniffed, the declared type is not trusted)."},
 }
+_FILE_TYPES: dict[str, Any] = {content_type: {} for content_type in MEDIA_TYPES}
 _READ_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such file, or the caller may not read it (not said apart, on purpose)."},
     416: {"description": "The Range asks for bytes the file does not have."},
@@ -146,8 +147,8 @@ def info(session: SessionDep, user: CurrentUser, media_id: MediaId) -> MediaPubl
     response_class=Response,
     responses={
         **_READ_ERRORS,
-        200: {"description": "The bytes.", "content": {"application/octet-stream": {}}},
-        206: {"description": "The bytes the Range asked for."},
+        200: {"description": "The bytes, or an image's thumbnail.", "content": _FILE_TYPES},
+        206: {"description": "The bytes the Range asked for.", "content": _FILE_TYPES},
     },
 )
 def download(
