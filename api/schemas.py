@@ -271,3 +271,10 @@ class MediaUsage(Schema):
 
 class MediaUsageList(Schema):
     users: list[MediaUsage]
+
+
+class MuteState(Schema):
+    """Whether the caller gets notifications for a conversation."""
+
+    conversation: str = Field(examples=["group:family"])
+    muted: bool = Field(description="Muted: its messages produce no notification for the caller.", examples=[True])

@@ -26,12 +26,13 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import Engine
 
 from bridge.metrics import BridgeMetrics
+from bridge.notifier import Notifier
 from bridge.store import Incoming, Outcome, Recorded, Rejected, Stored, save_batch
 from switchboard.db import session_scope
 from switchboard.errors import StoreError
 from switchboard.partitions import keep_message_partitions
 from switchboard.payloads import ack_payload
-from switchboard.settings import BridgeSettings
+from switchboard.settings import BridgeSettings, NotifySettings
 from switchboard.tables import RejectedMessage
 from switchboard.topics import ack_topic
 
@@ -64,8 +65,10 @@ class Bridge:
         host: str,
         port: int,
         metrics: BridgeMetrics | None = None,
+        notify: NotifySettings | None = None,
     ) -> None:
         self._engine = engine
+        self._notify = notify if notify is not None and notify.webhook_url is not None else None
         self._settings = settings
         self._password = password
         self._host = host
@@ -87,12 +90,16 @@ class Bridge:
     async def run(self) -> None:
         """Connect, consume, and reconnect with capped backoff when the broker goes away, until stopped.
 
-        Meanwhile keeps the monthly partitions of the messages table ahead of the clock (Postgres)."""
-        partitions = asyncio.ensure_future(keep_message_partitions(self._engine))
+        Meanwhile keeps the monthly partitions of the messages table ahead of the clock (Postgres), and sends
+        the notifications for offline users when ``notify.webhook_url`` is set."""
+        helpers = [asyncio.ensure_future(keep_message_partitions(self._engine))]
+        if self._notify is not None:
+            helpers.append(asyncio.ensure_future(Notifier(self._engine, self._notify).run()))
         try:
             await self._run()
         finally:
-            partitions.cancel()
+            for helper in helpers:
+                helper.cancel()
 
     async def _run(self) -> None:
         delay = 0.5
@@ -247,7 +254,7 @@ class Bridge:
 
     def _commit(self, items: list[Incoming]) -> list[Outcome]:
         with session_scope(self._engine) as session:
-            return save_batch(session, items)
+            return save_batch(session, items, preview_chars=self._notify.preview_chars if self._notify else None)
 
     def _count(self, batch: Sequence[mqtt.MQTTMessage], outcomes: Sequence[Outcome]) -> None:
         for message, outcome in zip(batch, outcomes, strict=True):

@@ -20,10 +20,19 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
-from bridge import postgres
+from bridge import outbox, postgres
 from switchboard import accounts, streams
 from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
-from switchboard.tables import Conversation, DmMember, Media, MediaGrant, Message, MessageKey, RejectedMessage, utcnow
+from switchboard.tables import (
+    Conversation,
+    DmMember,
+    Media,
+    MediaGrant,
+    Message,
+    MessageKey,
+    RejectedMessage,
+    utcnow,
+)
 from switchboard.topics import ChatTopic, Kind, parse_topic
 from switchboard.watermarks import save_presence, save_receipt
 
@@ -85,8 +94,11 @@ class _Valid:
         return (self.topic.sender, self.payload.id)
 
 
-def save_batch(session: Session, batch: Sequence[Incoming]) -> list[Outcome]:
-    """Add the batch's messages and rejections to ``session``; one outcome per input, in order."""
+def save_batch(session: Session, batch: Sequence[Incoming], *, preview_chars: int | None = None) -> list[Outcome]:
+    """Add the batch's messages and rejections to ``session``; one outcome per input, in order.
+
+    With ``preview_chars`` (notifications are on), also queue a notification for each recipient of a new
+    message who is offline and has not muted its conversation, in the same transaction."""
     outcomes: dict[int, Outcome] = {}
     valid: list[_Valid] = []
     messages: dict[int, tuple[ChatTopic | None, bytes]] = {}
@@ -118,6 +130,9 @@ def save_batch(session: Session, batch: Sequence[Incoming]) -> list[Outcome]:
         valid = [item for item in valid if item.key not in refused]
     known |= _insert_messages(session, batch, list(fresh.values()))
     _grant_media(session, list(fresh.values()))
+    if preview_chars is not None:
+        new = [outbox.New(item.conversation, item.topic, known[item.key].seq, item.payload) for item in fresh.values()]
+        outbox.queue(session, new, preview_chars)
     for item in valid:
         first = known[item.key]
         is_first = item.key in fresh and fresh[item.key] is item

@@ -76,6 +76,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             host=_local_address(settings.mqtt.host),
             port=broker.port,
             metrics=bridge_main.start_metrics(settings),
+            notify=settings.notify,
         )
         bridge_task = asyncio.create_task(bridge_main.run_until(bridge, stop, settings.bridge.stop_timeout_seconds))
         try:

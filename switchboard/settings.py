@@ -249,6 +249,33 @@ class MediaSettings(_Section):
         return self
 
 
+class NotifySettings(_Section):
+    """Notifications for users who are offline when a message reaches them, sent to an operator's webhook."""
+
+    webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the bridge POSTs notifications for offline users; null turns notifications off.",
+    )
+    secret: SecretStr | None = Field(
+        None, description="Key of the X-Switchboard-Signature HMAC-SHA256 header; required with webhook_url."
+    )
+    batch_seconds: float = Field(
+        2.0, ge=0, le=3600, description="How long a user's messages gather into one notification (a burst is one)."
+    )
+    preview_chars: int = Field(100, ge=0, le=1000, description="Characters of the message body in the preview.")
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="How long one webhook call may take.")
+    max_backoff_seconds: float = Field(
+        300.0, ge=1, le=86400, description="Longest wait between retries of a failing webhook (doubling from 1 s)."
+    )
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> NotifySettings:
+        if self.webhook_url is not None and self.secret is None:
+            raise ValueError("notify.webhook_url needs notify.secret (SWITCHBOARD_NOTIFY__SECRET) to sign requests")
+        return self
+
+
 class LogSettings(_Section):
     """What the services log and how."""
 
@@ -280,6 +307,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     bridge: BridgeSettings = BridgeSettings()
     media: MediaSettings = MediaSettings()
+    notify: NotifySettings = NotifySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -203,6 +203,41 @@ class Presence(SQLModel, table=True):
     last_seen: datetime = Field(sa_column=_timestamp())
 
 
+class MutedConversation(SQLModel, table=True):
+    """A conversation a user has muted: its messages produce no notification for that user."""
+
+    __tablename__ = "muted_conversations"
+
+    user_name: str = Field(primary_key=True, max_length=64)
+    conversation_id: str = Field(primary_key=True, max_length=140)
+    muted_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class Notification(SQLModel, table=True):
+    """The outbox of notifications for offline users: one row per (recipient, message), written in the
+    transaction that stores the message, sent by switchboard.notify in batches per user (``batch_id``)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("user_name", "conversation_id", "seq", name="uq_notifications_message"),
+        Index("ix_notifications_pending", "sent_at", "batch_id", "user_name"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID_TYPE)
+    user_name: str = Field(max_length=64)
+    conversation_id: str = Field(max_length=140)
+    seq: int = Field(sa_type=BigInteger)
+    sender: str = Field(max_length=64)
+    preview: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    #: Set when a notifier takes the row into a batch; the batch keeps its id (the webhook's idempotency
+    #: key) and its rows through every retry.
+    batch_id: str | None = Field(default=None, max_length=32)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
 class Receipt(SQLModel, table=True):
     """How far a user has received and read a conversation; both watermarks only move forward."""
 

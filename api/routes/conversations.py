@@ -1,5 +1,6 @@
 """``GET /v1/conversations``: the caller's conversations, newest activity first, each with its last message
-and the caller's unread count (messages from others after the caller's read watermark)."""
+and the caller's unread count (messages from others after the caller's read watermark); and muting one
+(``PUT``/``DELETE /v1/conversations/{conversation}/mute``) for notifications."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import and_, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
+from api.deps import AUTH_ERRORS, CONVERSATION_ERRORS, CurrentUser, ReadableConversation, SessionDep
 from api.routes.messages import public_message
-from api.schemas import ConversationPublic, ConversationsList
+from api.schemas import ConversationPublic, ConversationsList, MuteState
 from switchboard import accounts
-from switchboard.tables import Conversation, Message, Receipt
+from switchboard.tables import Conversation, Message, MutedConversation, Receipt
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -78,3 +80,25 @@ def list_conversations(
             for conversation, last in conversations
         ]
     )
+
+
+@router.put("/{conversation}/mute", response_model=MuteState, responses=CONVERSATION_ERRORS)
+def mute(session: SessionDep, user: CurrentUser, conversation: ReadableConversation) -> MuteState:
+    """No more notifications for this conversation's messages (messages still arrive over MQTT)."""
+    if session.get(MutedConversation, (user.name, conversation.id)) is None:
+        session.add(MutedConversation(user_name=user.name, conversation_id=conversation.id))
+        try:
+            session.commit()
+        except IntegrityError:  # muted by a concurrent request: the outcome is the same
+            session.rollback()
+    return MuteState(conversation=conversation.id, muted=True)
+
+
+@router.delete("/{conversation}/mute", response_model=MuteState, responses=CONVERSATION_ERRORS)
+def unmute(session: SessionDep, user: CurrentUser, conversation: ReadableConversation) -> MuteState:
+    """Notifications for this conversation again."""
+    muted = session.get(MutedConversation, (user.name, conversation.id))
+    if muted is not None:
+        session.delete(muted)
+        session.commit()
+    return MuteState(conversation=conversation.id, muted=False)
