@@ -58,6 +58,7 @@ def test_dm_is_delivered_stored_acked_and_in_history(stack: Stack, users: Users)
             "id": ack["id"],
             "body": "hello bob",
             "stored_at": page["messages"][0]["stored_at"],
+            "attachments": [],
         }
     ]
     assert page["next"] is None
