@@ -74,6 +74,15 @@ async def publish_stream(port: int, senders: list[tuple[str, str]], per_sender: 
     return time.monotonic() - started
 
 
+def wait_for_line(log: Path, text: str, timeout: float = 120) -> None:
+    """Wait until a service's log file shows ``text`` (it has started), however long start-up takes."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{log.name} does not show {text!r} after {timeout:.0f}s:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
 def count_stored(dsn: str) -> int:
     with psycopg.connect(dsn) as connection:
         return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
@@ -194,11 +203,11 @@ def main() -> None:
         stdout=(workdir / "broker.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    time.sleep(4)
+    wait_for_line(workdir / "broker.log", "mqtt listening")
     try:
         delivery = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations))
         with psycopg.connect(dsn, autocommit=True) as connection:
-            connection.execute("TRUNCATE messages, conversations, rejected_messages CASCADE")
+            connection.execute("TRUNCATE messages, message_keys, conversations, rejected_messages CASCADE")
         bridge = subprocess.Popen(
             [*command, "bridge"],
             env={**env, "SWITCHBOARD_LOG__LEVEL": "INFO"},
@@ -206,7 +215,7 @@ def main() -> None:
             stdout=(workdir / "bridge.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-        time.sleep(4)
+        wait_for_line(workdir / "bridge.log", "bridge: connected")
         if os.environ.get("BENCH_PROFILE_BRIDGE"):
             subprocess.Popen(
                 [
