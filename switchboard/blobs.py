@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from switchboard.errors import ConfigError, StoreError
 from switchboard.settings import MediaSettings
@@ -45,20 +46,17 @@ class LocalBlobStore:
         return self._path(key).is_file()
 
     def put_file(self, key: str, path: Path) -> None:
-        target = self._path(key)
-        if target.is_file():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        os.close(handle)
-        try:
-            shutil.copyfile(path, temporary)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        def copy(out: BinaryIO) -> None:
+            with path.open("rb") as source:
+                shutil.copyfileobj(source, out)
+
+        self._write(key, copy)
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        self._write(key, lambda out: out.write(data))
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+        """Write ``key`` unless it exists: into a temporary file beside it, then renamed into place."""
         target = self._path(key)
         if target.is_file():
             return
@@ -66,7 +64,7 @@ class LocalBlobStore:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
             with os.fdopen(handle, "wb") as out:
-                out.write(data)
+                fill(out)
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
