@@ -13,7 +13,8 @@ batch sent; anything else (or no answer) retries the same batch, same id and sam
 seconds up to ``notify.max_backoff_seconds``, for ever: a notification is never dropped. A batch is sent
 again only when the notifier cannot know it arrived (it stopped between the POST and marking it sent):
 receivers drop a repeated ``id`` (also in ``X-Switchboard-Notification-Id``), so no message is
-notified twice. Several bridges may run notifiers: a row is taken into one batch only.
+notified twice. Several bridges may run notifiers: a row is taken into one batch only, and each attempt
+at a batch is leased to one notifier (for ``notify.timeout_seconds`` + 5 s).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from switchboard.tables import Notification, utcnow
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+LEASE_MARGIN_SECONDS = 5.0
 SIGNATURE_HEADER = "X-Switchboard-Signature"
 TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
 ID_HEADER = "X-Switchboard-Notification-Id"
@@ -127,7 +129,21 @@ class Notifier:
         for row in rows:
             grouped.setdefault(row.batch_id or "", []).append(row)
         batches = []
+        lease = now + timedelta(seconds=self._settings.timeout_seconds + LEASE_MARGIN_SECONDS)
         for batch_id, members in grouped.items():
+            # Take this attempt: another notifier that read the batch as due too finds it leased and skips it;
+            # if this one dies mid-send, the lease runs out and the batch is due again.
+            taken = session.execute(
+                update(Notification)
+                .where(
+                    col(Notification.batch_id) == batch_id,
+                    col(Notification.sent_at).is_(None),
+                    col(Notification.next_attempt_at) <= now,
+                )
+                .values(next_attempt_at=lease)
+            )
+            if not taken.rowcount:  # type: ignore[attr-defined]
+                continue
             newest = members[-1]
             body = {
                 "id": batch_id,
