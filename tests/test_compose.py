@@ -39,6 +39,8 @@ def test_compose_file_is_valid_and_starts_in_order() -> None:
         url = services[name]["environment"]["SWITCHBOARD_DATABASE_URL"]
         assert url.startswith("postgresql+psycopg://switchboard:")
         assert services[name]["environment"]["SWITCHBOARD_LOG__FORMAT"] == "json"
+        assert services[name]["environment"]["SWITCHBOARD_NOTIFY__WEBHOOK_URL"] == "null"  # off unless set
+    assert any(str(volume).startswith("media:/app/var/media") for volume in services["api"]["volumes"])
 
 
 def test_compose_gives_services_longer_to_stop_than_they_take() -> None:
