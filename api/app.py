@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import cast
 
 from fastapi import FastAPI, Request, Response, status
@@ -18,8 +19,10 @@ from api.metrics import ApiMetrics
 from api.routes import admin, auth, conversations, health, hooks, media, messages, presence, receipts, sync
 from switchboard import __version__
 from switchboard.blobs import make_blob_store
-from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
+from switchboard.errors import AccountError, InvalidAccount, StoreError, UnknownAccount
 from switchboard.settings import ApiSettings, MediaSettings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -52,6 +55,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(media.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(AccountError, _account_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     if metrics is not None:
@@ -90,4 +94,14 @@ async def _database_unavailable(_request: Request, _exc: Exception) -> JSONRespo
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         content={"detail": "the database is unreachable; try again shortly"},
         headers={"Retry-After": "5"},
+    )
+
+
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database failure already translated by switchboard.db: unreachable is 503, anything else 500."""
+    if isinstance(exc, StoreError) and exc.retryable:
+        return await _database_unavailable(request, exc)
+    log.error("api: %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR, content={"detail": "the database refused the change"}
     )
