@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 from bridge.consumer import Bridge
 from bridge.metrics import BridgeMetrics, serve_bridge_metrics
 from switchboard import accounts
-from switchboard.db import session_scope, wait_for_schema_or_stop
-from switchboard.errors import ConfigError, StoreError
+from switchboard.db import transact_once_more_on_conflict, wait_for_schema_or_stop
+from switchboard.errors import ConfigError
 from switchboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,8 @@ def bridge_password(settings: Settings) -> str:
 def provision_account(engine: Engine, username: str, password: str) -> None:
     """Create the bridge's service account (or set its password) so it can log in to any broker that asks
     Switchboard: its own, or an external one through the API's hooks (docs/scaling.md)."""
-    for attempt in range(2):
-        try:
-            with session_scope(engine) as session:
-                accounts.ensure_service_account(session, username, password)
-            return
-        except StoreError as exc:
-            if not exc.conflict or attempt:
-                raise  # a conflict means the broker created it at the same moment: the second try sees it
+    # A conflict means the broker created it at the same moment: the second try sees it.
+    transact_once_more_on_conflict(engine, lambda session: accounts.ensure_service_account(session, username, password))
 
 
 def start_metrics(settings: Settings) -> BridgeMetrics:

@@ -9,10 +9,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -25,6 +25,8 @@ from sqlmodel import Session
 
 from switchboard import partitions
 from switchboard.errors import ConfigError, StoreError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except SQLAlchemyError as exc:
             session.rollback()
             raise StoreError(f"database error: {_first_line(exc)}") from exc
+
+
+def transact_once_more_on_conflict(engine: Engine, work: Callable[[Session], T]) -> T:
+    """``work`` in one :func:`session_scope`; when it loses a unique-key race to a concurrent writer, once
+    more, when it sees that writer's row (get-or-create under concurrency)."""
+    try:
+        with session_scope(engine) as session:
+            return work(session)
+    except StoreError as exc:
+        if not exc.conflict:
+            raise
+    with session_scope(engine) as session:
+        return work(session)
 
 
 def _alembic_config() -> Config:

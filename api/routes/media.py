@@ -18,8 +18,8 @@ from api.deps import CurrentUser, SessionDep
 from api.schemas import MediaPublic
 from switchboard import media
 from switchboard.blobs import BlobStore
-from switchboard.db import session_scope
-from switchboard.errors import MediaRefused, MediaTooLarge, StoreError
+from switchboard.db import transact_once_more_on_conflict
+from switchboard.errors import MediaRefused, MediaTooLarge
 from switchboard.settings import MEDIA_TYPES, MediaSettings
 from switchboard.tables import Media
 
@@ -107,15 +107,8 @@ def _store_upload(
 ) -> tuple[Media, bool]:
     received = media.receive(file.file, settings, declared=file.content_type)
     try:
-        for attempt in range(2):
-            try:
-                with session_scope(engine) as session:
-                    row, new = media.record(session, store, uploader, received)
-                return row, new
-            except StoreError as exc:
-                if not exc.conflict or attempt:
-                    raise  # a conflict: the same bytes from the same user at the same moment; now it is there
-        raise AssertionError("unreachable")
+        # A conflict: the same bytes from the same user at the same moment; the second try finds that row.
+        return transact_once_more_on_conflict(engine, lambda session: media.record(session, store, uploader, received))
     finally:
         received.path.unlink(missing_ok=True)
 
