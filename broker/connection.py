@@ -425,10 +425,8 @@ class Connection:
                     extra={"topic": topic},
                 )
             elif await self._gate.may(self._principal, topic, Action.PUBLISH):
-                if is_ephemeral(topic):  # typing: to whoever is connected now, at QoS 0, never kept
-                    await self._hub.publish(topic, payload, 0, False)
-                else:
-                    await self._hub.publish(topic, payload, qos, retain)
+                kept = not is_ephemeral(topic)  # typing: to whoever is connected now, at QoS 0, never kept
+                await self._hub.publish(topic, payload, qos if kept else 0, retain and kept)
         # Acknowledge only once the message (and, for QoS 2, its packet id) is safely stored.
         if qos == 1:
             self._hub.after_commit(lambda: self._send_bytes(_ack(PUBACK_BYTE, packet_id)))

@@ -106,7 +106,7 @@ def ensure_message_partitions(
     returns the names of those it created. Nothing on SQLite or an unpartitioned table."""
     if not is_partitioned(connection):
         return []
-    existing = set(partitions(connection))
+    existing = set(connection.execute(_PARTITIONS).scalars())  # partitioned, checked just above
     month = month_start(since or now or datetime.now(UTC))
     last = month_start(now or datetime.now(UTC))
     for _ in range(MONTHS_AHEAD):
