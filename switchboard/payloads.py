@@ -135,15 +135,17 @@ def _json_object(payload: bytes) -> dict[str, Any] | Rejection:
 
 
 def parse_presence(payload: bytes, now: datetime) -> PresencePayload | Rejection | None:
-    """``{"status": "online"|"offline", "at": ISO-8601}``; ``at`` defaults to ``now``. Empty: nothing to store."""
+    """``{"status": "online"|"offline", "at": ISO-8601}``; ``at`` defaults to ``now`` and is never later than
+    ``now``: a client's clock (or a chosen far-future time) must not freeze its presence through the
+    watermark. Empty: nothing to store."""
     if not payload:
         return None
     data = _json_object(payload)
     if isinstance(data, Rejection):
         return data
-    status = data.get("status")
-    if status not in ("online", "offline"):
-        return Rejection('presence "status" must be "online" or "offline"')
+    status = _presence_status(data)
+    if isinstance(status, Rejection):
+        return status
     at = data.get("at")
     if at is None:
         return PresencePayload(status, now)
@@ -153,7 +155,34 @@ def parse_presence(payload: bytes, now: datetime) -> PresencePayload | Rejection
         moment = None
     if moment is None:
         return Rejection('presence "at" must be an ISO-8601 time such as 2026-11-21T19:50:11+00:00')
-    return PresencePayload(status, moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)
+    return PresencePayload(status, min(moment, now))
+
+
+def _presence_status(data: dict[str, Any]) -> str | Rejection:
+    status = data.get("status")
+    if status not in ("online", "offline"):
+        return Rejection('presence "status" must be "online" or "offline"')
+    return str(status)
+
+
+def presence_payload(status: str, at: datetime) -> bytes:
+    """What the broker publishes on ``presence/{user}``: ``{"status": ..., "at": ...}``."""
+    return json.dumps({"status": status, "at": at.isoformat()}).encode()
+
+
+def stamp_presence(payload: bytes, now: datetime) -> bytes | Rejection:
+    """A client's own presence as the broker passes it on: its status, at the server's time ``now`` (the
+    client's ``"at"`` is ignored). An empty payload stays empty: it clears the retained presence."""
+    if not payload:
+        return payload
+    data = _json_object(payload)
+    if isinstance(data, Rejection):
+        return data
+    status = _presence_status(data)
+    if isinstance(status, Rejection):
+        return status
+    return presence_payload(status, now)
 
 
 def parse_receipt(payload: bytes) -> ReceiptPayload | Rejection:

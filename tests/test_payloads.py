@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
-from switchboard.payloads import MAX_BODY_CHARS, ChatPayload, Rejection, parse_message
+from switchboard.payloads import (
+    MAX_BODY_CHARS,
+    ChatPayload,
+    PresencePayload,
+    Rejection,
+    parse_message,
+    parse_presence,
+    stamp_presence,
+)
 
 
 def test_json_message() -> None:
@@ -57,3 +66,25 @@ def test_attachments_are_media_ids() -> None:
     ):
         rejected = parse_message(bad)
         assert isinstance(rejected, Rejection) and reason in rejected.reason, bad
+
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def test_a_presence_time_is_never_later_than_the_servers() -> None:
+    """A far-future "at" (published through a broker that does not stamp presence, e.g. Mosquitto) would
+    freeze the watermark; it counts as now. An earlier time is kept (the broker's own stamp)."""
+    future = b'{"status": "online", "at": "9999-12-31T23:59:59+00:00"}'
+    assert parse_presence(future, NOW) == PresencePayload("online", NOW)
+    earlier = datetime(2026, 11, 30, 11, 0, tzinfo=UTC)
+    assert parse_presence(json.dumps({"status": "offline", "at": earlier.isoformat()}).encode(), NOW) == (
+        PresencePayload("offline", earlier)
+    )
+
+
+def test_the_broker_stamps_a_clients_presence_with_its_own_time() -> None:
+    stamped = stamp_presence(b'{"status": "online", "at": "9999-12-31T23:59:59+00:00", "x": 1}', NOW)
+    assert isinstance(stamped, bytes) and json.loads(stamped) == {"status": "online", "at": NOW.isoformat()}
+    assert stamp_presence(b"", NOW) == b""  # clears the retained presence
+    assert stamp_presence(b'{"status": "away"}', NOW) == Rejection('presence "status" must be "online" or "offline"')
+    assert isinstance(stamp_presence(b"online", NOW), Rejection)
