@@ -19,6 +19,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from amqtt.adapters import BufferReader, ReaderAdapter, StreamWriterAdapter, WriterAdapter
@@ -56,6 +57,7 @@ from broker.routing import is_valid_filter, is_valid_topic
 from broker.sessions import Outgoing, Session, Will
 from switchboard import logs
 from switchboard.acl import Action
+from switchboard.payloads import Rejection, stamp_presence
 from switchboard.topics import is_ephemeral
 
 log = logging.getLogger(__name__)
@@ -321,7 +323,7 @@ class Connection:
         self._keep_alive = packet.keep_alive or 0
         self._send(ConnackPacket.build(1 if present else 0, 0))
         session.attach(self)
-        self._hub.connected(session)
+        await self._hub.connected(session)
         self._arm_keepalive()
         log.info(
             "client_id=%s user=%s connected from %s (clean_session=%d, keep_alive=%ds, resumed=%s)",
@@ -425,8 +427,10 @@ class Connection:
                     extra={"topic": topic},
                 )
             elif await self._gate.may(self._principal, topic, Action.PUBLISH):
-                kept = not is_ephemeral(topic)  # typing: to whoever is connected now, at QoS 0, never kept
-                await self._hub.publish(topic, payload, qos if kept else 0, retain and kept)
+                passed_on = _as_passed_on(topic, payload, session)
+                if passed_on is not None:
+                    kept = not is_ephemeral(topic)  # typing: to whoever is connected now, at QoS 0, never kept
+                    await self._hub.publish(topic, passed_on, qos if kept else 0, retain and kept)
         # Acknowledge only once the message (and, for QoS 2, its packet id) is safely stored.
         if qos == 1:
             self._hub.after_commit(lambda: self._send_bytes(_ack(PUBACK_BYTE, packet_id)))
@@ -531,6 +535,25 @@ async def _decode(header: MQTTFixedHeader, body: bytes) -> Any:
         return await packet_class.from_stream(BufferReader(body), fixed_header=header)
     except Exception as exc:
         raise ProtocolViolation(f"malformed {packet_class.__name__}: {exc or type(exc).__name__}") from None
+
+
+def _as_passed_on(topic: str, payload: bytes, session: Session) -> bytes | None:
+    """The payload the broker routes: a client's own presence carries the server's time, not the client's
+    (a chosen far-future "at" would freeze it online through the bridge's watermark); a presence payload
+    that is not ``{"status": "online"|"offline"}`` is dropped with a log line. None: drop."""
+    if not topic.startswith("presence/"):
+        return payload
+    stamped = stamp_presence(payload, datetime.now(UTC))
+    if isinstance(stamped, Rejection):
+        log.warning(
+            "dropped PUBLISH from client_id=%s to %r: %s",
+            session.client_id,
+            topic,
+            stamped.reason,
+            extra={"topic": topic},
+        )
+        return None
+    return stamped
 
 
 def _transport(writer: WriterAdapter) -> Any:

@@ -8,12 +8,13 @@ outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
 - forwarded messages carry retain=0 [MQTT-3.3.1-9]; retained messages sent because of a new
   subscription carry retain=1 [MQTT-3.3.1-8];
 - every delivery passes the ACL's receive check where the rules need one (group membership,
-  operator rules), so a removed member stops receiving and retained messages never leak.
+  operator rules), so a removed member stops receiving and retained messages never leak; the broker's
+  own presence messages go through the same check (an anonymous ``#`` subscriber sees no presence);
+- chat topics other than ``presence/`` are never retained (``switchboard.topics.may_be_retained``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
 from broker.sessions import InFlight, Limits, Outgoing, Session, Will
+from switchboard.payloads import Rejection, parse_presence, presence_payload
+from switchboard.topics import may_be_retained, presence_topic
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ class Hub:
             self.store.session_saved(client_id, username)
         return session, False
 
-    def restore(self) -> None:
+    async def restore(self) -> None:
         """Rebuild persistent sessions and retained messages from the store (before listening)."""
         if self.store is None:
             return
@@ -123,7 +126,7 @@ class Hub:
                     session.inflight[packet_id] = InFlight(packet_id, message, released)
                     session.last_packet_id = packet_id
             self.sessions[stored.client_id] = session
-        self._reset_presence()
+        await self._reset_presence()
         log.info(
             "restored %d persistent session(s), %d queued message(s), %d retained message(s)",
             len(state.sessions),
@@ -134,18 +137,15 @@ class Hub:
     def _limits_for(self, username: str | None) -> Limits:
         return self._service_limits if self._is_service(username) else self.limits
 
-    def _reset_presence(self) -> None:
+    async def _reset_presence(self) -> None:
         """After a restart nobody is connected: a retained "online" (left by a crash) becomes "offline"."""
         for retained in self.retained.all():
             user = retained.topic.removeprefix("presence/")
             if user == retained.topic or "/" in user:
                 continue
-            try:
-                online = json.loads(retained.payload).get("status") == "online"
-            except (ValueError, AttributeError):
-                continue
-            if online:
-                self._announce(user, "offline")
+            presence = parse_presence(retained.payload, datetime.now(UTC))
+            if presence is not None and not isinstance(presence, Rejection) and presence.status == "online":
+                await self._announce(user, "offline")
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once all state changed so far is durable (at once without a store)."""
@@ -168,14 +168,14 @@ class Hub:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
-    def connected(self, session: Session) -> None:
+    async def connected(self, session: Session) -> None:
         """The session's client is connected and ready; announce the user online if it is the first."""
         self.stats.connections += 1
         user = self._presence_user(session)
         if user is not None:
             self._online[user] = self._online.get(user, 0) + 1
             if self._online[user] == 1:
-                self._announce(user, "online")
+                await self._announce(user, "online")
 
     async def disconnected(self, session: Session, *, will: Will | None, announce: bool = True) -> None:
         """The client went away: publish its will (if any), update presence, end a clean session."""
@@ -191,7 +191,7 @@ class Hub:
         if will is not None and not self._is_own_presence(session, will.topic):
             await self.publish(will.topic, will.payload, will.qos, will.retain)
         if user is not None and last and announce:
-            self._announce(user, "offline")
+            await self._announce(user, "offline")
         if session.clean:
             self.discard_session(session)
 
@@ -204,15 +204,15 @@ class Hub:
     def _is_own_presence(self, session: Session, topic: str) -> bool:
         return session.username is not None and topic == f"presence/{session.username}"
 
-    def _announce(self, user: str, status: str) -> None:
-        """Publish the user's retained presence (routing is synchronous for presence: no ACL waits)."""
-        payload = json.dumps({"status": status, "at": datetime.now(UTC).isoformat()}).encode()
-        topic = f"presence/{user}"
+    async def _announce(self, user: str, status: str) -> None:
+        """Publish the user's retained presence, stamped with the broker's clock, to those allowed to read it.
+
+        The retained copy changes at once (before any await), so a later subscriber always gets the latest
+        state; each live delivery passes the same receive check as a client's message."""
+        topic = presence_topic(user)
+        payload = presence_payload(status, datetime.now(UTC))
         self._retain(topic, payload, 1)
-        for client_id, sub_qos in self.tree.match(topic).items():
-            target = self.sessions.get(client_id)
-            if target is not None:
-                self._deliver(target, Outgoing(topic, payload, min(1, sub_qos)))
+        await self._route(topic, payload, 1)
 
     # Messages -------------------------------------------------------------------------------------
 
@@ -221,8 +221,12 @@ class Hub:
         ``internal``: the broker's own ($SYS), not counted as a client message and not persisted."""
         if not internal:
             self.stats.messages_in[qos] += 1
-        if retain:
+        if retain and may_be_retained(topic):
             self._retain(topic, payload, qos, persist=not internal)
+        return await self._route(topic, payload, qos)
+
+    async def _route(self, topic: str, payload: bytes, qos: int) -> int:
+        """Offer the message to every matching session the ACL lets read it; return how many."""
         matches = self.tree.match(topic)
         if not matches:
             return 0

@@ -165,7 +165,7 @@ class SwitchboardBroker(Broker):
     async def start(self) -> None:
         """Restore saved state, then open the listeners."""
         if self.store is not None:
-            self.hub.restore()
+            await self.hub.restore()
             self.store.start()
         await super().start()
         gc.freeze()  # what start-up built lives for ever: keep it out of every later collection

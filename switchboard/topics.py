@@ -92,6 +92,13 @@ def is_ephemeral(topic: str) -> bool:
     return topic.startswith("typing/")
 
 
+def may_be_retained(topic: str) -> bool:
+    """Whether the broker keeps a retained message on ``topic``: chat topics other than ``presence/`` are
+    never retained (a retained message is sent again to every new subscription, the bridge's included,
+    so a retained chat message would be stored again and again); their retain flag is ignored."""
+    return not is_chat_topic(topic) or topic.startswith("presence/")
+
+
 def dm_conversation(a: str, b: str) -> str:
     """``dm:{a}:{b}`` with the two names sorted, so both sides name the same conversation."""
     first, second = sorted((a, b))

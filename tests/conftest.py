@@ -138,11 +138,20 @@ def users(engine: Engine) -> Users:
     return Users(engine)
 
 
+#: The chat stack's bridge password, so a test can take over the bridge's session and make it reconnect.
+CHAT_BRIDGE_PASSWORD = secrets.token_urlsafe(16)
+
+
 @pytest.fixture(scope="session")
 def chat_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack on its own SQLite file, for broker tests that do not depend on the database kind."""
     url = f"sqlite:///{tmp_path_factory.mktemp('chat')}/chat.db"
-    running = start_stack(url, tmp_path_factory.mktemp("chat-stack"), SWITCHBOARD_MQTT__SYS_INTERVAL="1")
+    running = start_stack(
+        url,
+        tmp_path_factory.mktemp("chat-stack"),
+        SWITCHBOARD_MQTT__SYS_INTERVAL="1",
+        SWITCHBOARD_BRIDGE__PASSWORD=CHAT_BRIDGE_PASSWORD,
+    )
     yield running
     assert running.stop() == 0, running.output()
 

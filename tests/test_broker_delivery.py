@@ -293,35 +293,33 @@ def test_presence_is_online_while_any_device_is_connected(chat_stack: Stack, cha
 def test_retained_messages_go_only_to_matching_allowed_new_subscriptions(
     chat_stack: Stack, chat_users: Users, raw: Raw
 ) -> None:
-    """[MQTT-3.3.1-6], [MQTT-3.3.1-8]; amqtt sent retained messages of other clients' filters without ACL."""
+    """[MQTT-3.3.1-6], [MQTT-3.3.1-8]; amqtt sent retained messages of other clients' filters without ACL.
+    On chat topics only presence is retained (tests/test_broker_facts.py: dm/ and group/ never are)."""
     alice, alice_pw = chat_users.user("alice")
     bob, bob_pw = chat_users.user("bob")
     mallory, mallory_pw = chat_users.user("mallory")
-    mosquitto_pub(chat_stack.mqtt_port, alice, alice_pw, f"dm/{bob}/{alice}", "retained secret", qos=1)
-    publisher = raw(chat_stack.mqtt_port)
-    publisher.connect(_id("p"), alice, alice_pw)
-    publisher.publish(f"dm/{bob}/{alice}", b'{"id": "r1", "body": "for bob only"}', qos=1, retain=True)
-    publisher.expect(PUBACK)
+    device = raw(chat_stack.mqtt_port)
+    device.connect(_id("alice"), alice, alice_pw)  # the broker retains presence/{alice} "online"
 
     snoop = raw(chat_stack.mqtt_port)
     snoop.connect(_id("snoop"), mallory, mallory_pw, clean=False)
     assert snoop.subscribe(("presence/+", 1), (f"dm/{bob}/+", 1)) == [1, 0x80]
     seen = [p.topic for p in snoop.drain()]
-    assert all(topic.startswith("presence/") for topic in seen)
+    assert f"presence/{alice}" in seen and all(topic.startswith("presence/") for topic in seen)
 
     inbox = raw(chat_stack.mqtt_port)
     inbox.connect(_id("inbox"), bob, bob_pw)
-    inbox.subscribe((f"dm/{bob}/+", 1))
+    inbox.subscribe((f"presence/{alice}", 1))
     message = inbox.publishes(1)[0]
-    assert message.retain and json.loads(message.payload)["id"] == "r1"
+    assert message.retain and json.loads(message.payload)["status"] == "online"
 
-    publisher.publish(f"dm/{bob}/{alice}", b"", qos=1, retain=True)  # [MQTT-3.3.1-10]: empty clears it
-    publisher.expect(PUBACK)
+    device.publish(f"presence/{alice}", b"", qos=1, retain=True)  # [MQTT-3.3.1-10]: empty clears it
+    device.expect(PUBACK)
     fresh = raw(chat_stack.mqtt_port)
     fresh.connect(_id("fresh"), bob, bob_pw)
-    fresh.subscribe((f"dm/{bob}/+", 1))
+    fresh.subscribe((f"presence/{alice}", 1))
     assert [p for p in fresh.drain() if p.retain] == []
-    for client in (publisher, snoop, inbox, fresh):
+    for client in (device, snoop, inbox, fresh):
         client.close()
 
 
