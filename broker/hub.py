@@ -110,7 +110,10 @@ class Hub:
             return
         state = self.store.load()
         for topic, payload, qos in state.retained:
-            self.retained.put(topic, payload, qos)
+            if may_be_retained(topic):
+                self.retained.put(topic, payload, qos)
+            else:  # a chat message retained by an older version: forget it, it would be stored again
+                self.store.retained(topic, b"", 0)
         for stored in state.sessions.values():
             session = Session(stored.client_id, stored.username, False, limits=self._limits_for(stored.username))
             session.principal = self._principal_for(stored.username)

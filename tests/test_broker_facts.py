@@ -3,11 +3,16 @@ the time of a presence change, and retained chat messages (stored once, never re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from broker.hub import Hub
+from broker.persistence import StateStore
+from broker.sessions import Limits, Session
 from tests.conftest import CHAT_BRIDGE_PASSWORD, Users, stack_users
 from tests.helpers import Stack, mosquitto_pub, wait_for
 from tests.rawmqtt import PUBACK, RawClient
@@ -120,3 +125,35 @@ def test_a_retained_chat_message_is_delivered_and_stored_once(chat_stack: Stack,
 
 def _count(stack: Stack, text: str) -> int:
     return sum(text in line for line in stack.out.lines)
+
+
+class _NoChecks:
+    """The hub's receive checks for a hub without clients (nothing to check)."""
+
+    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
+        return False
+
+    async def may_receive(self, session: Session, topic: str) -> bool:
+        return True
+
+
+def test_chat_messages_retained_by_an_older_version_are_forgotten_at_start(tmp_path: Path) -> None:
+    """A state file written before chat topics stopped being retained: its retained DM would be sent
+    to the bridge again at every reconnection, so the broker drops it (from the file too) when it starts."""
+    path = tmp_path / "state.db"
+
+    async def scenario() -> tuple[list[str], list[tuple[str, bytes, int]]]:
+        old = StateStore(path)
+        old.retained("dm/bob/alice", b"hi", 1)
+        old.retained("devices/lamp", b"on", 0)
+        await old.close()
+        store = StateStore(path)
+        hub = Hub(limits=Limits(), access=_NoChecks(), presence_for=lambda _user: True, store=store)
+        await hub.restore()
+        await store.close()
+        again = StateStore(path)
+        kept = again.load().retained
+        await again.close()
+        return [retained.topic for retained in hub.retained.all()], kept
+
+    assert asyncio.run(scenario()) == (["devices/lamp"], [("devices/lamp", b"on", 0)])
