@@ -124,6 +124,38 @@ def test_a_voice_note_in_a_group_is_served_in_ranges(stack: Stack, users: Users)
         assert http.get(url, params={"thumbnail": 1}).status_code == 404  # no thumbnails of audio
 
 
+def test_downloads_are_never_sniffed_and_say_how_to_open_them(stack: Stack, users: Users) -> None:
+    """Every download (whole, range, thumbnail) says nosniff and a Content-Disposition with a file name
+    the server made: inline for images and audio, attachment for a PDF (a viewer that runs scripts);
+    the client's file name (here with quotes and a path) never reaches the header."""
+    alice = users.user("alice")
+    pdf = b"%PDF-1.4\n<script>alert(1)</script>\n%%EOF\n"
+    with stack.http(*alice) as http:
+        photo = _upload(http, _png(), 'x"; filename=../evil.html', "text/html").json()
+        note = _upload(http, _voice_note(), "note.mp3", "audio/mpeg").json()
+        document = _upload(http, pdf, "report.html", "text/html").json()
+        answers = {
+            "photo": (http.get(f"/v1/media/{photo['media_id']}"), f'inline; filename="{photo["media_id"]}.png"'),
+            "thumbnail": (
+                http.get(f"/v1/media/{photo['media_id']}", params={"thumbnail": 1}),
+                f'inline; filename="{photo["media_id"]}-thumbnail.png"',
+            ),
+            "range": (
+                http.get(f"/v1/media/{note['media_id']}", headers={"Range": "bytes=0-9"}),
+                f'inline; filename="{note["media_id"]}.mp3"',
+            ),
+            "pdf": (
+                http.get(f"/v1/media/{document['media_id']}"),
+                f'attachment; filename="{document["media_id"]}.pdf"',
+            ),
+        }
+    for what, (answer, disposition) in answers.items():
+        assert answer.status_code in (200, 206), (what, answer.text)
+        assert answer.headers["x-content-type-options"] == "nosniff", what
+        assert answer.headers["content-disposition"] == disposition, what
+    assert answers["pdf"][0].headers["content-type"] == "application/pdf"
+
+
 def test_a_message_naming_missing_or_someone_elses_media_is_rejected_with_the_reason(
     stack: Stack, users: Users
 ) -> None:

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from starlette.datastructures import UploadFile
 
 from api.deps import CurrentUser, SessionDep
+from api.downloads import file_headers
 from api.schemas import MediaPublic
 from switchboard import media
 from switchboard.blobs import BlobStore
@@ -153,7 +154,9 @@ def download(
         bool, Query(description="An image's thumbnail (longest side media.thumbnail_pixels).", examples=[False])
     ] = False,
 ) -> Response:
-    """The file's bytes. ``Range: bytes=a-b`` (one range) answers 206 with those bytes."""
+    """The file's bytes. ``Range: bytes=a-b`` (one range) answers 206 with those bytes. Served with
+    ``X-Content-Type-Options: nosniff`` and a ``Content-Disposition``: inline for images, audio and video,
+    attachment otherwise (PDF), named ``{media_id}.{ext}`` (see api/downloads.py)."""
     row = _readable(session, media_id, user.name)
     store: BlobStore = request.app.state.blobs
     headers = {"ETag": f'"{row.sha256}"', "Cache-Control": "private, max-age=31536000, immutable"}
@@ -162,7 +165,10 @@ def download(
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{row.content_type} files have no thumbnail")
         settings: MediaSettings = request.app.state.media_settings
         data, content_type = media.thumbnail(store, row, settings.thumbnail_pixels)
-        return Response(data, media_type=content_type, headers=headers)
+        return Response(
+            data, media_type=content_type, headers=headers | file_headers(row.id, content_type, thumbnail=True)
+        )
+    headers |= file_headers(row.id, row.content_type)
     headers["Accept-Ranges"] = "bytes"
     wanted = _range(request.headers.get("range"), row.size)
     if wanted is None:
