@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 
 from bridge.metrics import BridgeMetrics
 from bridge.notifier import Notifier
-from bridge.store import Incoming, Outcome, Recorded, Rejected, Stored, save_batch
+from bridge.store import Incoming, Outcome, Recorded, Rejected, Replayed, Stored, save_batch
 from switchboard.db import session_scope
 from switchboard.errors import StoreError
 from switchboard.partitions import keep_message_partitions
@@ -206,7 +206,7 @@ class Bridge:
 
     async def _store(self, batch: Sequence[mqtt.MQTTMessage]) -> list[Outcome]:
         """Commit the batch, waiting out database outages (nothing is acknowledged meanwhile)."""
-        return await self._store_items([Incoming(m.topic, bytes(m.payload)) for m in batch])
+        return await self._store_items([Incoming(m.topic, bytes(m.payload), bool(m.retain)) for m in batch])
 
     async def _store_items(self, items: list[Incoming]) -> list[Outcome]:
         delay, conflicts = 0.5, 0
@@ -262,6 +262,12 @@ class Bridge:
                 (self.metrics.duplicates if outcome.duplicate else self.metrics.stored).inc()
             elif isinstance(outcome, Recorded):
                 self.metrics.recorded.inc()
+            elif isinstance(outcome, Replayed):
+                log.info(
+                    "bridge: not storing the broker's retained copy of a message on %s again",
+                    message.topic,
+                    extra={"topic": message.topic},
+                )
             else:
                 self.metrics.rejected.inc()
                 log.info(

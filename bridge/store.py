@@ -5,7 +5,8 @@ whole batch and only then acknowledges the messages to the broker.
 
 Per message the outcome is :class:`Stored` (new, or a repeat of an already stored ``(sender, id)``,
 which keeps its original seq), :class:`Recorded` (a presence or receipt update, see
-``bridge.watermarks``) or :class:`Rejected` (kept in ``rejected_messages`` with the reason).
+``bridge.watermarks``), :class:`Rejected` (kept in ``rejected_messages`` with the reason) or
+:class:`Replayed` (a broker's retained copy of a chat message, not stored again).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Incoming:
 
     topic: str
     payload: bytes
+    retained: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,15 @@ class Recorded:
     """A presence or receipt update, applied (or, when older than what is known, ignored)."""
 
 
-Outcome = Stored | Rejected | Recorded
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A chat message delivered with the retain flag: a copy some broker kept (Switchboard's never keeps
+    one; Mosquitto does when a client publishes with -r) and sends again each time the bridge subscribes.
+    Messages published while the bridge's session exists come live, with retain=0 [MQTT-3.3.1-9], and
+    were stored then; storing the copy again would duplicate a plain-text message under a new id."""
+
+
+Outcome = Stored | Rejected | Recorded | Replayed
 
 
 @dataclass
@@ -106,6 +116,8 @@ def save_batch(session: Session, batch: Sequence[Incoming], *, preview_chars: in
         topic = parse_topic(incoming.topic)
         if topic is not None and topic.kind in (Kind.PRESENCE, Kind.RECEIPT):
             outcomes[index] = _save_watermark(session, topic, incoming.payload)
+        elif incoming.retained:
+            outcomes[index] = Replayed()
         else:
             messages[index] = (topic, incoming.payload)
     checker = _ConversationChecker(session, messages)

@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import create_database, drop_database
 from tests.deploy import Deployment, Publisher
-from tests.helpers import mosquitto_pub, service_metric, start_service
+from tests.helpers import mosquitto_pub, service_metric, start_service, wait_for
+from tests.rawmqtt import RawClient
 
 
 class Mosquitto:
@@ -71,6 +72,18 @@ def test_bridge_stores_and_acks_through_mosquitto(mosquitto_deployment: tuple[De
     rows = d.wait_stored("dm:alice:bob", 3)
     time.sleep(1)
     assert d.stored("dm:alice:bob") == [(1, "m0"), (2, "m1"), (3, "m2")] == rows
+
+    # Mosquitto keeps a retained DM and sends it again (retain=1) each time the bridge subscribes; plain
+    # text gets a new id each time, so the bridge stores the live copy only.
+    mosquitto_pub(d.port, "alice", users["alice"], "dm/bob/alice", "kept by mosquitto", extra=("-r",))
+    d.wait_stored("dm:alice:bob", 4)
+    thief = RawClient(d.port)  # take the bridge's session over: it reconnects and subscribes again
+    thief.connect("switchboard-bridge", "switchboard-bridge", users["switchboard-bridge"], clean=False)
+    thief.disconnect()
+    wait_for(lambda: sum("bridge: connected" in line for line in bridge.out.lines) == 2, what="bridge reconnected")
+    mosquitto_pub(d.port, "alice", users["alice"], "dm/bob/alice", json.dumps({"id": "m3", "body": "marker"}))
+    rows = d.wait_stored("dm:alice:bob", 5)
+    assert [seq for seq, _ in rows] == [1, 2, 3, 4, 5] and rows[4] == (5, "m3")  # the retained DM once
 
 
 def test_two_bridges_sharing_a_subscription_store_everything_once(

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from bridge.store import Incoming, Rejected, Stored, save_batch
+from bridge.store import Incoming, Recorded, Rejected, Replayed, Stored, save_batch
 from switchboard.db import session_scope
 from switchboard.tables import Message, RejectedMessage
 from tests.conftest import Users
@@ -92,3 +92,21 @@ def test_rejections_are_kept_with_reasons_and_do_not_block_the_batch(engine: Eng
     with Session(engine) as session:
         kept = session.exec(select(RejectedMessage).where(col(RejectedMessage.topic).contains(users.suffix))).all()
     assert len(kept) == 4 and all(r.reason for r in kept)
+
+
+def test_a_brokers_retained_copy_of_a_chat_message_is_not_stored_again(engine: Engine, users: Users) -> None:
+    """A message delivered with the retain flag is a broker's kept copy, sent again at each subscription
+    (Mosquitto); the live copy was stored, and plain text would get a new id each time. Retained presence
+    is still recorded (it is the current state)."""
+    alice, _ = users.user("alice")
+    bob, _ = users.user("bob")
+    outcomes = _save(
+        engine,
+        [
+            Incoming(f"dm/{bob}/{alice}", b"hello again", retained=True),
+            Incoming(f"presence/{alice}", b'{"status": "offline"}', retained=True),
+        ],
+    )
+    assert outcomes == [Replayed(), Recorded()]
+    with Session(engine) as session:
+        assert session.exec(select(Message).where(Message.sender == alice)).all() == []
