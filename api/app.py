@@ -14,15 +14,19 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api.limits import LoginLimiter
 from api.metrics import ApiMetrics
 from api.routes import admin, auth, conversations, health, hooks, media, messages, presence, receipts, sync
 from switchboard import __version__
 from switchboard.blobs import make_blob_store
+from switchboard.credentials import VerifiedCredentials
 from switchboard.errors import AccountError, InvalidAccount, StoreError, UnknownAccount
-from switchboard.settings import ApiSettings, MediaSettings
+from switchboard.logins import LoginThrottle
+from switchboard.settings import ApiSettings, LoginSettings, MediaSettings
 
 log = logging.getLogger(__name__)
+
+#: How long a service account's HTTP Basic credentials on the broker hooks are remembered (skips argon2).
+HOOK_CALLER_SECONDS = 60.0
 
 
 def create_app(
@@ -30,9 +34,11 @@ def create_app(
     settings: ApiSettings,
     metrics: ApiMetrics | None = None,
     media_settings: MediaSettings | None = None,
+    login_settings: LoginSettings | None = None,
 ) -> FastAPI:
     """The API, reading and writing through ``engine``; with ``metrics``, every request is timed; files in
-    the store ``media_settings`` names (the defaults when None)."""
+    the store ``media_settings`` names (the defaults when None); failed logins throttled by
+    ``login_settings`` (the defaults when None)."""
     app = FastAPI(
         title="Switchboard",
         version=__version__,
@@ -43,7 +49,8 @@ def create_app(
     app.state.settings = settings
     app.state.media_settings = media_settings or MediaSettings()
     app.state.blobs = make_blob_store(app.state.media_settings)
-    app.state.login_limiter = LoginLimiter(settings.max_failed_logins, settings.max_failed_logins_per_address)
+    app.state.login_throttle = LoginThrottle(engine, login_settings or LoginSettings())
+    app.state.hook_callers = VerifiedCredentials[str](HOOK_CALLER_SECONDS)
     app.include_router(auth.router)
     app.include_router(hooks.router)
     app.include_router(health.router)

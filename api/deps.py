@@ -10,8 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.limits import LoginLimiter
 from switchboard import accounts, tokens
+from switchboard.logins import LoginThrottle, Throttled
 from switchboard.tables import Role, User
 from switchboard.topics import Conversation, parse_conversation
 
@@ -29,31 +29,33 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_limiter(request: Request) -> LoginLimiter:
-    limiter: LoginLimiter = request.app.state.login_limiter
+def get_limiter(request: Request) -> LoginThrottle:
+    limiter: LoginThrottle = request.app.state.login_throttle
     return limiter
 
 
-LimiterDep = Annotated[LoginLimiter, Depends(get_limiter)]
+LimiterDep = Annotated[LoginThrottle, Depends(get_limiter)]
 
 
 def client_address(request: Request) -> str:
+    """The peer's address, or the client a trusted proxy names in X-Forwarded-For (``api.trusted_proxies``,
+    applied by uvicorn, see api/main.py)."""
     return request.client.host if request.client else "unknown"
 
 
-def check_login(session: Session, limiter: LoginLimiter, request: Request, name: str, secret: str) -> User:
-    """The user for these credentials; 429 while the user or the address has failed too often, else 401."""
-    keys = (f"user:{name}", f"addr:{client_address(request)}")
-    wait = limiter.retry_after(*keys)
-    if wait:
+def check_login(
+    session: Session, limiter: LoginThrottle, request: Request, name: str, secret: str, *, address: str | None = None
+) -> User:
+    """The user for these credentials; 429 while this address (``address``, else the caller's) is
+    throttled for this user (switchboard/logins.py), else 401."""
+    where = address or client_address(request)
+    try:
+        user = limiter.attempt(name, where, lambda: accounts.authenticate(session, name, secret))
+    except Throttled as exc:
         raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"too many failed logins; try again in {wait} seconds",
-            headers={"Retry-After": str(wait)},
-        )
-    user = accounts.authenticate(session, name, secret)
+            status.HTTP_429_TOO_MANY_REQUESTS, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}
+        ) from None
     if user is None:
-        limiter.failed(*keys)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="bad username or password",
@@ -72,8 +74,7 @@ def get_current_user(
     """The caller, from HTTP Basic (username and password, or username and token) or a bearer token."""
     if token is not None:
         user = tokens.user_for(session, token.credentials)
-        if user is None:
-            limiter.failed(f"addr:{client_address(request)}")
+        if user is None:  # 256 random bits: guessing is hopeless, so no throttle (and no user name to key it)
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 detail="the token is unknown or expired: get a new one from POST /v1/auth/token",
@@ -121,7 +122,7 @@ ReadableConversation = Annotated[Conversation, Depends(readable_conversation)]
 #: Error answers for the OpenAPI schema: every logged-in route, routes with a JSON body, conversation routes.
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or bad credentials."},
-    429: {"description": "Too many failed logins from this user or address; see Retry-After."},
+    429: {"description": "Too many failed logins for this user from this address; see Retry-After."},
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not valid JSON."}}
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {

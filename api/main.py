@@ -15,7 +15,7 @@ from api.app import create_app
 from api.metrics import ApiMetrics
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
-from switchboard.settings import ApiSettings, MediaSettings
+from switchboard.settings import ApiSettings, LoginSettings, MediaSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +31,28 @@ class _Server(uvicorn.Server):
 class ApiServer:
     """A uvicorn server for the app; start it, read its port, stop it."""
 
-    def __init__(self, settings: ApiSettings, engine: Engine, media: MediaSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        engine: Engine,
+        media: MediaSettings | None = None,
+        login: LoginSettings | None = None,
+    ) -> None:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None
         self._metrics_server: Any = None
         config = uvicorn.Config(
-            create_app(engine, settings, self._metrics, media),
+            create_app(engine, settings, self._metrics, media, login),
             host=settings.host,
             port=settings.port,
             log_config=None,
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=settings.stop_timeout_seconds,
+            # X-Forwarded-For names the client only when a configured proxy sends it (uvicorn's default
+            # trusts 127.0.0.1, which would let any local caller pick the address the login throttle keys).
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -211,7 +211,7 @@ class UsersList(Schema):
 
 
 class UserUpdate(Schema):
-    """Disable an account (it cannot log in, its tokens stop working, its connections close) or enable it."""
+    """Disable an account (it cannot log in, its tokens are revoked, its connections close) or enable it."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 

@@ -18,11 +18,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from broker.credentials import VerifiedCredentials
 from broker.principal import Principal
 from switchboard import accounts, tokens
 from switchboard.acl import ANONYMOUS, Action, Decision, Identity, Policy
+from switchboard.credentials import VerifiedCredentials
 from switchboard.errors import StoreError
+from switchboard.logins import LoginThrottle, Throttled
 from switchboard.rules import OperatorRule
 from switchboard.tables import Role, User, utcnow
 from switchboard.topics import is_chat_topic
@@ -110,12 +111,14 @@ class AccessControl:
         *,
         allow_anonymous: bool,
         rules: Sequence[OperatorRule] | None = None,
+        throttle: LoginThrottle,
         cache_seconds: float = 30.0,
         credentials_seconds: float = 300.0,
     ) -> None:
         self._engine = engine
+        self._throttle = throttle
         self._directory = CachedDirectory(engine, ttl=cache_seconds)
-        self._credentials = VerifiedCredentials(credentials_seconds)
+        self._credentials: VerifiedCredentials[Identity] = VerifiedCredentials(credentials_seconds)
         self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
         self.allow_anonymous = allow_anonymous
         self._identities: dict[str, Identity] = {}
@@ -159,8 +162,16 @@ class AccessControl:
         remembered = self._credentials.check(name, password)
         if remembered is not None:
             return remembered
+        address = session.address or "unknown"
         try:
-            user = await asyncio.to_thread(self._check_password, name, password)
+            user = await asyncio.to_thread(
+                self._throttle.attempt, name, address, lambda: self._check_password(name, password)
+            )
+        except Throttled as exc:
+            log.warning(
+                "refused client_id=%s user=%s from %s: %s", session.client_id, name, address, exc, extra=_who(session)
+            )
+            return None
         except StoreError as exc:
             log.error("refused client_id=%s user=%s: %s", session.client_id, name, exc, extra=_who(session))
             return None

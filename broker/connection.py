@@ -104,6 +104,7 @@ class Connection:
         self._limits = limits
         info = writer.get_peer_info()
         self.peer = f"{info[0]}:{info[1]}" if info else "unknown peer"
+        self._address: str | None = str(info[0]) if info else None
         self.session: Session | None = None
         self._principal: Principal | None = None
         self._will: Will | None = None
@@ -303,6 +304,7 @@ class Connection:
         principal.keep_alive = packet.keep_alive
         principal.will_flag = bool(packet.will_flag)
         principal.will_topic = packet.will_topic if packet.will_flag else None
+        principal.address = self._address
         self._principal = principal
         if not await self._gate.authenticate(principal):
             self._hub.stats.auth_failures += 1

@@ -20,3 +20,5 @@ class Principal:
     keep_alive: int = 0
     will_flag: bool = False
     will_topic: str | None = None
+    #: The client's IP address (the login throttle's key, with the username).
+    address: str | None = None

@@ -31,10 +31,11 @@ from broker.principal import Principal
 from broker.sessions import Limits, Session
 from switchboard.acl import Action
 from switchboard.errors import ConfigError
+from switchboard.logins import LoginThrottle
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
 from switchboard.rules import OperatorRule, RuleAction
-from switchboard.settings import MqttSettings
+from switchboard.settings import LoginSettings, MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,9 @@ def broker_config(settings: MqttSettings, access: AccessControl) -> dict[str, An
     }
 
 
-async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBroker:
-    """Start listening; ConfigError (one line) when a port is taken."""
+async def start_broker(settings: MqttSettings, engine: Engine, login: LoginSettings) -> SwitchboardBroker:
+    """Start listening; ConfigError (one line) when a port is taken. Failed logins are throttled by
+    ``login`` in the database, with the API's (switchboard/logins.py)."""
     for name, port in (("port", settings.port), ("ws_port", settings.ws_port), ("tls_port", settings.tls_port)):
         if port is not None:
             ensure_port_free(settings.host, port, setting=f"mqtt.{name}", env=f"SWITCHBOARD_MQTT__{name.upper()}")
@@ -252,6 +254,7 @@ async def start_broker(settings: MqttSettings, engine: Engine) -> SwitchboardBro
         engine,
         allow_anonymous=settings.allow_anonymous,
         rules=rules,
+        throttle=LoginThrottle(engine, login),
         cache_seconds=settings.directory_cache_seconds,
         credentials_seconds=settings.credentials_cache_seconds,
     )

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = user.add_parser("add", help="add a user (password from --password, else read from stdin)")
     add.add_argument("name")
     add.add_argument("--password", help="the password; omit it to type it or pipe it on stdin")
-    add.add_argument("--role", choices=[Role.USER.value, Role.ADMIN.value], default=Role.USER.value)
+    add.add_argument("--role", choices=[role.value for role in Role], default=Role.USER.value)
     user.add_parser("list", help="list users")
     for action, what in (("disable", "disable a user (its connections close)"), ("enable", "enable a user again")):
         user.add_parser(action, help=what).add_argument("name")

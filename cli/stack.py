@@ -64,8 +64,8 @@ async def up(settings: Settings, engine: Engine) -> None:
     password = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(32)
     await asyncio.to_thread(bridge_main.provision_account, engine, settings.bridge.username, password)
 
-    broker = await start_broker(settings.mqtt, engine)
-    api = ApiServer(settings.api, engine, settings.media)
+    broker = await start_broker(settings.mqtt, engine, settings.login)
+    api = ApiServer(settings.api, engine, settings.media, settings.login)
     bridge_task: asyncio.Task[None] | None = None
     try:
         await api.start()
@@ -107,7 +107,7 @@ async def broker_only(settings: Settings, engine: Engine) -> None:
         await asyncio.to_thread(
             bridge_main.provision_account, engine, settings.bridge.username, settings.bridge.password.get_secret_value()
         )
-    broker = await start_broker(settings.mqtt, engine)
+    broker = await start_broker(settings.mqtt, engine, settings.login)
     _say_broker(broker)
     try:
         await _until(stop)
@@ -118,7 +118,7 @@ async def broker_only(settings: Settings, engine: Engine) -> None:
 async def api_only(settings: Settings, engine: Engine) -> None:
     """The API alone; it answers 503 while the database is unreachable."""
     stop = _stop_on_signals()
-    api = ApiServer(settings.api, engine, settings.media)
+    api = ApiServer(settings.api, engine, settings.media, settings.login)
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
     try:

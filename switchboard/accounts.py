@@ -179,12 +179,15 @@ def list_groups(session: Session) -> list[tuple[Group, list[str]]]:
 
 
 def set_disabled(session: Session, name: str, disabled: bool) -> User:
-    """Disable (or enable again) a user. A disabled user cannot log in, its tokens stop working and the
-    broker disconnects it; its history stays."""
+    """Disable (or enable again) a user. A disabled user cannot log in, its tokens are revoked (enabling it
+    again does not bring them back: they may be what got it disabled) and the broker disconnects it; its
+    history stays."""
     user = _existing_user(session, name)
     if user.disabled != disabled:
         user.disabled = disabled
         session.add(user)
+        if disabled:
+            _revoke_tokens(session, name)
         change = DirectoryChange.USER_DISABLED if disabled else DirectoryChange.USER_ENABLED
         directory.record(session, change, name)
     return user

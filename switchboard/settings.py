@@ -141,9 +141,15 @@ class ApiSettings(_Section):
     host: str = Field("0.0.0.0", description="Address the API listens on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port for HTTP (0 picks a free port).")
     token_ttl_hours: int = Field(720, ge=1, le=24 * 365, description="How long a token from /v1/auth/token lives.")
-    max_failed_logins: int = Field(10, ge=1, description="Failed logins allowed per user in 5 minutes before 429.")
-    max_failed_logins_per_address: int = Field(
-        100, ge=1, description="Failed logins allowed per client address in 5 minutes before 429."
+    trusted_proxies: list[str] = Field(
+        [],
+        description="Addresses of reverse proxies whose X-Forwarded-For names the client (for the login "
+        "throttle); empty: the header is ignored and the client is the connection's peer.",
+    )
+    hook_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret an external broker sends in X-Switchboard-Hook-Secret to call /v1/mqtt/auth "
+        "and /v1/mqtt/acl; unset: the hooks take only HTTP Basic of a service account (the bridge's).",
     )
     metrics_host: str = Field("0.0.0.0", description="Address of the API's Prometheus /metrics.")
     metrics_port: int | None = Field(
@@ -154,6 +160,29 @@ class ApiSettings(_Section):
         ge=1,
         le=600,
         description="On SIGTERM, how long requests in progress may take to finish before their connections close.",
+    )
+
+
+class LoginSettings(_Section):
+    """Throttling of failed logins, over MQTT and HTTP alike (switchboard/logins.py)."""
+
+    max_failures: int = Field(
+        10,
+        ge=1,
+        description="Failed logins for one user from one address within window_seconds; then that address is "
+        "refused for that user (MQTT: not authorized, HTTP: 429) until the window closes.",
+    )
+    window_seconds: float = Field(
+        900, ge=1, le=86400, description="How long failures are counted, from the first one of a user and address."
+    )
+    backoff_after: int = Field(
+        3,
+        ge=1,
+        description="Failures of a user (from every address) after which each failing address must wait before "
+        "its next try for that user: 1 s, doubling with each further failure, at most backoff_max_seconds.",
+    )
+    backoff_max_seconds: float = Field(
+        10, ge=0, le=300, description="Longest wait the per-user backoff imposes after an address's own failure."
     )
 
 
@@ -305,6 +334,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
+    login: LoginSettings = LoginSettings()
     bridge: BridgeSettings = BridgeSettings()
     media: MediaSettings = MediaSettings()
     notify: NotifySettings = NotifySettings()

@@ -297,3 +297,18 @@ class DirectoryEvent(SQLModel, table=True):
     user_name: str = Field(max_length=64)
     group_name: str | None = Field(default=None, max_length=64)
     at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class LoginFailure(SQLModel, table=True):
+    """Failed logins for one user name from one client address, within the current window (see
+    switchboard.logins). The name is the one tried, whether or not such a user exists."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_last_at", "last_at"),)
+
+    user_name: str = Field(primary_key=True, max_length=64)
+    address: str = Field(primary_key=True, max_length=64)
+    failures: int = Field(default=0)
+    #: When the window of these failures opened (its first failure); it closes ``window_seconds`` later.
+    first_at: datetime = Field(sa_column=_timestamp())
+    last_at: datetime = Field(sa_column=_timestamp())

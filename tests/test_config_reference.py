@@ -32,13 +32,13 @@ def test_config_check_lists_every_problem(tmp_path: Path) -> None:
     ok = run_cli("config", "check", "--config", str(good), env=env, cwd=tmp_path)
     assert ok.returncode == 0 and "valid" in ok.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("mqtt:\n  sys_interval: 0\n  max_inflight: zero\n  colour: blue\napi:\n  max_failed_logins: -1\n")
+    bad.write_text("mqtt:\n  sys_interval: 0\n  max_inflight: zero\n  colour: blue\nlogin:\n  max_failures: -1\n")
     env["SWITCHBOARD_TYPO"] = "1"
     result = run_cli("config", "check", "--config", str(bad), env=env, cwd=tmp_path)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("switchboard: error:")]
     assert len(lines) == 5, result.stderr
-    for needle in ("SWITCHBOARD_TYPO", "mqtt.sys_interval", "mqtt.max_inflight", "'mqtt.colour'", "api.max_failed"):
+    for needle in ("SWITCHBOARD_TYPO", "mqtt.sys_interval", "mqtt.max_inflight", "'mqtt.colour'", "login.max_failures"):
         assert any(needle in line for line in lines), (needle, result.stderr)
     assert "5 problem(s)" in result.stderr
     # starting anything with that file still stops at the first problem, and points at config check

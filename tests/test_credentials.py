@@ -1,12 +1,12 @@
-"""The broker's memory of verified credentials (broker/credentials.py): only the same secret matches,
+"""The broker's memory of verified credentials (switchboard/credentials.py): only the same secret matches,
 entries end with their lifetime or the token's, and forgetting is immediate."""
 
 from __future__ import annotations
 
 import time
 
-from broker.credentials import VerifiedCredentials
 from switchboard.acl import Identity
+from switchboard.credentials import VerifiedCredentials
 from switchboard.tables import Role
 
 ALICE = Identity("alice", Role.USER)

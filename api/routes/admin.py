@@ -55,7 +55,8 @@ def create_user(session: SessionDep, _admin: AdminUser, body: UserCreate) -> Use
 
 @router.patch("/users/{name}", response_model=UserPublic, responses={**ACCOUNT_ERRORS, **BODY_ERRORS})
 def update_user(session: SessionDep, admin: AdminUser, name: UserName, body: UserUpdate) -> UserPublic:
-    """Disable or enable an account. Disabling closes its MQTT connections and stops its tokens."""
+    """Disable or enable an account. Disabling closes its MQTT connections and revokes its tokens (enabling
+    it again does not revive them)."""
     _not_self_or_service(session, admin, name, "disable")
     user = accounts.set_disabled(session, name, body.disabled)
     session.commit()

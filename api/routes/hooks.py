@@ -4,23 +4,76 @@ tokens and topic rules.
 
 Both accept JSON or form bodies and always answer 200 with ``{"result": "allow"|"deny", "ok": bool}``:
 EMQX reads ``result``; mosquitto-go-auth reads ``ok`` with ``auth_opt_http_response_mode json``. Failed
-logins count against the same per-user and per-address limits as the API's own.
+logins count in the same limiter as the API's and the broker's own (switchboard/logins.py), keyed by the
+MQTT client's address when the broker sends it (``peerhost``), else by the broker's.
+
+Only the external broker may ask (the answers say which users exist and who is in which group): it sends
+the shared secret ``api.hook_secret`` in ``X-Switchboard-Hook-Secret``, or HTTP Basic of a service account
+(a user with the service role, such as the bridge's). Anyone else gets 401 with the same answer whatever
+was wrong (429 while its failed Basic logins are throttled).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hmac
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPBasicCredentials
 from pydantic import BaseModel, Field, ValidationError
 
-from api.deps import LimiterDep, SessionDep, check_login
+from api.deps import LimiterDep, SessionDep, basic, check_login
 from api.schemas import Schema
 from switchboard import accounts
 from switchboard.acl import ANONYMOUS, Action, Identity, Policy
+from switchboard.credentials import VerifiedCredentials
 from switchboard.tables import Role, User
 
-router = APIRouter(prefix="/v1/mqtt", tags=["broker hooks"])
+SECRET_HEADER = "X-Switchboard-Hook-Secret"  # noqa: S105 (a header name, not a secret)
+_REFUSED = (
+    f"only the external broker may call the hooks: send api.hook_secret in {SECRET_HEADER}, "
+    "or HTTP Basic of a service account"
+)
+
+
+def require_broker(
+    request: Request,
+    session: SessionDep,
+    limiter: LimiterDep,
+    credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
+    secret: Annotated[str | None, Header(alias=SECRET_HEADER, description="api.hook_secret")] = None,
+) -> None:
+    """Let the external broker through (the shared secret, or a service account's Basic credentials,
+    remembered for a minute so the ACL hook does not hash a password per PUBLISH); 401 for anyone else."""
+    configured = request.app.state.settings.hook_secret
+    if secret is not None and configured is not None:
+        if hmac.compare_digest(secret.encode(), configured.get_secret_value().encode()):
+            return
+    if credentials is not None:
+        known: VerifiedCredentials[str] = request.app.state.hook_callers
+        if known.check(credentials.username, credentials.password) is not None:
+            return
+        try:
+            user = check_login(session, limiter, request, credentials.username, credentials.password)
+        except HTTPException as exc:
+            if exc.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+                raise
+            user = None
+        if user is not None and user.role == Role.SERVICE:
+            known.remember(credentials.username, credentials.password, user.name)
+            return
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=_REFUSED, headers={"WWW-Authenticate": 'Basic realm="switchboard"'}
+    )
+
+
+router = APIRouter(prefix="/v1/mqtt", tags=["broker hooks"], dependencies=[Depends(require_broker)])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "The caller is not the external broker (no hook secret, no service account)."},
+    422: {"description": "The body is malformed."},
+    429: {"description": "Too many failed logins of the caller's service account from its address."},
+}
 
 #: mosquitto-go-auth's "acc": 1 read (a delivery), 2 write (publish), 3 read and write, 4 subscribe.
 _GO_AUTH_ACC = {1: (Action.RECEIVE,), 2: (Action.PUBLISH,), 3: (Action.RECEIVE, Action.PUBLISH), 4: (Action.SUBSCRIBE,)}
@@ -37,6 +90,12 @@ class HookAuth(Schema):
     username: str = Field(min_length=1, max_length=64, examples=["alice"])
     password: str = Field(default="", max_length=1024, examples=["alice's password or token"])
     clientid: str = Field(default="", max_length=256, examples=["phone-1"])
+    peerhost: str = Field(
+        default="",
+        max_length=64,
+        description="The client's IP address (the login throttle's key).",
+        examples=["203.0.113.7"],
+    )
 
 
 class HookAcl(Schema):
@@ -85,18 +144,20 @@ def _answer(allowed: bool, reason: str = "") -> HookAnswer:
     return HookAnswer(result="allow" if allowed else "deny", ok=allowed, error="" if allowed else reason)
 
 
-@router.post("/auth", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
+@router.post("/auth", response_model=HookAnswer, responses=_ERRORS)
 async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) -> HookAnswer:
     """Is this username with this password (or token) a Switchboard user?"""
     body: HookAuth = await _body(request, HookAuth)
     try:
-        check_login(session, limiter, request, body.username, body.password)
+        await run_in_threadpool(
+            check_login, session, limiter, request, body.username, body.password, address=body.peerhost or None
+        )
     except HTTPException as exc:
         return _answer(False, str(exc.detail))
     return _answer(True)
 
 
-@router.post("/acl", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
+@router.post("/acl", response_model=HookAnswer, responses=_ERRORS)
 async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
     """May this user publish, subscribe to or receive this topic, by the chat scheme's rules?"""
     body: HookAcl = await _body(request, HookAcl)

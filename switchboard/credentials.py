@@ -1,6 +1,6 @@
-"""Credentials the broker has verified, remembered for a while, so a reconnect storm (every phone of a
-cell dropping and coming back at once) costs one HMAC per client instead of an argon2 hash or a database
-query each.
+"""Credentials verified recently, remembered for a while: the broker's (a reconnect storm, every phone of a
+cell dropping and coming back at once, costs one HMAC per client instead of an argon2 hash or a database
+query each) and the API's for the external broker calling its hooks.
 
 Only successes are remembered, as an HMAC under a key made at start-up (never the secret itself). An
 entry ends after ``mqtt.credentials_cache_seconds``, at the expiry of the token it was made from, or at
@@ -13,23 +13,26 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import Generic, TypeVar
 
-from switchboard.acl import Identity
+T = TypeVar("T")
 
 
-class VerifiedCredentials:
+class VerifiedCredentials(Generic[T]):
+    """User name to (HMAC of the secret, what the check found, until when)."""
+
     MAX_ENTRIES = 200_000
 
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
         self._key = secrets.token_bytes(32)
-        self._entries: dict[str, tuple[bytes, Identity, float]] = {}
+        self._entries: dict[str, tuple[bytes, T, float]] = {}
 
     def _digest(self, secret: str) -> bytes:
         return hmac.new(self._key, secret.encode(), hashlib.sha256).digest()
 
-    def check(self, name: str, secret: str) -> Identity | None:
-        """The identity, if these exact credentials were verified recently."""
+    def check(self, name: str, secret: str) -> T | None:
+        """What was found, if these exact credentials were verified recently."""
         entry = self._entries.get(name)
         if entry is None:
             return None
@@ -39,7 +42,7 @@ class VerifiedCredentials:
             return None
         return who if hmac.compare_digest(digest, self._digest(secret)) else None
 
-    def remember(self, name: str, secret: str, who: Identity, *, seconds: float | None = None) -> None:
+    def remember(self, name: str, secret: str, who: T, *, seconds: float | None = None) -> None:
         """Remember a success for ``ttl`` seconds (or fewer, when the secret itself expires sooner)."""
         lifetime = self._ttl if seconds is None else min(self._ttl, seconds)
         if lifetime <= 0:
