@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import yaml
 from sqlalchemy import Engine
 
-from cli import stack
+from cli import database_notice, stack
 from switchboard import accounts, config_reference
 from switchboard.db import make_engine, session_scope, upgrade
 from switchboard.errors import AccountError, SwitchboardError
@@ -23,51 +23,61 @@ from switchboard.settings import Settings, check_settings, load_settings
 from switchboard.tables import Role
 
 
+def _config_option() -> argparse.ArgumentParser:
+    """``--config FILE``, given to every command too, so it may come before or after the command's name
+    (SUPPRESS: a command without it keeps the value given before it)."""
+    option = argparse.ArgumentParser(add_help=False)
+    option.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="YAML settings file (default: config/switchboard.yaml)",
+    )
+    return option
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description="Chat over MQTT: broker, bridge and API.")
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (default: config/switchboard.yaml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_config_option()]
 
-    commands.add_parser("up", help="run broker, bridge and API together (migrates the database first)")
-    commands.add_parser("broker", help="run the MQTT broker alone")
-    commands.add_parser("bridge", help="run the bridge alone (needs SWITCHBOARD_BRIDGE__PASSWORD)")
-    commands.add_parser("api", help="run the REST API alone")
+    commands.add_parser("up", parents=common, help="run broker, bridge and API together (migrates the database first)")
+    commands.add_parser("broker", parents=common, help="run the MQTT broker alone")
+    commands.add_parser("bridge", parents=common, help="run the bridge alone (needs SWITCHBOARD_BRIDGE__PASSWORD)")
+    commands.add_parser("api", parents=common, help="run the REST API alone")
 
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
-    add = user.add_parser("add", help="add a user (password from --password, else read from stdin)")
+    add = user.add_parser("add", parents=common, help="add a user (password from --password, else read from stdin)")
     add.add_argument("name")
     add.add_argument("--password", help="the password; omit it to type it or pipe it on stdin")
     add.add_argument("--role", choices=[role.value for role in Role], default=Role.USER.value)
-    user.add_parser("list", help="list users")
+    user.add_parser("list", parents=common, help="list users")
     for action, what in (("disable", "disable a user (its connections close)"), ("enable", "enable a user again")):
-        user.add_parser(action, help=what).add_argument("name")
+        user.add_parser(action, parents=common, help=what).add_argument("name")
 
     group = commands.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
-    create = group.add_parser("create", help="create a group")
+    create = group.add_parser("create", parents=common, help="create a group")
     create.add_argument("group")
     create.add_argument("--member", action="append", default=[], metavar="NAME", help="a member (repeatable)")
-    member = group.add_parser("add-member", help="add a user to a group")
+    member = group.add_parser("add-member", parents=common, help="add a user to a group")
     member.add_argument("group")
     member.add_argument("name")
-    removal = group.add_parser("remove-member", help="remove a user from a group (takes effect in the broker)")
+    removal = group.add_parser(
+        "remove-member", parents=common, help="remove a user from a group (takes effect in the broker)"
+    )
     removal.add_argument("group")
     removal.add_argument("name")
 
     config = commands.add_parser("config", help="check and show the configuration").add_subparsers(
         dest="action", required=True
     )
-    for action, what in (
-        ("check", "list every problem in the configuration (exit 1 if any)"),
-        ("show", "print the effective configuration as YAML, secrets masked"),
-    ):
-        # `switchboard config check --config FILE` reads as well as `switchboard --config FILE config check`
-        config.add_parser(action, help=what).add_argument(
-            "--config", metavar="FILE", default=argparse.SUPPRESS, help="YAML settings file"
-        )
+    config.add_parser("check", parents=common, help="list every problem in the configuration (exit 1 if any)")
+    config.add_parser("show", parents=common, help="print the effective configuration as YAML, secrets masked")
     config.add_parser("reference", help="print the configuration reference (docs/configuration.md)")
 
     db = commands.add_parser("db", help="manage the database").add_subparsers(dest="action", required=True)
-    db.add_parser("upgrade", help="create or migrate the schema to the newest revision")
+    db.add_parser("upgrade", parents=common, help="create or migrate the schema to the newest revision")
     return parser
 
 
@@ -78,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log.level, settings.log.format)
+        args.new_database = database_notice.new_sqlite_file(settings.database_url) is not None
+        if args.new_database:
+            database_notice.say_new(settings.database_url)
         engine = make_engine(settings.database_url)
         handler = _HANDLERS[(args.command, getattr(args, "action", None))]
         handler(args, settings, engine)
@@ -133,12 +146,17 @@ def _user_add(args: argparse.Namespace, _settings: Settings, engine: Engine) -> 
     print(f"user {args.name} added ({args.role})")
 
 
-def _user_list(_args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+def _user_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> None:
     upgrade(engine)
     with session_scope(engine) as session:
-        for user in accounts.list_users(session):
-            state = " (disabled)" if user.disabled else ""
-            print(f"{user.name}\t{user.role}{state}")
+        users = accounts.list_users(session)
+    for user in users:
+        state = " (disabled)" if user.disabled else ""
+        print(f"{user.name}\t{user.role}{state}")
+    if not users:
+        print("no users")
+        if not args.new_database:  # else that was said already
+            database_notice.say_no_users(settings.database_url)
 
 
 def _group_create(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:

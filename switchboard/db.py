@@ -19,11 +19,14 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from switchboard import partitions
+from switchboard.database_url import ACCEPTED as ACCEPTED_DATABASE_URLS
+from switchboard.database_url import masked as masked_database_url
+from switchboard.database_url import parse as parse_database_url
+from switchboard.database_url import sqlite_file
 from switchboard.errors import ConfigError, StoreError
 
 T = TypeVar("T")
@@ -36,23 +39,19 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def make_engine(database_url: str) -> Engine:
     """An engine for ``database_url``; for SQLite, the file's folder is created and WAL turned on."""
     try:
-        url = make_url(database_url)
-    except ArgumentError:
+        url = parse_database_url(database_url)
+    except ValueError as exc:
         raise ConfigError(
-            f"bad value for database_url (SWITCHBOARD_DATABASE_URL) = {database_url!r}: "
-            "use sqlite:///PATH or postgresql+psycopg://user:pass@host/db"
+            f"bad value for database_url (SWITCHBOARD_DATABASE_URL) = {masked_database_url(database_url)!r}: "
+            f"{exc}; use {ACCEPTED_DATABASE_URLS}"
         ) from None
+    path = sqlite_file(url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    if url.get_backend_name() != "postgresql":
-        raise ConfigError(
-            f"bad value for database_url (SWITCHBOARD_DATABASE_URL) = {url.render_as_string()!r}: "
-            "only sqlite:// and postgresql+psycopg:// are supported"
-        )
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 

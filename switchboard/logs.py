@@ -83,16 +83,19 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Announcer:
-    """Status lines on stdout (``switchboard: ready``), printed whatever the level, in the log format."""
+    """Status lines on stdout (``switchboard: ready``), printed whatever the level, in the log format;
+    ``warn=True`` for a notice to the operator on stderr (``switchboard: using a new, empty database ...``)."""
 
     json = False
 
-    def __call__(self, line: str) -> None:
+    def __call__(self, line: str, *, warn: bool = False) -> None:
+        stream = sys.stderr if warn else sys.stdout
         if self.json:
-            record = logging.LogRecord("switchboard", logging.INFO, "", 0, line, None, None)
-            print(JsonFormatter().format(record), flush=True)
+            level = logging.WARNING if warn else logging.INFO
+            record = logging.LogRecord("switchboard", level, "", 0, line, None, None)
+            print(JsonFormatter().format(record), file=stream, flush=True)
         else:
-            print(f"switchboard: {line}", flush=True)
+            print(f"switchboard: {line}", file=stream, flush=True)
 
 
 #: ``announce("ready")`` prints a status line people and scripts wait for.

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from switchboard.database_url import masked as masked_database_url
+from switchboard.database_url import parse as parse_database_url
 from switchboard.errors import ConfigError
 
 ENV_PREFIX = "SWITCHBOARD_"
@@ -329,7 +331,9 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         "sqlite:///./var/switchboard.db",
-        description="SQLAlchemy URL: sqlite:///PATH (embedded) or postgresql+psycopg://user:pass@host/db.",
+        description="sqlite:///PATH (embedded; a relative PATH is from the folder the command runs in, "
+        "sqlite:////abs/path is absolute) or postgresql+psycopg://user:pass@host:port/db (postgresql:// is the "
+        "same). Nothing else is accepted.",
     )
     log: LogSettings = LogSettings()
     mqtt: MqttSettings = MqttSettings()
@@ -338,6 +342,12 @@ class Settings(BaseSettings):
     bridge: BridgeSettings = BridgeSettings()
     media: MediaSettings = MediaSettings()
     notify: NotifySettings = NotifySettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        parse_database_url(url)
+        return url
 
     @classmethod
     def settings_customise_sources(
@@ -455,7 +465,10 @@ def _describe_error(error: Any, path: Path | None, env: Any) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown setting {dotted!r} in {source}: remove it or check the spelling"
     hint = _field_description(loc)
-    return f"bad value for {dotted} ({env_name}) = {error['input']!r} from {source}: {error['msg']}; expected: {hint}"
+    value = error["input"]
+    if loc == ["database_url"] and isinstance(value, str):
+        value = masked_database_url(value)  # it may hold a password
+    return f"bad value for {dotted} ({env_name}) = {value!r} from {source}: {error['msg']}; expected: {hint}"
 
 
 def _field_description(loc: list[str]) -> str:

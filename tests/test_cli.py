@@ -92,3 +92,54 @@ def test_up_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     service.out.wait_for("switchboard: ready", 60)
     assert service.stop(signal.SIGTERM) == 0
     assert "switchboard: stopped" in service.output()
+
+
+def test_config_option_before_or_after_the_command(tmp_path: Path) -> None:
+    """`switchboard --config F COMMAND` and `switchboard COMMAND --config F` both read F, for every kind of command."""
+    env = switchboard_env("unused")
+    del env["SWITCHBOARD_DATABASE_URL"]  # the file says which database
+    config = tmp_path / "site.yaml"
+    config.write_text(f"database_url: sqlite:///{tmp_path}/site.db\n")
+    elsewhere = tmp_path / "elsewhere"  # where the default database would go if the file were ignored
+    elsewhere.mkdir()
+    given = ("--config", str(config))
+
+    added = run_cli("user", "add", "alice", "--password", "pw", *given, env=env, cwd=elsewhere)
+    assert added.returncode == 0, added.stderr
+    assert run_cli(*given, "group", "create", "team", "--member", "alice", env=env, cwd=elsewhere).returncode == 0
+    for args in ((*given, "user", "list"), ("user", "list", *given)):
+        assert run_cli(*args, env=env, cwd=elsewhere).stdout.splitlines() == ["alice\tuser"], args
+    for args in ((*given, "config", "show"), ("config", "show", *given)):
+        assert f"{tmp_path}/site.db" in run_cli(*args, env=env, cwd=elsewhere).stdout, args
+    assert not (elsewhere / "var").exists()  # the default database was never made
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mqtt:\n  sys_interval: 0\n")
+    wrong = ("--config", str(bad))
+    for args in ((*wrong, "up"), ("up", *wrong), ("broker", *wrong), (*wrong, "api")):
+        result = run_cli(*args, env=env, cwd=elsewhere)
+        assert result.returncode == 1, (args, result.stdout)
+        assert "mqtt.sys_interval" in result.stderr and "bad.yaml" in result.stderr, args
+
+
+def test_a_new_or_empty_database_is_named_and_no_users_said(tmp_path: Path) -> None:
+    """A relative SQLite path run from another folder makes a new database there: the command says so."""
+    env = switchboard_env("sqlite:///./var/switchboard.db")
+    elsewhere = (tmp_path / "elsewhere").resolve()
+    elsewhere.mkdir()
+    database = elsewhere / "var" / "switchboard.db"
+    relative = f"(database_url sqlite:///./var/switchboard.db is relative to the current folder {elsewhere})"
+
+    first = run_cli("user", "list", env=env, cwd=elsewhere)
+    assert (first.returncode, first.stdout) == (0, "no users\n")
+    assert first.stderr == f"switchboard: using a new, empty database at {database} {relative}\n"
+    again = run_cli("user", "list", env=env, cwd=elsewhere)
+    assert (again.returncode, again.stdout) == (0, "no users\n")
+    assert again.stderr == f"switchboard: no users in the database at {database} {relative}\n"
+
+    assert run_cli("user", "add", "alice", "--password", "pw", env=env, cwd=elsewhere).returncode == 0
+    listing = run_cli("user", "list", env=env, cwd=elsewhere)
+    assert (listing.stdout, listing.stderr) == ("alice\tuser\n", "")
+
+    absolute = run_cli("db", "upgrade", env=switchboard_env(f"sqlite:///{tmp_path}/abs.db"), cwd=elsewhere)
+    assert absolute.stderr == f"switchboard: using a new, empty database at {tmp_path}/abs.db\n"

@@ -57,3 +57,15 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert data["database_url"] == "postgresql+psycopg://bridge:***@db.example/switchboard"
     assert data["bridge"]["password"] == config_reference.MASK
     assert data["mqtt"]["port"] == 0  # the environment's value, not the default
+
+
+def test_config_check_refuses_a_database_url_switchboard_cannot_open(tmp_path: Path) -> None:
+    config = tmp_path / "mysql.yaml"
+    config.write_text("database_url: mysql://switchboard:secret@db/switchboard\n")
+    env = switchboard_env("unused")
+    del env["SWITCHBOARD_DATABASE_URL"]
+    result = run_cli("config", "check", "--config", str(config), env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert "bad value for database_url" in result.stderr and "mysql://" in result.stderr
+    assert "sqlite:///PATH" in result.stderr and "postgresql+psycopg://" in result.stderr
+    assert "secret" not in result.stderr

@@ -130,3 +130,23 @@ def test_log_format_json_and_level_from_the_environment(monkeypatch: pytest.Monk
     monkeypatch.setenv("SWITCHBOARD_LOG__FORMAT", "xml")
     with pytest.raises(ConfigError, match=r"log\.format \(SWITCHBOARD_LOG__FORMAT\) = 'xml'"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://u:secret@db/switchboard", "postgresql+asyncpg://u@db/x", "postgresql+psycopg2://u@db/x", "not a url"],
+)
+def test_database_url_must_be_one_switchboard_can_open(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATABASE_URL", url)
+    message = _error()
+    assert "bad value for database_url" in message
+    assert "sqlite:///PATH" in message and "postgresql+psycopg://" in message  # what is accepted
+    assert "secret" not in message  # the password is not echoed
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///./var/x.db", "sqlite:////abs/x.db", "postgresql+psycopg://u:p@db/x", "postgresql://u:p@db/x"]
+)
+def test_database_urls_switchboard_opens_are_valid(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATABASE_URL", url)
+    assert load_settings().database_url == url

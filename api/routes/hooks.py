@@ -16,7 +16,7 @@ was wrong (429 while its failed Basic logins are throttled).
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -105,9 +105,11 @@ class HookAcl(Schema):
     clientid: str = Field(default="", max_length=256, examples=["phone-1"])
     topic: str = Field(min_length=1, max_length=65535, examples=["dm/bob/alice"])
     acc: int | None = Field(
-        default=None, description="mosquitto-go-auth: 1 read, 2 write, 3 both, 4 subscribe", examples=[2]
+        default=None, ge=1, le=4, description="mosquitto-go-auth: 1 read, 2 write, 3 both, 4 subscribe", examples=[2]
     )
-    action: str | None = Field(default=None, description="EMQX: publish, subscribe or all", examples=["publish"])
+    action: Literal["publish", "subscribe", "all"] | None = Field(
+        default=None, description="EMQX: publish, subscribe or all", examples=["publish"]
+    )
 
 
 class HookAnswer(Schema):
@@ -140,11 +142,27 @@ def _shared_filter(topic: str) -> str | None:
     return shared if group and "+" not in group and "#" not in group and shared else None
 
 
+def _hook_body(model: type[BaseModel], **extra: Any) -> dict[str, Any]:
+    """The request body in the OpenAPI document (the handlers read it themselves)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "JSON; a form (application/x-www-form-urlencoded) with the same fields works too.",
+            "content": {"application/json": {"schema": {**model.model_json_schema(), **extra}}},
+        }
+    }
+
+
 def _answer(allowed: bool, reason: str = "") -> HookAnswer:
     return HookAnswer(result="allow" if allowed else "deny", ok=allowed, error="" if allowed else reason)
 
 
-@router.post("/auth", response_model=HookAnswer, responses=_ERRORS)
+@router.post(
+    "/auth",
+    response_model=HookAnswer,
+    responses=_ERRORS,
+    openapi_extra=_hook_body(HookAuth),
+)
 async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) -> HookAnswer:
     """Is this username with this password (or token) a Switchboard user?"""
     body: HookAuth = await _body(request, HookAuth)
@@ -157,7 +175,19 @@ async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) 
     return _answer(True)
 
 
-@router.post("/acl", response_model=HookAnswer, responses=_ERRORS)
+@router.post(
+    "/acl",
+    response_model=HookAnswer,
+    responses={**_ERRORS, 422: {"description": "The body is malformed, or has neither acc nor action."}},
+    # One of acc (mosquitto-go-auth) or action (EMQX) says what is asked.
+    openapi_extra=_hook_body(
+        HookAcl,
+        anyOf=[
+            {"required": ["acc"], "properties": {"acc": {"type": "integer"}}},
+            {"required": ["action"], "properties": {"action": {"type": "string"}}},
+        ],
+    ),
+)
 async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
     """May this user publish, subscribe to or receive this topic, by the chat scheme's rules?"""
     body: HookAcl = await _body(request, HookAcl)

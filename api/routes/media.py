@@ -39,6 +39,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary", "description": "The file."}},
+                    "additionalProperties": False,
                 }
             }
         },
@@ -48,7 +49,10 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Not a multipart upload with one field named file."},
     411: {"description": "No Content-Length: send the length of the body."},
     413: {"description": "Larger than media.max_bytes."},
-    415: {"description": "The bytes are not of an accepted type (sniffed, the declared type is not trusted)."},
+    415: {
+        "description": "The file is empty, its bytes are not of an accepted type (media.allowed_types, sniffed from "
+        "the bytes: the declared type is not trusted), or an image does not decode."
+    },
 }
 _FILE_TYPES: dict[str, Any] = {content_type: {} for content_type in MEDIA_TYPES}
 _READ_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -82,7 +86,7 @@ async def upload(request: Request, user: CurrentUser) -> Any:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail='send multipart/form-data with the file in "file"')
     try:
-        form = await request.form(max_files=1, max_fields=1)
+        form = await request.form(max_files=1, max_fields=0)  # the file alone, as the schema says
     except Exception as exc:  # python-multipart's and starlette's parse errors have no common base
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=f"malformed multipart body: {exc}") from None
     try:

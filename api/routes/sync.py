@@ -55,7 +55,14 @@ class Cursor:
 @router.get(
     "/sync",
     response_model=SyncPage,
-    responses={**AUTH_ERRORS, 400: {"description": "`since` is not a cursor this server gave out."}},
+    responses={
+        **AUTH_ERRORS,
+        400: {
+            "description": "`since` is not a cursor this server gave out: malformed, or well formed but ahead of the "
+            "server's newest change (a cursor from another server, or the database was restored from a backup). "
+            "Sync again without `since`."
+        },
+    },
 )
 def sync(
     session: SessionDep,
