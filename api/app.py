@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from api.body_limit import BodyLimit
 from api.limits import LoginLimiter
 from api.metrics import ApiMetrics
 from api.routes import admin, auth, conversations, health, hooks, media, messages, presence, receipts, sync
@@ -60,6 +61,14 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     if metrics is not None:
         app.middleware("http")(metrics.middleware)
+    upload = (app.state.media_settings.max_bytes + media.MULTIPART_OVERHEAD, "media.max_bytes")
+    # Added last, so it runs first: a body is refused before anything (authentication included) reads it.
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        default_setting="api.max_body_bytes",
+        routes={("POST", "/v1/media"): upload},
+    )
     return app
 
 

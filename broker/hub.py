@@ -24,6 +24,7 @@ from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
 from broker.sessions import InFlight, Limits, Outgoing, Session, Will
+from switchboard import jsontext
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class Hub:
             if user == retained.topic or "/" in user:
                 continue
             try:
-                online = json.loads(retained.payload).get("status") == "online"
+                online = jsontext.loads(retained.payload).get("status") == "online"
             except (ValueError, AttributeError):
                 continue
             if online:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import LimiterDep, SessionDep, check_login
 from api.schemas import Schema
-from switchboard import accounts
+from switchboard import accounts, jsontext
 from switchboard.acl import ANONYMOUS, Action, Identity, Policy
 from switchboard.tables import Role, User
 
@@ -63,7 +63,9 @@ class HookAnswer(Schema):
 async def _body(request: Request, model: type[BaseModel]) -> Any:
     content_type = request.headers.get("content-type", "")
     try:
-        raw: Any = dict(await request.form()) if "form" in content_type else await request.json()
+        raw: Any = dict(await request.form()) if "form" in content_type else jsontext.loads(await request.body())
+    except jsontext.JsonTooDeep as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
     except ValueError:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="the body is not valid JSON") from None
     try:
@@ -85,7 +87,11 @@ def _answer(allowed: bool, reason: str = "") -> HookAnswer:
     return HookAnswer(result="allow" if allowed else "deny", ok=allowed, error="" if allowed else reason)
 
 
-@router.post("/auth", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
+@router.post(
+    "/auth",
+    response_model=HookAnswer,
+    responses={400: {"description": "The body is nested too deeply."}, 422: {"description": "The body is malformed."}},
+)
 async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) -> HookAnswer:
     """Is this username with this password (or token) a Switchboard user?"""
     body: HookAuth = await _body(request, HookAuth)
@@ -96,7 +102,11 @@ async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) 
     return _answer(True)
 
 
-@router.post("/acl", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
+@router.post(
+    "/acl",
+    response_model=HookAnswer,
+    responses={400: {"description": "The body is nested too deeply."}, 422: {"description": "The body is malformed."}},
+)
 async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
     """May this user publish, subscribe to or receive this topic, by the chat scheme's rules?"""
     body: HookAcl = await _body(request, HookAcl)
