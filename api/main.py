@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from api.app import create_app
+from api.connections import guarded_protocol
 from api.metrics import ApiMetrics
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
@@ -43,6 +44,8 @@ class ApiServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=settings.stop_timeout_seconds,
+            http=guarded_protocol(settings.header_timeout_seconds, settings.max_connections),
+            ws="none",  # no WebSocket routes (MQTT over WebSocket is the broker's)
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
