@@ -61,13 +61,18 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     if metrics is not None:
         app.middleware("http")(metrics.middleware)
-    upload = (app.state.media_settings.max_bytes + media.MULTIPART_OVERHEAD, "media.max_bytes")
     # Added last, so it runs first: a body is refused before anything (authentication included) reads it.
+    files = app.state.media_settings.max_bytes
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
-        default_setting="api.max_body_bytes",
-        routes={("POST", "/v1/media"): upload},
+        detail=f"the request body is larger than {settings.max_body_bytes} bytes (api.max_body_bytes): send less",
+        routes={
+            ("POST", "/v1/media"): (
+                files + media.MULTIPART_OVERHEAD,
+                f"the upload is too large: files may be at most {files} bytes (media.max_bytes)",
+            )
+        },
     )
     return app
 

@@ -21,41 +21,41 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """Caps request bodies at ``default`` bytes (named by the setting ``default_setting``), or at the limit
-    ``routes`` gives for an exact (method, path) with the setting that names it."""
+    """Caps request bodies at ``default`` bytes, or at the limit ``routes`` gives for an exact (method, path); a
+    body over it is answered 413 with ``detail`` (which should name the setting)."""
 
     def __init__(
         self,
         app: ASGIApp,
         default: int,
-        default_setting: str,
+        detail: str,
         routes: Mapping[tuple[str, str], tuple[int, str]] | None = None,
     ) -> None:
         self.app = app
-        self.default = (default, default_setting)
+        self.default = (default, detail)
         self.routes = dict(routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, setting = self.routes.get((scope["method"], scope["path"]), self.default)
+        limit, detail = self.routes.get((scope["method"], scope["path"]), self.default)
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(limit, setting)(scope, receive, send)
+            await _too_large(detail)(scope, receive, send)
             return
         expects_body = "transfer-encoding" in headers or (declared is not None and declared.strip("0") != "")
-        await _Guard(self.app, limit, setting, expects_body=expects_body)(scope, receive, send)
+        await _Guard(self.app, limit, detail, expects_body=expects_body)(scope, receive, send)
 
 
 class _Guard:
     """One request: counts its body as it is received and answers 413 when it passes the limit."""
 
-    def __init__(self, app: ASGIApp, limit: int, setting: str, *, expects_body: bool) -> None:
+    def __init__(self, app: ASGIApp, limit: int, detail: str, *, expects_body: bool) -> None:
         self.app = app
         self.limit = limit
-        self.setting = setting
+        self.detail = detail
         self.received = 0
         self.body_done = not expects_body
         self.exceeded = False
@@ -89,12 +89,12 @@ class _Guard:
             if not self.exceeded or self.started:
                 raise
         if self.exceeded and not self.started:
-            await _too_large(self.limit, self.setting)(scope, receive, send)
+            await _too_large(self.detail)(scope, receive, send)
 
 
-def _too_large(limit: int, setting: str) -> JSONResponse:
+def _too_large(detail: str) -> JSONResponse:
     return JSONResponse(
-        {"detail": f"the request body is larger than {limit} bytes ({setting}): send a smaller one"},
+        {"detail": detail},
         status_code=413,
         headers={"Connection": "close"},
     )

@@ -5,8 +5,9 @@ past 64 bits answer 422 instead of overflowing in the database driver."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -14,8 +15,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from switchboard.tables import Message, RejectedMessage, Role
-from tests.conftest import Users
-from tests.helpers import Stack, mosquitto_pub, start_service, switchboard_env, wait_for
+from tests.conftest import Users, stack_users
+from tests.helpers import Stack, mosquitto_pub, start_service, start_stack, switchboard_env, wait_for
+from tests.rawmqtt import PUBACK, RawClient
+
+Raw = Callable[[int], RawClient]
 
 MiB = 1024 * 1024
 DEEP = "[" * 100_000
@@ -174,3 +178,20 @@ def test_integers_past_64_bits_answer_422(stack: Stack, users: Users, engine: En
         # The largest accepted value is an ordinary miss, not an error.
         assert http.get(f"/v1/messages/{conversation}/{2**63 - 1}").status_code == 404
         assert http.get(f"/v1/conversations/{conversation}/messages?before={2**63 - 1}").status_code == 200
+
+
+def test_a_deeply_nested_retained_presence_does_not_stop_the_broker_restarting(tmp_path: Path, raw: Raw) -> None:
+    url = f"sqlite:///{tmp_path}/presence.db"
+    stack = start_stack(url, tmp_path)
+    try:
+        with stack_users(stack) as users:
+            alice, alice_pw = users.user("alice")
+        client = raw(stack.mqtt_port)
+        assert client.connect(f"p-{alice}", alice, alice_pw).body == b"\x00\x00"
+        packet_id = client.publish(f"presence/{alice}", DEEP.encode(), qos=1, retain=True)
+        assert client.expect(PUBACK).packet_id == packet_id  # retained and kept in the state file
+    finally:
+        stack.stop(signal.SIGKILL)  # alice never disconnects: her retained presence is the nested one
+    # On start the broker reads every retained presence to reset "online" ones to "offline".
+    stack = start_stack(url, tmp_path)
+    assert stack.stop() == 0, stack.output()
