@@ -5,8 +5,10 @@ closed; meanwhile the API serves normal requests and the broker in the same proc
 from __future__ import annotations
 
 import contextlib
+import resource
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import stack_users
-from tests.helpers import Stack, mosquitto_pub, start_service, start_stack, switchboard_env
+from tests.helpers import SWITCHBOARD, Service, Stack, mosquitto_pub, start_stack, switchboard_env
 
 HEADER_TIMEOUT = 3
 
@@ -71,15 +73,43 @@ def test_a_thousand_idle_connections_are_closed_and_starve_nobody(guarded_stack:
     assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), {a[:40] for a in answers}
 
 
-def test_connections_past_the_cap_are_refused_with_503(tmp_path: Path) -> None:
+LOW_SOFT_LIMIT = 256
+
+
+def _low_open_file_limit() -> None:
+    """In the child before exec: a soft open-file limit far below the hard one, as on many systems (1024)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def _open_file_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-file limit in /proc limits")
+
+
+def test_connections_past_the_cap_are_refused_with_503_and_the_file_limit_is_raised(tmp_path: Path) -> None:
     env = switchboard_env(
         f"sqlite:///{tmp_path}/cap.db",
         SWITCHBOARD_API__MAX_CONNECTIONS="20",
         SWITCHBOARD_API__HEADER_TIMEOUT_SECONDS="600",
     )
-    api = start_service("api", env=env, cwd=tmp_path)
+    api = Service(
+        subprocess.Popen(
+            [*SWITCHBOARD, "api"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_low_open_file_limit,
+        )
+    )
     try:
         port = int(api.out.wait_for(r"api listening on http://[\d.]+:(\d+)", 60).group(1))
+        soft, hard = _open_file_limits(api.process.pid)
+        assert soft == hard > LOW_SOFT_LIMIT, "the soft open-file limit was not raised to the hard one"
         idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
         with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
             answer = _read_all(extra, 10)
