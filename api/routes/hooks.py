@@ -87,11 +87,7 @@ def _answer(allowed: bool, reason: str = "") -> HookAnswer:
     return HookAnswer(result="allow" if allowed else "deny", ok=allowed, error="" if allowed else reason)
 
 
-@router.post(
-    "/auth",
-    response_model=HookAnswer,
-    responses={400: {"description": "The body is nested too deeply."}, 422: {"description": "The body is malformed."}},
-)
+@router.post("/auth", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
 async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) -> HookAnswer:
     """Is this username with this password (or token) a Switchboard user?"""
     body: HookAuth = await _body(request, HookAuth)
@@ -102,11 +98,7 @@ async def mqtt_auth(request: Request, session: SessionDep, limiter: LimiterDep) 
     return _answer(True)
 
 
-@router.post(
-    "/acl",
-    response_model=HookAnswer,
-    responses={400: {"description": "The body is nested too deeply."}, 422: {"description": "The body is malformed."}},
-)
+@router.post("/acl", response_model=HookAnswer, responses={422: {"description": "The body is malformed."}})
 async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
     """May this user publish, subscribe to or receive this topic, by the chat scheme's rules?"""
     body: HookAcl = await _body(request, HookAcl)
