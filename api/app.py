@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from api.body_limit import BodyLimit
 from api.metrics import ApiMetrics
 from api.routes import admin, auth, conversations, health, hooks, media, messages, presence, receipts, sync
 from switchboard import __version__
@@ -67,6 +68,19 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     if metrics is not None:
         app.middleware("http")(metrics.middleware)
+    # Added last, so it runs first: a body is refused before anything (authentication included) reads it.
+    files = app.state.media_settings.max_bytes
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        detail=f"the request body is larger than {settings.max_body_bytes} bytes (api.max_body_bytes): send less",
+        routes={
+            ("POST", "/v1/media"): (
+                files + media.MULTIPART_OVERHEAD,
+                f"the upload is too large: files may be at most {files} bytes (media.max_bytes)",
+            )
+        },
+    )
     return app
 
 

@@ -12,6 +12,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from api.app import create_app
+from api.connections import guarded_protocol
 from api.metrics import ApiMetrics
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
@@ -53,6 +54,8 @@ class ApiServer:
             # trusts 127.0.0.1, which would let any local caller pick the address the login throttle keys).
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=settings.trusted_proxies or None,
+            http=guarded_protocol(settings.header_timeout_seconds, settings.max_connections),
+            ws="none",  # no WebSocket routes (MQTT over WebSocket is the broker's)
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -17,6 +17,9 @@ from pydantic_core import PydanticUndefined
 from switchboard.topics import NAME_PATTERN
 
 EXAMPLE_TIME = "2026-11-21T09:30:00Z"
+#: The largest integer the databases store (a signed 64-bit column): the bound of every integer a client sends
+#: (``le=MAX_INT64``), so a larger one answers 422 instead of overflowing in the driver.
+MAX_INT64 = 2**63 - 1
 
 
 def example_of(model: type[BaseModel]) -> dict[str, Any]:

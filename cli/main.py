@@ -19,6 +19,7 @@ from switchboard import accounts, config_reference
 from switchboard.db import make_engine, session_scope, upgrade
 from switchboard.errors import AccountError, SwitchboardError
 from switchboard.logs import configure_logging
+from switchboard.openfiles import raise_open_file_limit
 from switchboard.settings import Settings, check_settings, load_settings
 from switchboard.tables import Role
 
@@ -122,6 +123,7 @@ def _config(args: argparse.Namespace) -> int:
 
 def _serve(run: Callable[[Settings, Engine], object]) -> Callable[[argparse.Namespace, Settings, Engine], None]:
     def handler(_args: argparse.Namespace, settings: Settings, engine: Engine) -> None:
+        raise_open_file_limit()  # every connection is a file descriptor; the default soft limit may be 1024
         asyncio.run(run(settings, engine))  # type: ignore[arg-type]
 
     return handler

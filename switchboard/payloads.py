@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from switchboard import jsontext
+
 MAX_ID_CHARS = 64
 MAX_BODY_CHARS = 16_384
 MAX_ATTACHMENTS = 10
+#: The largest seq a database column holds (signed 64 bits).
+MAX_SEQ = 2**63 - 1
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -50,9 +54,11 @@ def parse_message(payload: bytes) -> ChatPayload | Rejection:
     if not text.lstrip().startswith("{"):
         return _checked(ChatPayload(id=uuid.uuid4().hex, body=text, server_made_id=True))
     try:
-        data = json.loads(text)
+        data = jsontext.loads(text)
     except json.JSONDecodeError as exc:
         return Rejection(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    except jsontext.JsonTooDeep as exc:
+        return Rejection(str(exc))
     if not isinstance(data, dict):
         return Rejection('JSON payload must be an object with "id" and "body"')
     return _from_object(data)
@@ -124,11 +130,13 @@ class ReceiptPayload:
 
 def _json_object(payload: bytes) -> dict[str, Any] | Rejection:
     try:
-        data = json.loads(payload.decode("utf-8"))
+        data = jsontext.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         return Rejection(f"payload is not UTF-8 (bad byte at offset {exc.start})")
     except json.JSONDecodeError as exc:
         return Rejection(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    except jsontext.JsonTooDeep as exc:
+        return Rejection(str(exc))
     if not isinstance(data, dict):
         return Rejection("payload must be a JSON object")
     return data
@@ -193,8 +201,8 @@ def parse_receipt(payload: bytes) -> ReceiptPayload | Rejection:
     conversation, up_to, status = data.get("conversation"), data.get("up_to_seq"), data.get("status")
     if not isinstance(conversation, str):
         return Rejection('receipt needs "conversation", e.g. "dm:alice:bob"')
-    if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 0:
-        return Rejection('receipt "up_to_seq" must be a whole number >= 0')
+    if not isinstance(up_to, int) or isinstance(up_to, bool) or not 0 <= up_to <= MAX_SEQ:
+        return Rejection(f'receipt "up_to_seq" must be a whole number from 0 to {MAX_SEQ}')
     if status not in ("delivered", "read"):
         return Rejection('receipt "status" must be "delivered" or "read"')
     return ReceiptPayload(conversation, up_to, status)

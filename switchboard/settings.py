@@ -163,6 +163,26 @@ class ApiSettings(_Section):
         le=600,
         description="On SIGTERM, how long requests in progress may take to finish before their connections close.",
     )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=2**30,
+        description="Largest request body, in bytes, except uploads (media.max_bytes); a larger one is refused with "
+        "413 before it is read.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How long a client may take to send a request's headers, from connecting or from the end of its "
+        "previous response; a slower one gets 408 and is disconnected.",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="Most HTTP connections at once; more get 503 and are closed, so the API cannot take the file "
+        "descriptors the broker needs (they share one process in `switchboard up`).",
+    )
 
 
 class LoginSettings(_Section):

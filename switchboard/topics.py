@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 NAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
-_NAME = re.compile(rf"^{NAME_PATTERN}$")
+_NAME = re.compile(NAME_PATTERN)
 
 
 class Kind(StrEnum):
@@ -36,8 +36,9 @@ _LEVELS = {Kind.DM: 3, Kind.GROUP: 3, Kind.PRESENCE: 2, Kind.RECEIPT: 3, Kind.AC
 
 
 def is_valid_name(name: str) -> bool:
-    """True for a legal user or group name: ``[A-Za-z0-9_.-]{1,64}``."""
-    return bool(_NAME.match(name))
+    """True for a legal user or group name: ``[A-Za-z0-9_.-]{1,64}``, the whole string (a trailing newline is
+    not part of a name). The one check behind the CLI, the admin API's schemas and the broker."""
+    return _NAME.fullmatch(name) is not None
 
 
 def is_chat_topic(topic: str) -> bool:

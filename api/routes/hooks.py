@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import LimiterDep, SessionDep, basic, check_login
 from api.schemas import Schema
-from switchboard import accounts
+from switchboard import accounts, jsontext
 from switchboard.acl import ANONYMOUS, Action, Identity, Policy
 from switchboard.credentials import VerifiedCredentials
 from switchboard.tables import Role, User
@@ -70,6 +70,7 @@ def require_broker(
 
 router = APIRouter(prefix="/v1/mqtt", tags=["broker hooks"], dependencies=[Depends(require_broker)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The JSON body is nested too deeply."},
     401: {"description": "The caller is not the external broker (no hook secret, no service account)."},
     422: {"description": "The body is malformed."},
     429: {"description": "Too many failed logins of the caller's service account from its address."},
@@ -124,7 +125,9 @@ class HookAnswer(Schema):
 async def _body(request: Request, model: type[BaseModel]) -> Any:
     content_type = request.headers.get("content-type", "")
     try:
-        raw: Any = dict(await request.form()) if "form" in content_type else await request.json()
+        raw: Any = dict(await request.form()) if "form" in content_type else jsontext.loads(await request.body())
+    except jsontext.JsonTooDeep as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
     except ValueError:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="the body is not valid JSON") from None
     try:

@@ -9,7 +9,7 @@ from fastapi import Path as FastApiPath
 from sqlmodel import col, select
 
 from api.deps import CONVERSATION_ERRORS, ReadableConversation, SessionDep
-from api.schemas import MessageDetail, MessagePublic, MessagesPage
+from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage
 from switchboard.tables import Message, Receipt
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -22,10 +22,12 @@ def list_messages(
     session: SessionDep,
     conversation: ReadableConversation,
     before: Annotated[
-        int | None, Query(ge=1, description="Only messages with seq < before (newest first).", examples=[41])
+        int | None,
+        Query(ge=1, le=MAX_INT64, description="Only messages with seq < before (newest first).", examples=[41]),
     ] = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Only messages with seq > after (oldest first).", examples=[0])
+        int | None,
+        Query(ge=0, le=MAX_INT64, description="Only messages with seq > after (oldest first).", examples=[0]),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 500.", examples=[50])] = 50,
 ) -> MessagesPage:
@@ -52,7 +54,9 @@ def list_messages(
 def get_message(
     session: SessionDep,
     conversation: ReadableConversation,
-    seq: Annotated[int, FastApiPath(ge=1, description="The message's place in the conversation.", examples=[1])],
+    seq: Annotated[
+        int, FastApiPath(ge=1, le=MAX_INT64, description="The message's place in the conversation.", examples=[1])
+    ],
 ) -> MessageDetail:
     """One message, with who has received and who has read it (from their receipts)."""
     row = session.exec(select(Message).where(Message.conversation_id == conversation.id, Message.seq == seq)).first()
