@@ -64,7 +64,11 @@ def run(database: str, members: int, messages: int, limit: float) -> None:
         if not webhook.calls:
             print(f"  no webhook call within {limit:.0f}s of the burst being stored")
         else:
-            print(f"  first webhook call {webhook.calls[0].at - stored_at:.1f}s after the burst was stored")
+            first = webhook.calls[0].at
+            print(
+                f"  first webhook call {first - began:.1f}s after the burst began "
+                f"({first - stored_at:+.1f}s from its being stored)"
+            )
         probe_sent = time.monotonic()
         publisher.publish(f"dm/{group.outsider}/{group.sender}", [b'{"id":"probe","body":"still there?"}'])
         try:

@@ -6,11 +6,12 @@ rows into memory:
 
 * :func:`ready_users` reads, a page at a time, the users whose oldest waiting row has waited long enough
   (``ix_notifications_unbatched``: only rows in no batch yet, ordered by user).
-* :func:`claim` takes one user's oldest waiting rows, at most ``limit`` of them, into a new batch with one
+* :func:`claim` takes each user's oldest waiting rows, at most ``limit`` of them, into a new batch with one
   ``UPDATE``, leased to this notifier at once; :func:`lease` takes the next attempt at a batch whose retry
-  is due (:func:`due`). Both compute the batch's body with aggregate queries (count, newest row, distinct
-  conversations) on the rows of that batch (``ix_notifications_in_flight``).
-* :func:`mark_sent` and :func:`mark_failed` update the rows of one batch by its id.
+  is due (:func:`due`, ``ix_notifications_due``). The ``UPDATE`` returns the id and conversation of each
+  row it took (at most ``limit``), which with the newest row make the batch's body.
+* :func:`mark_sent` and :func:`mark_failed` update the rows of batches by their ids
+  (``ix_notifications_in_flight``).
 
 Rows in a batch keep its id until sent, and a row in no batch is only taken by an ``UPDATE`` that still
 finds it in no batch, so two notifiers never put a row in two batches (on Postgres the second ``UPDATE``
@@ -20,11 +21,12 @@ re-checks the row after the first commits).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, Row, func, select, update
 from sqlmodel import Session
 
 from switchboard.db import session_scope
@@ -77,14 +79,15 @@ def claim(engine: Engine, users: list[str], *, limit: int, rows: int, lease_seco
                 .limit(limit)
                 .scalar_subquery()
             )
-            session.execute(
+            taken = session.execute(
                 update(OUTBOX)
                 .where(ROW.id.in_(oldest), ROW.batch_id.is_(None))
                 .values(batch_id=batch_id, next_attempt_at=utcnow() + timedelta(seconds=lease_seconds))
-            )
-            if (batch := _batch(session, batch_id, attempts=0)) is not None:
-                batches.append(batch)
-                claimed += batch.body["count"]
+                .returning(ROW.id, ROW.conversation_id)
+            ).all()
+            if taken:
+                batches.append(_batch(session, batch_id, taken, attempts=0))
+                claimed += len(taken)
     return batches, served
 
 
@@ -114,9 +117,10 @@ def lease(engine: Engine, batch_ids: list[str], *, lease_seconds: float) -> list
                 update(OUTBOX)
                 .where(ROW.batch_id == batch_id, ROW.sent_at.is_(None), ROW.next_attempt_at <= now)
                 .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
-            )
-            if taken.rowcount and (batch := _batch(session, batch_id)) is not None:  # type: ignore[attr-defined]
-                batches.append(batch)
+                .returning(ROW.id, ROW.conversation_id, ROW.attempts)
+            ).all()
+            if taken:
+                batches.append(_batch(session, batch_id, taken, attempts=max(row.attempts for row in taken)))
     return batches
 
 
@@ -141,21 +145,14 @@ def mark_failed(engine: Engine, retries: list[tuple[str, float]]) -> None:
                 )
 
 
-def _batch(session: Session, batch_id: str, attempts: int | None = None) -> Batch | None:
-    """The batch's body from aggregates over its rows (the same on every attempt, since its rows are); the
-    count and the conversations come from the index alone. ``attempts``: when known (a new batch: 0)."""
-    in_batch = (ROW.batch_id == batch_id, ROW.sent_at.is_(None))
-    count, newest_id = session.execute(select(func.count(), func.max(ROW.id)).where(*in_batch)).one()
-    if not count:
-        return None
-    if attempts is None:
-        attempts = session.execute(select(func.max(ROW.attempts)).where(*in_batch)).scalar_one()
+def _batch(session: Session, batch_id: str, rows: Sequence[Row[Any]], attempts: int) -> Batch:
+    """The batch's body from the ids and conversations of its rows (just taken, so no second read of them;
+    the same on every attempt, since its rows are) and its newest row."""
     newest = session.execute(
-        select(ROW.user_name, ROW.conversation_id, ROW.seq, ROW.sender, ROW.preview).where(ROW.id == newest_id)
+        select(ROW.user_name, ROW.conversation_id, ROW.seq, ROW.sender, ROW.preview).where(
+            ROW.id == max(row.id for row in rows)
+        )
     ).one()
-    conversations = session.execute(
-        select(ROW.conversation_id).distinct().where(*in_batch).order_by(ROW.conversation_id)
-    ).scalars()
     body = {
         "id": batch_id,
         "user": newest.user_name,
@@ -163,7 +160,7 @@ def _batch(session: Session, batch_id: str, attempts: int | None = None) -> Batc
         "seq": newest.seq,
         "sender": newest.sender,
         "preview": newest.preview,
-        "count": count,
-        "conversations": list(conversations),
+        "count": len(rows),
+        "conversations": sorted({row.conversation_id for row in rows}),
     }
     return Batch(batch_id, newest.user_name, attempts, body)

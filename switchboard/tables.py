@@ -235,7 +235,7 @@ class Notification(SQLModel, table=True):
         # Partial indexes: rows waiting for a batch, and rows of batches not yet sent. Sent rows leave both,
         # so the notifier's queries cost what is waiting, not what was ever sent (bridge/batching.py).
         Index("ix_notifications_unbatched", "user_name", "created_at", "id", **_where(column("batch_id").is_(None))),
-        Index("ix_notifications_in_flight", "batch_id", "conversation_id", **_where(_IN_FLIGHT)),
+        Index("ix_notifications_in_flight", "batch_id", **_where(_IN_FLIGHT)),
         Index("ix_notifications_due", "next_attempt_at", "batch_id", **_where(_IN_FLIGHT)),
     )
 

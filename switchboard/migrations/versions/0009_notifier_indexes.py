@@ -1,8 +1,7 @@
 """notifier indexes: partial indexes on the outbox rows waiting for a batch and on unsent batches
 
 The notifier's queries (bridge/batching.py) read only rows waiting for a batch (by user, oldest first) and
-rows of batches not yet sent (by batch id, with the conversation for the batch's body, and by when
-their next attempt is due); sent rows, which pile
+rows of batches not yet sent (by batch id, and by when their next attempt is due); sent rows, which pile
 up, are in neither index. They replace ix_notifications_pending, which indexed every row.
 
 Revision ID: 0009
@@ -32,7 +31,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_notifications_in_flight",
         "notifications",
-        ["batch_id", "conversation_id"],
+        ["batch_id"],
         postgresql_where=IN_FLIGHT,
         sqlite_where=IN_FLIGHT,
     )
