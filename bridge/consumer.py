@@ -79,6 +79,7 @@ class Bridge:
         self._queue: asyncio.Queue[mqtt.MQTTMessage] | None = None
         self._stopping = asyncio.Event()
         self._given_up = asyncio.Event()
+        self._helpers: list[asyncio.Future[None]] = []
         self.metrics.track_lag(lambda: self._holding + (self._queue.qsize() if self._queue is not None else 0))
 
     def stop(self, timeout: float) -> None:
@@ -86,19 +87,21 @@ class Bridge:
         if not self._stopping.is_set():
             self._stopping.set()
             asyncio.get_running_loop().call_later(timeout, self._given_up.set)
+            for helper in self._helpers:  # the notifier stops at once: the batch in hand has the database
+                helper.cancel()
 
     async def run(self) -> None:
         """Connect, consume, and reconnect with capped backoff when the broker goes away, until stopped.
 
         Meanwhile keeps the monthly partitions of the messages table ahead of the clock (Postgres), and sends
         the notifications for offline users when ``notify.webhook_url`` is set."""
-        helpers = [asyncio.ensure_future(keep_message_partitions(self._engine))]
+        self._helpers = [asyncio.ensure_future(keep_message_partitions(self._engine))]
         if self._notify is not None:
-            helpers.append(asyncio.ensure_future(Notifier(self._engine, self._notify).run()))
+            self._helpers.append(asyncio.ensure_future(Notifier(self._engine, self._notify).run()))
         try:
             await self._run()
         finally:
-            for helper in helpers:
+            for helper in self._helpers:
                 helper.cancel()
 
     async def _run(self) -> None:

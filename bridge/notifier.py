@@ -15,6 +15,13 @@ again only when the notifier cannot know it arrived (it stopped between the POST
 receivers drop a repeated ``id`` (also in ``X-Switchboard-Notification-Id``), so no message is
 notified twice. Several bridges may run notifiers: a row is taken into one batch only, and each attempt
 at a batch is leased to one notifier (for ``notify.timeout_seconds`` + 5 s).
+
+A batch holds at most ``notify.batch_max_messages`` rows (a bigger backlog is sent as several batches).
+The database work (:mod:`bridge.batching`) is short transactions over the rows at hand, never over the
+whole outbox, so a burst into a big group never holds the database for long (SQLite has one writer):
+batches are taken ``SENDS_AT_ONCE`` at a time (fewer once they hold ``ROWS_PER_TRANSACTION`` rows), posted
+at once, and marked together. That work runs in a daemon thread (:mod:`bridge.daemon`), so a stopping
+process never waits for it.
 """
 
 from __future__ import annotations
@@ -25,23 +32,31 @@ import hmac
 import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from functools import partial
 
 import httpx
-from sqlalchemy import Engine, func, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
 
-from switchboard.db import session_scope
+from bridge import batching
+from bridge.batching import Batch
+from bridge.daemon import DaemonWorker
 from switchboard.settings import NotifySettings
-from switchboard.tables import Notification, utcnow
+from switchboard.tables import utcnow
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 LEASE_MARGIN_SECONDS = 5.0
+#: Due retries and ready users taken per round; a round that fills a page is followed at once by another.
+PAGE = 100
+#: Batches taken in one transaction and sent at once.
+SENDS_AT_ONCE = 16
+#: A transaction takes no more users once its batches hold this many rows (each batch holds at most
+#: notify.batch_max_messages).
+ROWS_PER_TRANSACTION = 4000
+#: Groups being posted at once: the next group is taken while one is posted.
+GROUPS_IN_FLIGHT = 2
 SIGNATURE_HEADER = "X-Switchboard-Signature"
 TIMESTAMP_HEADER = "X-Switchboard-Timestamp"
 ID_HEADER = "X-Switchboard-Notification-Id"
@@ -53,14 +68,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    id: str
-    user: str
-    attempts: int
-    body: dict[str, Any]
-
-
 class Notifier:
     """The outbox's sender; :meth:`run` until cancelled."""
 
@@ -70,95 +77,81 @@ class Notifier:
         self._settings = settings
         self._url = settings.webhook_url
         self._secret = settings.secret.get_secret_value()
+        self._database = DaemonWorker("notifier-database")
+        self._lease_seconds = settings.timeout_seconds + LEASE_MARGIN_SECONDS
+        #: Pages of ready users go round by name, so a busy user early in the alphabet delays nobody.
+        self._after = ""
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self._settings.timeout_seconds, trust_env=False) as client:
             while True:
+                more = False
                 try:
-                    await self.round(client)
+                    _, more = await self._round(client)
                 except Exception:  # the database may be away; the rows wait in the outbox
                     log.exception("notifications: a round failed; trying again")
-                await asyncio.sleep(POLL_SECONDS)
+                if not more:
+                    await asyncio.sleep(POLL_SECONDS)
 
     async def round(self, client: httpx.AsyncClient) -> int:
-        """Batch what has waited long enough, send what is due; how many batches were sent."""
-        batches = await asyncio.to_thread(self._due)
-        sent = 0
-        for batch in batches:
-            if await self._send(client, batch):
-                sent += 1
+        """Send what is due (a page of retries, a page of new batches); how many batches were sent."""
+        sent, _ = await self._round(client)
         return sent
 
-    def _due(self) -> list[Batch]:
-        now = utcnow()
-        with session_scope(self._engine) as session:
-            self._form_batches(session, now)
-            return self._batches(session, now)
+    async def _round(self, client: httpx.AsyncClient) -> tuple[int, bool]:
+        """How many batches were sent, and whether more may be waiting (a page was full).
 
-    def _form_batches(self, session: Session, now: Any) -> None:
-        ready = now - timedelta(seconds=self._settings.batch_seconds)
-        users = session.exec(
-            select(Notification.user_name)
-            .where(col(Notification.batch_id).is_(None), col(Notification.sent_at).is_(None))
-            .group_by(col(Notification.user_name))
-            .having(func.min(Notification.created_at) <= ready)
-        ).all()
-        for user in users:
-            # Only rows not yet in a batch: another notifier's claim is never taken over.
-            session.execute(
-                update(Notification)
-                .where(
-                    col(Notification.user_name) == user,
-                    col(Notification.batch_id).is_(None),
-                    col(Notification.sent_at).is_(None),
-                )
-                .values(batch_id=uuid.uuid4().hex, next_attempt_at=now)
-            )
+        Batches are taken ``SENDS_AT_ONCE`` at a time in one transaction, posted at once (each well within
+        its lease), then marked in one transaction: rows of neighbouring users share pages, and SQLite
+        writes each page once per transaction. The next group is taken while one is being posted."""
+        retries = await self._database.call(partial(batching.due, self._engine, PAGE))
+        ready = utcnow() - timedelta(seconds=self._settings.batch_seconds)
+        users = await self._database.call(partial(batching.ready_users, self._engine, ready, self._after, PAGE))
+        self._after = users[-1] if len(users) == PAGE else ""
+        more = len(retries) == PAGE or len(users) == PAGE
+        limit = self._settings.batch_max_messages
+        sent: list[int] = []
+        posting = asyncio.Semaphore(GROUPS_IN_FLIGHT)
+        async with asyncio.TaskGroup() as groups:
+            while retries or users:
+                await posting.acquire()
+                if retries:
+                    take, retries = retries[:SENDS_AT_ONCE], retries[SENDS_AT_ONCE:]
+                    batches = await self._database.call(
+                        partial(batching.lease, self._engine, take, lease_seconds=self._lease_seconds)
+                    )
+                else:
+                    batches, served = await self._database.call(
+                        partial(
+                            batching.claim,
+                            self._engine,
+                            users[:SENDS_AT_ONCE],
+                            limit=limit,
+                            rows=ROWS_PER_TRANSACTION,
+                            lease_seconds=self._lease_seconds,
+                        )
+                    )
+                    users = users[served:]
+                    more = more or any(batch.body["count"] >= limit for batch in batches)  # the user has more
+                groups.create_task(self._send(client, batches, posting, sent))
+        return sum(sent), more
 
-    def _batches(self, session: Session, now: Any) -> list[Batch]:
-        rows = session.exec(
-            select(Notification)
-            .where(
-                col(Notification.sent_at).is_(None),
-                col(Notification.batch_id).is_not(None),
-                col(Notification.next_attempt_at) <= now,
-            )
-            .order_by(col(Notification.batch_id), col(Notification.id))
-        ).all()
-        grouped: dict[str, list[Notification]] = {}
-        for row in rows:
-            grouped.setdefault(row.batch_id or "", []).append(row)
-        batches = []
-        lease = now + timedelta(seconds=self._settings.timeout_seconds + LEASE_MARGIN_SECONDS)
-        for batch_id, members in grouped.items():
-            # Take this attempt: another notifier that read the batch as due too finds it leased and skips it;
-            # if this one dies mid-send, the lease runs out and the batch is due again.
-            taken = session.execute(
-                update(Notification)
-                .where(
-                    col(Notification.batch_id) == batch_id,
-                    col(Notification.sent_at).is_(None),
-                    col(Notification.next_attempt_at) <= now,
-                )
-                .values(next_attempt_at=lease)
-            )
-            if not taken.rowcount:  # type: ignore[attr-defined]
-                continue
-            newest = members[-1]
-            body = {
-                "id": batch_id,
-                "user": newest.user_name,
-                "conversation": newest.conversation_id,
-                "seq": newest.seq,
-                "sender": newest.sender,
-                "preview": newest.preview,
-                "count": len(members),
-                "conversations": sorted({m.conversation_id for m in members}),
-            }
-            batches.append(Batch(batch_id, newest.user_name, max(m.attempts for m in members), body))
-        return batches
+    async def _send(
+        self, client: httpx.AsyncClient, batches: list[Batch], posting: asyncio.Semaphore, sent: list[int]
+    ) -> None:
+        """Post a group of batches at once, then mark them sent or failed."""
+        try:
+            problems = await asyncio.gather(*(self._post(client, batch) for batch in batches))
+            done = [batch.id for batch, problem in zip(batches, problems, strict=True) if problem is None]
+            retry = [self._failed(batch, problem) for batch, problem in zip(batches, problems, strict=True) if problem]
+            await self._database.call(partial(batching.mark_sent, self._engine, done))
+            await self._database.call(partial(batching.mark_failed, self._engine, retry))
+            sent.append(len(done))
+        finally:
+            posting.release()
 
-    async def _send(self, client: httpx.AsyncClient, batch: Batch) -> bool:
+    async def _post(self, client: httpx.AsyncClient, batch: Batch) -> str | None:
+        """POST the batch; None when the webhook took it, else what went wrong."""
         body = json.dumps(batch.body, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         headers = {
@@ -169,12 +162,12 @@ class Notifier:
         }
         try:
             answer = await client.post(self._url, content=body, headers=headers)
-            problem = None if answer.is_success else f"the webhook answered {answer.status_code}"
         except httpx.HTTPError as exc:
-            problem = f"the webhook did not answer ({type(exc).__name__}: {exc})"
-        if problem is None:
-            await asyncio.to_thread(self._mark_sent, batch.id)
-            return True
+            return f"the webhook did not answer ({type(exc).__name__}: {exc})"
+        return None if answer.is_success else f"the webhook answered {answer.status_code}"
+
+    def _failed(self, batch: Batch, problem: str) -> tuple[str, float]:
+        """Log a failed attempt; the batch's id and the delay before the next one."""
         delay = min(2.0**batch.attempts, self._settings.max_backoff_seconds)
         log.warning(
             "notifications: %s for user=%s (batch %s, attempt %d); retrying in %.0fs",
@@ -185,20 +178,4 @@ class Notifier:
             delay,
             extra={"user": batch.user},
         )
-        await asyncio.to_thread(self._mark_failed, batch.id, delay)
-        return False
-
-    def _mark_sent(self, batch_id: str) -> None:
-        with session_scope(self._engine) as session:
-            session.execute(update(Notification).where(col(Notification.batch_id) == batch_id).values(sent_at=utcnow()))
-
-    def _mark_failed(self, batch_id: str, delay: float) -> None:
-        with session_scope(self._engine) as session:
-            session.execute(
-                update(Notification)
-                .where(col(Notification.batch_id) == batch_id)
-                .values(
-                    attempts=col(Notification.attempts) + 1,
-                    next_attempt_at=utcnow() + timedelta(seconds=delay),
-                )
-            )
+        return batch.id, delay

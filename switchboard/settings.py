@@ -314,6 +314,13 @@ class NotifySettings(_Section):
     batch_seconds: float = Field(
         2.0, ge=0, le=3600, description="How long a user's messages gather into one notification (a burst is one)."
     )
+    batch_max_messages: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Most messages in one notification: a bigger backlog for one user is sent as several "
+        "notifications (this bounds the rows one notifier transaction takes per user).",
+    )
     preview_chars: int = Field(100, ge=0, le=1000, description="Characters of the message body in the preview.")
     timeout_seconds: float = Field(10.0, gt=0, le=120, description="How long one webhook call may take.")
     max_backoff_seconds: float = Field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,7 +21,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
+    column,
 )
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
 
 
@@ -213,6 +217,14 @@ class MutedConversation(SQLModel, table=True):
     muted_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
+def _where(condition: ColumnElement[bool]) -> dict[str, Any]:
+    """A partial index's condition, on both databases."""
+    return {"postgresql_where": condition, "sqlite_where": condition}
+
+
+_IN_FLIGHT = and_(column("batch_id").is_not(None), column("sent_at").is_(None))
+
+
 class Notification(SQLModel, table=True):
     """The outbox of notifications for offline users: one row per (recipient, message), written in the
     transaction that stores the message, sent by switchboard.notify in batches per user (``batch_id``)."""
@@ -220,7 +232,11 @@ class Notification(SQLModel, table=True):
     __tablename__ = "notifications"
     __table_args__ = (
         UniqueConstraint("user_name", "conversation_id", "seq", name="uq_notifications_message"),
-        Index("ix_notifications_pending", "sent_at", "batch_id", "user_name"),
+        # Partial indexes: rows waiting for a batch, and rows of batches not yet sent. Sent rows leave both,
+        # so the notifier's queries cost what is waiting, not what was ever sent (bridge/batching.py).
+        Index("ix_notifications_unbatched", "user_name", "created_at", "id", **_where(column("batch_id").is_(None))),
+        Index("ix_notifications_in_flight", "batch_id", **_where(_IN_FLIGHT)),
+        Index("ix_notifications_due", "next_attempt_at", "batch_id", **_where(_IN_FLIGHT)),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID_TYPE)

@@ -1,4 +1,5 @@
-"""The notifier against the outbox directly: two notifiers (two bridges) on one database send a batch once."""
+"""The notifier against the outbox directly: two notifiers (two bridges) on one database send a batch once,
+and a backlog bigger than notify.batch_max_messages goes out as several notifications, oldest first."""
 
 from __future__ import annotations
 
@@ -56,5 +57,46 @@ def test_two_notifiers_send_each_batch_once(engine: Engine) -> None:
         with Session(engine) as session:
             rows = session.exec(select(Notification).where(Notification.user_name == user)).all()
         assert all(row.sent_at is not None and row.batch_id == calls[0].json["id"] for row in rows)
+    finally:
+        webhook.close()
+
+
+def test_a_backlog_bigger_than_batch_max_messages_is_sent_as_several_notifications(engine: Engine) -> None:
+    webhook = Webhook()
+    settings = NotifySettings(webhook_url=webhook.url, secret="s3cret", batch_seconds=0, batch_max_messages=2)
+    user = f"backlog-{id(webhook)}"
+    with Session(engine) as session:
+        for seq in range(1, 6):
+            session.add(
+                Notification(
+                    user_name=user,
+                    conversation_id="group:busy" if seq % 2 else "dm:alice:" + user,
+                    seq=seq,
+                    sender="alice",
+                    preview=f"message {seq}",
+                    created_at=utcnow() - timedelta(seconds=5),
+                    next_attempt_at=utcnow() - timedelta(seconds=5),
+                )
+            )
+        session.commit()
+
+    async def rounds() -> int:
+        notifier = Notifier(engine, settings)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return sum([await notifier.round(client) for _ in range(4)])
+
+    try:
+        assert asyncio.run(rounds()) == 3
+        bodies = [call.json for call in webhook.for_user(user)]
+        # Oldest first, at most two messages each; each notification names the conversations it covers.
+        assert [(body["count"], body["seq"], body["conversations"]) for body in bodies] == [
+            (2, 2, sorted(["group:busy", "dm:alice:" + user])),
+            (2, 4, sorted(["group:busy", "dm:alice:" + user])),
+            (1, 5, ["group:busy"]),
+        ]
+        assert len({body["id"] for body in bodies}) == 3
+        with Session(engine) as session:
+            rows = session.exec(select(Notification).where(Notification.user_name == user)).all()
+        assert all(row.sent_at is not None for row in rows)
     finally:
         webhook.close()

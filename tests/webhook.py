@@ -15,6 +15,8 @@ from typing import Any
 class Call:
     headers: dict[str, str]
     body: bytes
+    #: When it arrived (time.monotonic()).
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def json(self) -> dict[str, Any]:
