@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import yaml
 from sqlalchemy import Engine
 
-from cli import database_notice, stack
+from cli import database_notice
 from switchboard import accounts, config_reference
 from switchboard.db import make_engine, session_scope, upgrade
 from switchboard.errors import AccountError, SwitchboardError
@@ -121,10 +121,15 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(run: Callable[[Settings, Engine], object]) -> Callable[[argparse.Namespace, Settings, Engine], None]:
+def _serve(name: str) -> Callable[[argparse.Namespace, Settings, Engine], None]:
+    """Runs ``cli.stack.<name>``. The services are imported only by the commands that run them, so an
+    administration command (``user list``) starts in a fraction of the time."""
+
     def handler(_args: argparse.Namespace, settings: Settings, engine: Engine) -> None:
+        from cli import stack
+
         raise_open_file_limit()  # every connection is a file descriptor; the default soft limit may be 1024
-        asyncio.run(run(settings, engine))  # type: ignore[arg-type]
+        asyncio.run(getattr(stack, name)(settings, engine))
 
     return handler
 
@@ -195,10 +200,10 @@ def _db_upgrade(_args: argparse.Namespace, _settings: Settings, engine: Engine) 
 
 
 _HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Settings, Engine], None]] = {
-    ("up", None): _serve(stack.up),
-    ("broker", None): _serve(stack.broker_only),
-    ("bridge", None): _serve(stack.bridge_only),
-    ("api", None): _serve(stack.api_only),
+    ("up", None): _serve("up"),
+    ("broker", None): _serve("broker_only"),
+    ("bridge", None): _serve("bridge_only"),
+    ("api", None): _serve("api_only"),
     ("user", "add"): _user_add,
     ("user", "list"): _user_list,
     ("group", "create"): _group_create,

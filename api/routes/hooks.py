@@ -42,7 +42,9 @@ def require_broker(
     session: SessionDep,
     limiter: LimiterDep,
     credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
-    secret: Annotated[str | None, Header(alias=SECRET_HEADER, description="api.hook_secret")] = None,
+    secret: Annotated[
+        str | None, Header(alias=SECRET_HEADER, description="api.hook_secret", examples=["the-hook-secret"])
+    ] = None,
 ) -> None:
     """Let the external broker through (the shared secret, or a service account's Basic credentials,
     remembered for a minute so the ACL hook does not hash a password per PUBLISH); 401 for anyone else."""
