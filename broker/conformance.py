@@ -3,7 +3,7 @@
 Pure functions: each takes a packet's fixed-header flags and body (the bytes after the remaining length)
 and returns the reason to close the connection, naming the rule, or None when the packet is fine. The
 connection calls them for every packet it reads; amqtt's decoder hides some violations (it substitutes a
-random ``amqtt/...`` id for an empty client id, and accepts a SUBSCRIBE with no filter), so the checks
+random ``amqtt/...`` id for an empty client id, and accepts an UNSUBSCRIBE with no filter), so the checks
 run on the bytes. Layout problems the decoder reports itself (a string cut short) are left to it.
 """
 

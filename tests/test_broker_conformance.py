@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from broker.conformance import rejected_client_id, violation
 from tests.helpers import Stack, free_port, wait_for
 from tests.rawmqtt import (
     PINGREQ,
@@ -117,6 +118,21 @@ def test_mqtt_3_6_1_1_pubrel_flags_other_than_0010_close(open_stack: Stack, raw:
 )
 def test_mqtt_2_3_1_1_packet_identifier_0_closes(open_stack: Stack, raw: Raw, data: bytes) -> None:
     _closes(open_stack, raw, data, "MQTT-2.3.1-1")
+
+
+def test_well_formed_packets_pass_the_checks() -> None:
+    """No false alarms: the checks leave good packets of every kind they look at alone."""
+    for data in (
+        packet(SUBSCRIBE, 2, b"\x00\x01" + _string(b"a/+") + b"\x01" + _string(b"#") + b"\x00"),
+        packet(UNSUBSCRIBE, 2, b"\x00\x01" + _string(b"a/b")),
+        packet(PUBREL, 2, b"\x00\x01"),
+        packet(PUBLISH, 0, _string(b"a/b") + b"\x00\x00"),  # QoS 0: no packet id; the payload may be zeros
+        packet(PUBLISH, 4, _string(b"a/b") + b"\x00\x07" + b"x"),
+    ):
+        assert violation(data[0] >> 4, data[0] & 0x0F, data[2:]) is None, data
+    assert rejected_client_id(connect_packet("", clean=True)[2:]) is None
+    assert rejected_client_id(connect_packet("id", clean=False)[2:]) is None
+    assert rejected_client_id(connect_packet("", clean=False)[2:]) is not None
 
 
 # Mosquitto, a broker nobody here wrote, closes the connection for the same bytes -----------------------
