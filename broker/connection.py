@@ -51,6 +51,7 @@ from amqtt.mqtt.suback import SubackPacket
 from amqtt.mqtt.unsuback import UnsubackPacket
 
 from broker.codec import check_strings, encode_publish
+from broker.conformance import rejected_client_id, violation
 from broker.hub import Hub
 from broker.principal import Principal
 from broker.routing import is_valid_filter, is_valid_topic
@@ -237,6 +238,9 @@ class Connection:
             check_strings(header.packet_type, body)
         except Exception as exc:
             raise ProtocolViolation(f"malformed {packet_dict[header.packet_type].__name__}: {exc}") from None
+        reason = violation(header.packet_type, header.flags, body)
+        if reason is not None:
+            raise ProtocolViolation(reason)
         return header, body
 
     async def _read_header_tcp(self) -> MQTTFixedHeader | None:
@@ -257,17 +261,17 @@ class Connection:
             multiplier *= 128
         return MQTTFixedHeader(head[0] >> 4, head[0] & 0x0F, length)
 
-    async def _read_packet(self, *, first: bool = False) -> Any | None:
-        """One packet decoded by amqtt's codec (CONNECT, SUBSCRIBE, UNSUBSCRIBE: the rare ones)."""
-        frame = await self._read_frame(first=first)
-        return None if frame is None else await _decode(*frame)
-
     # CONNECT --------------------------------------------------------------------------------------
 
     async def _handshake(self) -> bool:
-        packet = await asyncio.wait_for(self._read_packet(first=True), self._limits.connect_timeout)
-        if packet is None:
+        frame = await asyncio.wait_for(self._read_frame(first=True), self._limits.connect_timeout)
+        if frame is None:
             return False
+        refused = rejected_client_id(frame[1])  # amqtt's decoder would replace an empty id with a random one
+        if refused is not None:
+            self._send(ConnackPacket.build(0, IDENTIFIER_REJECTED))
+            raise ProtocolViolation(refused)
+        packet = await _decode(*frame)
         if not isinstance(packet, ConnectPacket):
             raise ProtocolViolation("the first packet must be a CONNECT [MQTT-3.1.0-1]")
         if packet.proto_name != "MQTT":
