@@ -307,3 +307,20 @@ def service_metric(service: Service, name: str) -> float:
     port = int(service.out.wait_for(r"metrics on http://[\d.]+:(\d+)/metrics", 10).group(1))
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def self_signed_cert(directory: Path, name: str = "broker") -> tuple[Path, Path]:
+    """A throw-away certificate for localhost and 127.0.0.1 made by ``openssl`` (as docs/operations.md
+    tells an operator to); returns (certificate, key) PEM files. The certificate is its own CA file."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
