@@ -14,6 +14,11 @@ MQTT 3.1.1 section 6 as applied here:
   such a client but binds it to its HTTP protocol, so its CONNECT is never answered; a clear refusal
   is easier to diagnose.)
 
+``abort()`` and a closing handshake the client does not complete within ``close_timeout`` end the TCP
+connection itself: websockets 15 waits for a client that stopped reading to drain before it applies
+its own close timeout, so :class:`TcpKeepingConnection` keeps the TCP transport asyncio hands to the
+connection (through ``serve``'s documented ``create_connection`` hook).
+
 Per-message compression is off (MQTT payloads are small or already compressed; deflate costs a
 context per connection), websockets' own pings are off (MQTT keep-alive does that job), and one frame
 may hold at most one packet of ``max_packet_bytes`` (plus its 5-byte fixed header).
@@ -25,7 +30,7 @@ import asyncio
 import ssl as ssl_module
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -37,15 +42,13 @@ from websockets.typing import Subprotocol
 SUBPROTOCOL = Subprotocol("mqtt")
 #: Close code for a text frame: "unsupported data" (RFC 6455 section 7.4.1).
 UNSUPPORTED_DATA = 1003
-#: Close code after abort(): the server gives up on the connection.
-ABORTED = 1011
 #: A fixed header (type byte and up to four length bytes) on top of the largest packet body.
 FIXED_HEADER_BYTES = 5
 #: Default write-buffer marks, as asyncio's own transports.
 HIGH_WATER, LOW_WATER = 64 * 1024, 16 * 1024
 #: How long a close handshake may take before the TCP connection is dropped.
 CLOSE_TIMEOUT = 5.0
-CLOSE_REASONS = {UNSUPPORTED_DATA: "MQTT needs binary frames", ABORTED: "aborted by the server"}
+CLOSE_REASONS = {UNSUPPORTED_DATA: "MQTT needs binary frames"}
 TEXT_FRAME_REFUSED = "text frame received: MQTT over WebSocket is binary frames only [MQTT-6.0.0-1]"
 NO_SUBPROTOCOL = (
     "MQTT over WebSocket needs the subprotocol 'mqtt': send the header 'Sec-WebSocket-Protocol: mqtt' [MQTT-6.0.0-3]\n"
@@ -56,22 +59,18 @@ class WebSocketTransport(asyncio.Transport):
     """What the protocol sees of one WebSocket: writes gathered into one binary frame per loop turn,
     pause/resume of reading and writing, ``connection_lost`` exactly once."""
 
-    def __init__(self, connection: ServerConnection, protocol: asyncio.Protocol, sslcontext: Any) -> None:
+    def __init__(self, connection: TcpKeepingConnection, protocol: asyncio.Protocol, close_timeout: float) -> None:
         super().__init__()
         self.connection = connection
+        self.tcp = connection.tcp
         self.protocol = protocol
-        self.extra: dict[str, Any] = {
-            "peername": connection.remote_address,
-            "sockname": connection.local_address,
-            "sslcontext": sslcontext,
-            "subprotocol": connection.subprotocol,
-        }
+        self.close_timeout = close_timeout
         self.pending: list[bytes] = []
         self.buffered = 0  # bytes written and not yet handed to the socket
         self.high, self.low = HIGH_WATER, LOW_WATER
         self.writing_paused = False
         self.closing = False
-        self.close_code = 1000
+        self.close_code: int | None = 1000
         self.lost = False
         self.readable = asyncio.Event()
         self.readable.set()
@@ -80,7 +79,11 @@ class WebSocketTransport(asyncio.Transport):
 
     # -- asyncio.Transport --------------------------------------------------------------------------
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.extra.get(name, default)
+        """The TCP (or TLS) transport's: ``peername``, ``sockname``, ``sslcontext``, ``peercert``...;
+        and ``subprotocol``, the WebSocket subprotocol selected."""
+        if name == "subprotocol":
+            return self.connection.subprotocol
+        return self.tcp.get_extra_info(name, default)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.closing or not data:
@@ -104,11 +107,13 @@ class WebSocketTransport(asyncio.Transport):
         self.begin_close(1000)
 
     def abort(self) -> None:
-        """Drop what is unsent and close now; ``connection_lost(None)`` follows in the next loop turn."""
+        """Drop what is unsent and the TCP connection now (no close frame, as asyncio's transports);
+        ``connection_lost(None)`` follows in the next loop turn."""
         if self.lost:
             return
         self.drop_pending()
-        self.begin_close(ABORTED)
+        self.begin_close(None)
+        self.tcp.abort()
         asyncio.get_running_loop().call_soon(self.finish, None)
 
     def is_closing(self) -> bool:
@@ -143,7 +148,8 @@ class WebSocketTransport(asyncio.Transport):
         self.pending.clear()
         self.buffered = 0
 
-    def begin_close(self, code: int) -> None:
+    def begin_close(self, code: int | None) -> None:
+        """Stop taking writes; the sender then closes with ``code`` (None: abort, no close frame)."""
         if self.closing:
             return
         self.closing = True
@@ -166,8 +172,13 @@ class WebSocketTransport(asyncio.Transport):
                         self.writing_paused = False
                         self.protocol.resume_writing()
                 if self.closing and not self.pending:
+                    if self.close_code is None:
+                        return
                     reason = CLOSE_REASONS.get(self.close_code, "")
-                    await self.connection.close(self.close_code, reason)
+                    try:
+                        await asyncio.wait_for(self.connection.close(self.close_code, reason), self.close_timeout)
+                    except TimeoutError:
+                        self.tcp.abort()  # a client that neither reads nor answers the close frame
                     return
         except ConnectionClosed:
             return
@@ -214,6 +225,17 @@ class WebSocketTransport(asyncio.Transport):
         self.protocol.connection_lost(error)
 
 
+class TcpKeepingConnection(ServerConnection):
+    """websockets' server connection, keeping the transport asyncio gives it in ``connection_made``
+    (the public ``asyncio.Protocol`` callback) so that :meth:`WebSocketTransport.abort` can drop it."""
+
+    tcp: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.tcp = cast(asyncio.Transport, transport)
+
+
 class WebSocketListener:
     """A listening WebSocket server. ``close()`` stops accepting (connections stay, as with
     ``asyncio.Server``); ``wait_closed()`` returns once it is closed and every connection has ended."""
@@ -244,6 +266,7 @@ async def serve_websocket(
     ssl: ssl_module.SSLContext | None,
     backlog: int,
     max_packet_bytes: int = 256 * 1024,
+    close_timeout: float = CLOSE_TIMEOUT,
 ) -> WebSocketListener:
     """Listen for MQTT over WebSocket (over TLS when ``ssl`` is given); OSError when the port is taken."""
 
@@ -254,7 +277,7 @@ async def serve_websocket(
 
     async def handler(connection: ServerConnection) -> None:
         protocol = protocol_factory()
-        transport = WebSocketTransport(connection, protocol, ssl)
+        transport = WebSocketTransport(cast(TcpKeepingConnection, connection), protocol, close_timeout)
         protocol.connection_made(transport)
         await transport.receive_forever()
 
@@ -266,7 +289,8 @@ async def serve_websocket(
         process_request=check_subprotocol,
         compression=None,
         ping_interval=None,
-        close_timeout=CLOSE_TIMEOUT,
+        close_timeout=close_timeout,
+        create_connection=TcpKeepingConnection,
         max_size=max_packet_bytes + FIXED_HEADER_BYTES,
         server_header=None,
         ssl=ssl,

@@ -272,6 +272,30 @@ def test_a_client_that_stops_reading_pauses_the_writer_then_resumes_it() -> None
     run(scenario)
 
 
+def test_abort_drops_a_connection_whose_client_stopped_reading() -> None:
+    """A client that never reads cannot hold a connection open: abort() ends it even while a send is
+    stuck behind the full socket (websockets' own close would wait for the client to drain first)."""
+
+    def flood(protocol: Recorder, data: bytes) -> None:
+        assert protocol.transport is not None
+        if "pause_writing" not in protocol.events:
+            protocol.transport.write(b"x" * CHUNK)
+            asyncio.get_running_loop().call_soon(flood, protocol, data)
+
+    async def scenario() -> None:
+        listener, made = await listening(flood)
+        async with client(listener, max_queue=2) as ws:
+            await ws.send(b"go")
+            await made[0].until(lambda: "pause_writing" in made[0].events)
+            assert made[0].transport is not None
+            made[0].transport.abort()
+            await ended(listener)  # the server let go while the client still reads nothing
+            assert made[0].lost == [None]
+            assert await closed(ws) == 1006  # what was in flight, then no close frame
+
+    run(scenario)
+
+
 def test_set_write_buffer_limits_moves_the_marks() -> None:
     def burst(protocol: Recorder, data: bytes) -> None:
         assert protocol.transport is not None
@@ -324,7 +348,7 @@ def test_abort_drops_unsent_writes_and_reports_the_end_once() -> None:
         async with client(listener) as ws:
             await ws.send(b"go")
             await made[0].until(lambda: made[0].lost)  # asyncio's contract: soon, not after a handshake
-            assert await closed(ws) == 1011
+            assert await closed(ws) == 1006  # no close frame: the TCP connection was dropped
         await ended(listener)
         assert made[0].lost == [None]
 
