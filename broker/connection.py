@@ -274,7 +274,6 @@ class Connection(FramedProtocol):
         ended = False
         while True:
             if waiting is not None:
-                _Routing.source = self
                 try:
                     await waiting
                 except ProtocolViolation as exc:
@@ -283,8 +282,6 @@ class Connection(FramedProtocol):
                     self.fail(Close.VIOLATION, "timed out")
                 except Exception:
                     self._crashed()
-                finally:
-                    _Routing.source = None
                 waiting = None
             if not queue:
                 break

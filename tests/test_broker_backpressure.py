@@ -83,8 +83,7 @@ def test_a_subscriber_that_never_reads_pauses_its_publishers_and_harms_no_one(op
     for n in range(20):
         other.publish(f"bp/{tag}/ok", f"m{n}".encode(), qos=1)
         other.expect(PUBACK)
-    got = healthy.publishes(20, ack=True, timeout=20)
-    assert [p.payload for p in got] == [f"m{n}".encode() for n in range(20)]
+        assert [p.payload for p in healthy.publishes(1, ack=True, timeout=20)] == [f"m{n}".encode()]
 
     assert _dropped_slow(open_stack) > dropped_before
     grown = _rss_bytes(open_stack) - rss_before
