@@ -1,4 +1,5 @@
-"""The broker's listeners: TCP (``mqtt.port``), TLS (``mqtt.tls_port``) and WebSocket (``mqtt.ws_port``).
+"""The broker's listeners: TCP (``mqtt.port``), TLS (``mqtt.tls_port``), WebSocket (``mqtt.ws_port``) and
+WebSocket over TLS (``mqtt.wss_port``; TLS and WSS share ``mqtt.tls_cert``/``mqtt.tls_key``).
 
 Each listener feeds a fresh ``asyncio.Protocol`` per connection (``broker.connection.Connection``).
 TCP and TLS are ``loop.create_server`` with a listen backlog of 4,096 (asyncio's default of 100 drops a
@@ -15,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.ws_interim import serve_websocket  # until broker.websocket (wt-ws) is merged
+from broker.websocket import serve_websocket
 from switchboard.errors import ConfigError
 from switchboard.settings import MqttSettings
 
 LISTEN_BACKLOG = 4096
-SCHEMES = {"default": "mqtt", "ws": "ws", "tls": "mqtts"}
+SCHEMES = {"default": "mqtt", "ws": "ws", "tls": "mqtts", "wss": "wss"}
 
 
 class Server(Protocol):
@@ -33,7 +34,7 @@ class Server(Protocol):
 
 @dataclass(slots=True)
 class Listener:
-    name: str  # "default", "ws", "tls"
+    name: str  # "default", "ws", "tls", "wss"
     port: int
     server: Server
 
@@ -49,17 +50,17 @@ async def open_listeners(settings: MqttSettings, protocol_factory: Callable[[], 
     try:
         opened.append(await _tcp("default", settings.host, settings.port, None, protocol_factory))
         if settings.ws_port is not None:
-            server = await serve_websocket(
-                protocol_factory, settings.host, settings.ws_port, ssl=None, backlog=LISTEN_BACKLOG
-            )
-            opened.append(Listener("ws", server.port, server))
+            opened.append(await _websocket("ws", settings, settings.ws_port, None, protocol_factory))
+        context = tls_context(settings) if settings.tls_port is not None or settings.wss_port is not None else None
         if settings.tls_port is not None:
-            context = tls_context(settings)
             opened.append(await _tcp("tls", settings.host, settings.tls_port, context, protocol_factory))
+        if settings.wss_port is not None:
+            opened.append(await _websocket("wss", settings, settings.wss_port, context, protocol_factory))
     except OSError as exc:
         await close_listeners(opened)
         raise ConfigError(
-            f"the MQTT broker cannot listen: {exc.strerror or exc}; check mqtt.port, mqtt.ws_port and mqtt.tls_port"
+            f"the MQTT broker cannot listen: {exc.strerror or exc}; "
+            "check mqtt.port, mqtt.ws_port, mqtt.tls_port and mqtt.wss_port"
         ) from None
     except BaseException:
         await close_listeners(opened)
@@ -70,7 +71,7 @@ async def open_listeners(settings: MqttSettings, protocol_factory: Callable[[], 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     """The server's TLS context from ``mqtt.tls_cert`` and ``mqtt.tls_key``."""
     if not settings.tls_cert or not settings.tls_key:
-        raise ConfigError("mqtt.tls_port needs mqtt.tls_cert and mqtt.tls_key (PEM files)")
+        raise ConfigError("mqtt.tls_port and mqtt.wss_port need mqtt.tls_cert and mqtt.tls_key (PEM files)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)
@@ -89,6 +90,24 @@ async def _tcp(
         protocol_factory, host, port, ssl=context, backlog=LISTEN_BACKLOG, reuse_address=True
     )
     return Listener(name, int(server.sockets[0].getsockname()[1]), server)
+
+
+async def _websocket(
+    name: str,
+    settings: MqttSettings,
+    port: int,
+    context: ssl.SSLContext | None,
+    protocol_factory: Callable[[], asyncio.Protocol],
+) -> Listener:
+    server = await serve_websocket(
+        protocol_factory,
+        settings.host,
+        port,
+        ssl=context,
+        backlog=LISTEN_BACKLOG,
+        max_packet_bytes=settings.max_packet_bytes,
+    )
+    return Listener(name, server.port, server)
 
 
 async def close_listeners(listeners: list[Listener]) -> None:

@@ -85,7 +85,7 @@ class SwitchboardBroker:
         return self.listener_port("default")
 
     def listener_port(self, name: str) -> int:
-        """The port a listener ("default", "ws", "tls") is bound to."""
+        """The port a listener ("default", "ws", "tls", "wss") is bound to."""
         for listener in self._listeners:
             if listener.name == name:
                 return listener.port
@@ -153,7 +153,8 @@ def _principal(username: str | None) -> Principal:
 async def start_broker(settings: MqttSettings, engine: Engine, login: LoginSettings) -> SwitchboardBroker:
     """Start listening; ConfigError (one line) when a port is taken. Failed logins are throttled by
     ``login`` in the database, with the API's (switchboard/logins.py)."""
-    for name, port in (("port", settings.port), ("ws_port", settings.ws_port), ("tls_port", settings.tls_port)):
+    ports = (settings.port, settings.ws_port, settings.tls_port, settings.wss_port)
+    for name, port in zip(("port", "ws_port", "tls_port", "wss_port"), ports, strict=True):
         if port is not None:
             ensure_port_free(settings.host, port, setting=f"mqtt.{name}", env=f"SWITCHBOARD_MQTT__{name.upper()}")
     rules = None
