@@ -27,7 +27,9 @@ may hold at most one packet of ``max_packet_bytes`` (plus its 5-byte fixed heade
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl as ssl_module
+import sys
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, cast
@@ -38,6 +40,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidH
 from websockets.headers import parse_subprotocol
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
+
+log = logging.getLogger(__name__)
 
 SUBPROTOCOL = Subprotocol("mqtt")
 #: Close code for a text frame: "unsupported data" (RFC 6455 section 7.4.1).
@@ -236,6 +240,21 @@ class TcpKeepingConnection(ServerConnection):
         self.tcp = cast(asyncio.Transport, transport)
 
 
+class QuietLog(logging.LoggerAdapter):
+    """The logger handed to websockets: its INFO lines (one per connection, "server listening") are
+    DEBUG here, and a failed opening handshake (a port probe, a plain HTTP request) is one DEBUG line
+    instead of an ERROR with three chained tracebacks. Its other errors pass through unchanged.
+    (websockets wraps it in adapters of its own, which all end in :meth:`log`.)"""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if msg == "opening handshake failed":
+            msg, args, kwargs = "WebSocket opening handshake failed: %s", (sys.exc_info()[1],), {}
+            level = logging.DEBUG
+        elif level == logging.INFO:
+            level = logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
+
+
 class WebSocketListener:
     """A listening WebSocket server. ``close()`` stops accepting (connections stay, as with
     ``asyncio.Server``); ``wait_closed()`` returns once it is closed and every connection has ended."""
@@ -293,6 +312,7 @@ async def serve_websocket(
         create_connection=TcpKeepingConnection,
         max_size=max_packet_bytes + FIXED_HEADER_BYTES,
         server_header=None,
+        logger=QuietLog(log),
         ssl=ssl,
         backlog=backlog,
         reuse_address=True,
