@@ -54,6 +54,7 @@ HIGH_WATER, LOW_WATER = 64 * 1024, 16 * 1024
 CLOSE_TIMEOUT = 5.0
 CLOSE_REASONS = {UNSUPPORTED_DATA: "MQTT needs binary frames"}
 TEXT_FRAME_REFUSED = "text frame received: MQTT over WebSocket is binary frames only [MQTT-6.0.0-1]"
+NOT_WEBSOCKET = "This port serves MQTT over WebSocket: connect an MQTT client to ws(s)://host:port/mqtt\n"
 NO_SUBPROTOCOL = (
     "MQTT over WebSocket needs the subprotocol 'mqtt': send the header 'Sec-WebSocket-Protocol: mqtt' [MQTT-6.0.0-3]\n"
 )
@@ -290,6 +291,8 @@ async def serve_websocket(
     """Listen for MQTT over WebSocket (over TLS when ``ssl`` is given); OSError when the port is taken."""
 
     def check_subprotocol(connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() != "websocket":  # a browser opening the URL
+            return connection.respond(HTTPStatus.UPGRADE_REQUIRED, NOT_WEBSOCKET)
         if SUBPROTOCOL not in offered_subprotocols(request.headers):
             return connection.respond(HTTPStatus.BAD_REQUEST, NO_SUBPROTOCOL)
         return None

@@ -179,6 +179,11 @@ def test_mqtt_subprotocol_is_selected_and_required_mqtt_6_0_0_3_and_4() -> None:
                     pass
             assert excinfo.value.response.status_code == 400
             assert b"Sec-WebSocket-Protocol: mqtt" in excinfo.value.response.body
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)  # a browser opening the URL
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 426") and b"connect an MQTT client" in answer
         assert len(made) == served  # a refused handshake never reaches the broker
         await ended(listener)
 
