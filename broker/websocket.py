@@ -50,6 +50,8 @@ UNSUPPORTED_DATA = 1003
 FIXED_HEADER_BYTES = 5
 #: Default write-buffer marks, as asyncio's own transports.
 HIGH_WATER, LOW_WATER = 64 * 1024, 16 * 1024
+#: Frames websockets reads ahead while the protocol has paused reading, before it stops reading the socket.
+MAX_QUEUED_FRAMES = 4
 #: How long a close handshake may take before the TCP connection is dropped.
 CLOSE_TIMEOUT = 5.0
 CLOSE_REASONS = {UNSUPPORTED_DATA: "MQTT needs binary frames"}
@@ -210,7 +212,13 @@ class WebSocketTransport(asyncio.Transport):
                         break
                 if self.closing:
                     continue  # closed by the protocol: no data_received after close()
-                self.protocol.data_received(message)
+                try:
+                    self.protocol.data_received(message)
+                except Exception as exc:  # as asyncio's transports: log, report to connection_lost, drop
+                    log.error("protocol.data_received() failed; dropping the connection", exc_info=True)
+                    error = exc
+                    self.abort()
+                    break
         except ConnectionClosedOK:
             pass
         except ConnectionClosed as exc:
@@ -314,6 +322,7 @@ async def serve_websocket(
         close_timeout=close_timeout,
         create_connection=TcpKeepingConnection,
         max_size=max_packet_bytes + FIXED_HEADER_BYTES,
+        max_queue=MAX_QUEUED_FRAMES,
         server_header=None,
         logger=QuietLog(log),
         ssl=ssl,

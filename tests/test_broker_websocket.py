@@ -227,13 +227,13 @@ def test_pause_reading_holds_frames_back_until_resumed() -> None:
         listener, made = await listening(pause)
         frames = [str(n).encode() for n in range(100)]
         async with client(listener) as ws:
-            for frame in frames[:10]:
+            for frame in frames[:4]:
                 await ws.send(frame)
             await asyncio.wait_for(await ws.ping(), 30)  # the server has read every frame before the ping
             for _ in range(20):
                 await asyncio.sleep(0)
             assert made[0].chunks == [b"0"]
-            for frame in frames[10:]:  # more than websockets queues (16): its own flow control holds them
+            for frame in frames[4:]:  # more than websockets queues (4): its own flow control holds them
                 await ws.send(frame)
             assert made[0].chunks == [b"0"]
             assert made[0].transport is not None
@@ -356,6 +356,23 @@ def test_abort_drops_unsent_writes_and_reports_the_end_once() -> None:
             assert await closed(ws) == 1006  # no close frame: the TCP connection was dropped
         await ended(listener)
         assert made[0].lost == [None]
+
+    run(scenario)
+
+
+def test_a_protocol_error_in_data_received_drops_the_connection_and_is_reported_once() -> None:
+    def broken(protocol: Recorder, data: bytes) -> None:
+        raise RuntimeError("bug in the protocol")
+
+    async def scenario() -> None:
+        listener, made = await listening(broken)
+        async with client(listener) as ws:
+            await ws.send(b"boom")
+            await ws.send(b"never seen")
+            assert await closed(ws) == 1006
+        await ended(listener)
+        assert made[0].chunks == [b"boom"]
+        assert len(made[0].lost) == 1 and isinstance(made[0].lost[0], RuntimeError)
 
     run(scenario)
 
