@@ -164,9 +164,6 @@ class Connection(FramedProtocol):
             self._queue = deque([_END])
             _spawn(self._drain(None))
 
-    def is_open(self) -> bool:
-        return self.close_state is Close.OPEN
-
     def fail(self, close: Close, reason: str) -> None:
         """End the connection for ``reason``, sending what is queued first (a refusal's CONNACK)."""
         if self.close_state is not Close.OPEN:
@@ -232,20 +229,21 @@ class Connection(FramedProtocol):
 
     # Dispatch -------------------------------------------------------------------------------------
 
-    def frame_received(self, kind: int, flags: int, body: bytes) -> None:
+    def frame_received(self, kind: int, flags: int, body: bytes) -> bool:
         if self.close_state is not Close.OPEN:
-            return
+            return False
         queue = self._queue
         if queue is not None:  # something is awaited: keep the order
             queue.append((kind, flags, body))
             if len(queue) >= BACKLOG and not self._backlog_held:
                 self._backlog_held = True
                 self.hold_reading()
-            return
+            return True
         waiting = self._handle(kind, flags, body)
         if waiting is not None:
             self._queue = deque()
             _spawn(self._drain(waiting))
+        return self.close_state is Close.OPEN
 
     def _handle(self, kind: int, flags: int, body: bytes) -> Awaitable[None] | None:
         """Run one packet's handler; an awaitable when it must wait. Failures close this connection only."""
