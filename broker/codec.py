@@ -99,6 +99,32 @@ def encode_publish(topic: str, payload: bytes, qos: int, packet_id: int | None, 
     return b"".join((bytes((first,)), remaining_length(length), len(name).to_bytes(2, "big"), name, id_bytes, payload))
 
 
+class PublishEncoder:
+    """Encodes the copies of one message for its subscribers: the fixed header and topic are built once
+    per (message, QoS, flags) and only the packet id differs per copy. Remembers the last message only
+    (a fan-out delivers one message to all its subscribers before the next); the identity check is safe
+    because the encoder holds the objects it compares."""
+
+    __slots__ = ("_first", "_head", "_payload", "_topic")
+
+    def __init__(self) -> None:
+        self._topic: str | None = None
+        self._payload: bytes | None = None
+        self._first = 0
+        self._head = b""
+
+    def encode(self, topic: str, payload: bytes, qos: int, packet_id: int | None, *, dup: bool, retain: bool) -> bytes:
+        first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+        if topic is not self._topic or payload is not self._payload or first != self._first:
+            name = topic.encode()
+            length = 2 + len(name) + (2 if qos else 0) + len(payload)
+            self._head = b"".join((bytes((first,)), remaining_length(length), len(name).to_bytes(2, "big"), name))
+            self._topic, self._payload, self._first = topic, payload, first
+        if qos and packet_id is not None:
+            return b"".join((self._head, packet_id.to_bytes(2, "big"), payload))
+        return self._head + payload
+
+
 def encode_ack(first_byte: int, packet_id: int) -> bytes:
     """PUBACK, PUBREC, PUBREL or PUBCOMP (``*_BYTE``) for ``packet_id``."""
     return bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))

@@ -25,7 +25,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from broker import handle_acks, handle_connect, handle_publish, handle_subscribe
-from broker.codec import NAMES, PUBREL_BYTE, Malformed, ProtocolViolation, encode_ack, encode_publish
+from broker.codec import NAMES, PUBREL_BYTE, Malformed, ProtocolViolation, PublishEncoder, encode_ack
 from broker.hub import Hub
 from broker.principal import Principal
 from broker.sessions import Outgoing, Session, Will
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Packets waiting behind an await before the connection stops reading from its client.
 BACKLOG = 64
+#: Unsent bytes at which a client counts as not reading (its transport pauses writing), and at which it
+#: counts as reading again.
+SLOW_CONSUMER_BYTES, DRAINED_BYTES = 1024 * 1024, 256 * 1024
 
 
 class Close(Enum):
@@ -85,6 +88,7 @@ class _Routing:
     source: Connection | None = None
 
 
+_ENCODER = PublishEncoder()
 Handler = Callable[["Connection", int, bytes], Awaitable[None] | None]
 _END = (-1, 0, b"")
 
@@ -146,6 +150,10 @@ class Connection(FramedProtocol):
             transport.abort()
             return
         connections.add(self)
+        try:
+            transport.set_write_buffer_limits(high=SLOW_CONSUMER_BYTES, low=DRAINED_BYTES)
+        except NotImplementedError:  # a transport with limits of its own (WebSocket)
+            pass
         self._timer = self.loop.call_later(self.ctx.limits.connect_timeout, self._connect_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -163,9 +171,6 @@ class Connection(FramedProtocol):
         else:
             self._queue = deque([_END])
             _spawn(self._drain(None))
-
-    def is_open(self) -> bool:
-        return self.close_state is Close.OPEN
 
     def fail(self, close: Close, reason: str) -> None:
         """End the connection for ``reason``, sending what is queued first (a refusal's CONNACK)."""
@@ -232,20 +237,21 @@ class Connection(FramedProtocol):
 
     # Dispatch -------------------------------------------------------------------------------------
 
-    def frame_received(self, kind: int, flags: int, body: bytes) -> None:
+    def frame_received(self, kind: int, flags: int, body: bytes) -> bool:
         if self.close_state is not Close.OPEN:
-            return
+            return False
         queue = self._queue
         if queue is not None:  # something is awaited: keep the order
             queue.append((kind, flags, body))
             if len(queue) >= BACKLOG and not self._backlog_held:
                 self._backlog_held = True
                 self.hold_reading()
-            return
+            return True
         waiting = self._handle(kind, flags, body)
         if waiting is not None:
             self._queue = deque()
             _spawn(self._drain(waiting))
+        return self.close_state is Close.OPEN
 
     def _handle(self, kind: int, flags: int, body: bytes) -> Awaitable[None] | None:
         """Run one packet's handler; an awaitable when it must wait. Failures close this connection only."""
@@ -341,7 +347,7 @@ class Connection(FramedProtocol):
                 self.hub.stats.dropped_qos0 += 1  # QoS 0 may be lost; memory may not grow
                 return
         self.write(
-            encode_publish(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)
+            _ENCODER.encode(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)
         )
 
     def send_pubrel(self, packet_id: int) -> None:

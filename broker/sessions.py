@@ -94,7 +94,7 @@ class Outbox(Protocol):
     def send_pubrel(self, packet_id: int) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     """The state the broker keeps for one client id."""
 

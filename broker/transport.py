@@ -53,13 +53,11 @@ class FramedProtocol(asyncio.Protocol):
 
     # To implement ----------------------------------------------------------------------------------
 
-    def frame_received(self, kind: int, flags: int, body: bytes) -> None:
+    def frame_received(self, kind: int, flags: int, body: bytes) -> bool:
+        """Handle one whole packet; False when the connection is closing (stop reading frames)."""
         raise NotImplementedError
 
     def frame_error(self, reason: str) -> None:
-        raise NotImplementedError
-
-    def is_open(self) -> bool:
         raise NotImplementedError
 
     # Reading ----------------------------------------------------------------------------------------
@@ -101,8 +99,7 @@ class FramedProtocol(asyncio.Protocol):
             if end > size:
                 self._keep(data, position, end)
                 return
-            self.frame_received(first >> 4, first & 0x0F, data[start:end])
-            if not self.is_open():
+            if not self.frame_received(first >> 4, first & 0x0F, data[start:end]):
                 return
             position = end
 
