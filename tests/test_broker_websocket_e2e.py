@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import struct
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -25,7 +26,7 @@ from websockets.typing import Subprotocol
 
 from tests.conftest import Users, stack_users
 from tests.helpers import Stack, self_signed_cert, start_stack
-from tests.rawmqtt import PINGREQ, SUBSCRIBE, connect_packet, packet
+from tests.rawmqtt import PINGREQ, PUBLISH, SUBSCRIBE, connect_packet, packet
 
 CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 CONNACK_NOT_AUTHORIZED = b"\x20\x02\x00\x05"
@@ -191,5 +192,52 @@ def test_a_client_not_offering_the_mqtt_subprotocol_is_refused_mqtt_6_0_0_3(wss_
                     pass
             assert refused.value.response.status_code == 400
             assert b"Sec-WebSocket-Protocol: mqtt" in refused.value.response.body
+
+    run(scenario)
+
+
+def _publish(topic: str, qos: int, packet_id: int, payload: bytes) -> bytes:
+    name = topic.encode()
+    return packet(
+        PUBLISH,
+        qos << 1,
+        struct.pack("!H", len(name)) + name + (struct.pack("!H", packet_id) if qos else b"") + payload,
+    )
+
+
+def test_a_websocket_subscriber_that_never_reads_pauses_its_websocket_publisher(open_stack: Stack) -> None:
+    """Back-pressure through broker/websocket.py in both directions: the frames for a ws subscriber that
+    stops reading pile up until its transport calls pause_writing; the broker then pauses reading the ws
+    publisher (pause_reading), whose sends block; once the subscriber goes away the publisher is read
+    again."""
+    tag = secrets.token_hex(3)
+    payload = b"x" * 1900  # under open_stack's max_packet_bytes (2048)
+
+    async def mqtt_over_ws(client_id: str, **kw: Any) -> ClientConnection:
+        ws = await connect(f"ws://127.0.0.1:{open_stack.ws_port}/mqtt", subprotocols=[Subprotocol("mqtt")], **kw)
+        await ws.send(connect_packet(client_id))
+        assert await ws.recv() == CONNACK_ACCEPTED
+        return ws
+
+    async def scenario() -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", open_stack.ws_port))
+        slow = await mqtt_over_ws(f"slow-{tag}", sock=sock, max_queue=1, close_timeout=1)
+        topic = f"bp/{tag}/slow".encode()
+        await slow.send(packet(SUBSCRIBE, 2, struct.pack("!HH", 1, len(topic)) + topic + b"\x01"))
+        assert await slow.recv() == b"\x90\x03\x00\x01\x01"
+        flooder = await mqtt_over_ws(f"flooder-{tag}")
+        sent = 0
+        with pytest.raises(TimeoutError):  # the broker stopped reading the flooder
+            for n in range(50_000):  # 95 MB, QoS 0 with every tenth at QoS 1 (PUBACKs left unread)
+                await asyncio.wait_for(
+                    flooder.send(_publish(f"bp/{tag}/slow", int(n % 10 == 0), n % 60000 + 1, payload)), 5
+                )
+                sent += 1
+        assert sent < 50_000, sent
+        await slow.close()  # the subscriber goes away (dropped after 1 s: it reads nothing): the flooder is read again
+        await asyncio.wait_for(flooder.send(_publish(f"bp/{tag}/other", 1, 60001, b"again")), 60)
+        await flooder.close()
 
     run(scenario)
