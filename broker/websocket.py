@@ -50,6 +50,8 @@ UNSUPPORTED_DATA = 1003
 FIXED_HEADER_BYTES = 5
 #: Default write-buffer marks, as asyncio's own transports.
 HIGH_WATER, LOW_WATER = 64 * 1024, 16 * 1024
+#: The largest frame sent; a bigger burst of writes is cut into frames of this size.
+MAX_FRAME_BYTES = 256 * 1024
 #: Frames websockets reads ahead while the protocol has paused reading, before it stops reading the socket.
 MAX_QUEUED_FRAMES = 4
 #: How long a close handshake may take before the TCP connection is dropped.
@@ -165,16 +167,18 @@ class WebSocketTransport(asyncio.Transport):
         self.wakeup.set()
 
     async def send_forever(self) -> None:
-        """Each round sends everything written since the last one as one binary frame."""
+        """Each round sends everything written since the last one as one binary frame (several past
+        MAX_FRAME_BYTES: packets may span frames, and clients often cap a message at 1 MiB)."""
         try:
             while True:
                 await self.wakeup.wait()
                 self.wakeup.clear()
                 if self.pending:
-                    frame = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+                    data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
                     self.pending.clear()
-                    await self.connection.send(frame)
-                    self.buffered = max(0, self.buffered - len(frame))
+                    for start in range(0, len(data), MAX_FRAME_BYTES):
+                        await self.connection.send(data[start : start + MAX_FRAME_BYTES])
+                    self.buffered = max(0, self.buffered - len(data))
                     if self.writing_paused and self.buffered <= self.low:
                         self.writing_paused = False
                         self.protocol.resume_writing()
@@ -202,6 +206,8 @@ class WebSocketTransport(asyncio.Transport):
                         error = ConnectionError(TEXT_FRAME_REFUSED)
                         self.drop_pending()
                         self.begin_close(UNSUPPORTED_DATA)
+                        # a send stuck behind a client that does not read would hold the close frame back
+                        asyncio.get_running_loop().call_later(self.close_timeout, self.tcp.abort)
                     continue
                 if not self.readable.is_set():
                     closed = closed or asyncio.ensure_future(self.connection.wait_closed())

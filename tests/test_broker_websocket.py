@@ -140,6 +140,27 @@ def test_writes_in_one_loop_turn_leave_as_one_binary_frame_mqtt_6_0_0_2() -> Non
     run(scenario)
 
 
+def test_a_burst_bigger_than_a_frame_is_cut_into_frames() -> None:
+    """Packets may span frames [MQTT-6.0.0-2]: a burst over 256 KiB leaves as several frames, in order,
+    so a client capping a message at 1 MiB (websockets' default) still reads it."""
+    burst = bytes(range(256)) * 2400  # 600 KiB
+
+    def answer(protocol: Recorder, data: bytes) -> None:
+        assert protocol.transport is not None
+        protocol.transport.write(burst)
+
+    async def scenario() -> None:
+        listener, _ = await listening(answer)
+        async with client(listener) as ws:
+            await ws.send(b"go")
+            frames = [await ws.recv() for _ in range(3)]
+            assert [len(f) for f in frames] == [256 * 1024, 256 * 1024, len(burst) - 512 * 1024]
+            assert b"".join(frames) == burst
+        await ended(listener)
+
+    run(scenario)
+
+
 def test_text_frame_closes_the_connection_mqtt_6_0_0_1() -> None:
     """[MQTT-6.0.0-1]: a text data frame closes the connection; the protocol never sees it, and learns
     of the end once, with an error saying why."""
