@@ -41,6 +41,10 @@ BACKLOG = 64
 #: Unsent bytes at which a client counts as not reading (its transport pauses writing), and at which it
 #: counts as reading again.
 SLOW_CONSUMER_BYTES, DRAINED_BYTES = 1024 * 1024, 256 * 1024
+#: How long a client that stopped reading may hold up the clients publishing to it. Past that it counts as
+#: stuck: its publishers are read again (its QoS 0 messages are still dropped, its QoS 1/2 queued), so a
+#: client that never reads slows its publishers down for a moment but never cuts them off.
+HOLD_SECONDS = 10.0
 
 
 class Close(Enum):
@@ -89,6 +93,8 @@ class _Routing:
 
 
 _ENCODER = PublishEncoder()
+#: ``Connection._blocked`` of a client that has held its publishers for HOLD_SECONDS without draining.
+_STUCK: list[Connection] = []
 Handler = Callable[["Connection", int, bytes], Awaitable[None] | None]
 _END = (-1, 0, b"")
 
@@ -326,13 +332,15 @@ class Connection(FramedProtocol):
 
     def _check_keepalive(self) -> None:
         limit = self.keep_alive * 1.5
-        idle = self.loop.time() - self.last_seen
-        if idle >= limit:
-            self.abort(
-                Close.SILENT, f"silent for {idle:.1f}s, over 1.5 x keep-alive ({self.keep_alive}s) [MQTT-3.1.2-24]"
-            )
-        else:
+        now = self.loop.time()
+        idle = now - self.last_seen
+        if idle < limit:
             self._timer = self.loop.call_at(self.last_seen + limit, self._check_keepalive)
+        elif self._read_holds:  # not read because it is held up: not its silence
+            self._timer = self.loop.call_at(now + limit, self._check_keepalive)
+        else:
+            reason = f"silent for {idle:.1f}s, over 1.5 x keep-alive ({self.keep_alive}s) [MQTT-3.1.2-24]"
+            self.abort(Close.SILENT, reason)
 
     # Writing (the Outbox a session uses) and back-pressure ------------------------------------------
 
@@ -355,13 +363,22 @@ class Connection(FramedProtocol):
             self.write(encode_ack(PUBREL_BYTE, packet_id))
 
     def _block(self, publisher: Connection) -> None:
-        """Pause reading from ``publisher`` until this connection's client drains what it was sent."""
+        """Pause reading from ``publisher`` until this connection's client drains what it was sent, goes
+        away, or has held it for HOLD_SECONDS."""
         blocked = self._blocked
+        if blocked is _STUCK:
+            return
         if blocked is None:
             blocked = self._blocked = []
+            self.loop.call_later(HOLD_SECONDS, self._stuck)
         if publisher not in blocked:
             blocked.append(publisher)
             publisher.hold_reading()
+
+    def _stuck(self) -> None:
+        if self.write_paused and self._blocked is not None and self._blocked is not _STUCK:
+            self._release_blocked()
+            self._blocked = _STUCK
 
     def _release_blocked(self) -> None:
         blocked, self._blocked = self._blocked, None
