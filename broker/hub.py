@@ -1,7 +1,7 @@
 """The broker's shared state and routing: sessions, the subscription tree, retained messages, presence.
 
-Connections (``broker.connection``) call the hub; the hub never does I/O except through a session's
-outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
+Connections (``broker.connection``, the ``broker.handle_*`` modules) call the hub; the hub never does I/O
+except through a session's outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
 
 - a message goes to each matching session once, at min(publish QoS, highest matching subscription
   QoS) [MQTT-3.3.5-1]; overlapping subscriptions do not duplicate it;
@@ -16,10 +16,10 @@ outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from broker.persistence import StateStore
 from broker.retained import RetainedStore
@@ -28,15 +28,10 @@ from broker.sessions import InFlight, Limits, Outgoing, Session, Will
 from switchboard.payloads import Rejection, parse_presence, presence_payload
 from switchboard.topics import may_be_retained, presence_topic
 
+if TYPE_CHECKING:
+    from broker.access import AccessControl
+
 log = logging.getLogger(__name__)
-
-
-class Access(Protocol):
-    """The receive half of the ACL, as the hub needs it."""
-
-    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool: ...
-
-    async def may_receive(self, session: Session, topic: str) -> bool: ...
 
 
 @dataclass
@@ -58,7 +53,7 @@ class Hub:
         self,
         *,
         limits: Limits,
-        access: Access,
+        access: AccessControl,
         presence_for: Callable[[str], bool],
         store: StateStore | None = None,
         principal_for: Callable[[str | None], Any] = lambda _user: None,
@@ -228,8 +223,22 @@ class Hub:
             self._retain(topic, payload, qos, persist=not internal)
         return await self._route(topic, payload, qos)
 
+    def publish_now(self, topic: str, payload: bytes, qos: int, retain: bool) -> Coroutine[Any, Any, int] | None:
+        """A client's message, routed without waiting where the ACL's cache answers every receive check
+        (None); otherwise the coroutine that finishes routing it (the caller awaits it before its next packet)."""
+        self.stats.messages_in[qos] += 1
+        if retain and may_be_retained(topic):
+            self._retain(topic, payload, qos)
+        routed = self._route_now(topic, payload, qos)
+        return None if isinstance(routed, int) else routed
+
     async def _route(self, topic: str, payload: bytes, qos: int) -> int:
         """Offer the message to every matching session the ACL lets read it; return how many."""
+        routed = self._route_now(topic, payload, qos)
+        return routed if isinstance(routed, int) else await routed
+
+    def _route_now(self, topic: str, payload: bytes, qos: int) -> int | Coroutine[Any, Any, int]:
+        """Route as far as the ACL's cache allows; at the first receive check it cannot answer, the rest."""
         matches = self.tree.match(topic)
         if not matches:
             return 0
@@ -237,12 +246,38 @@ class Hub:
         # Whether a delivery needs the receive check depends on the topic, and on one fact per session.
         check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
         check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
-        for client_id, sub_qos in matches.items():
+        pending = iter(matches.items())
+        for client_id, sub_qos in pending:
+            session = self.sessions.get(client_id)
+            if session is None:
+                continue
+            if check_wildcard if session.root_wildcards > 0 else check_plain:
+                allowed = self.access.may_receive_now(session.principal, topic)
+                if allowed is None:
+                    return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered)
+                if not allowed:
+                    continue
+            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
+            offered += 1
+        return offered
+
+    async def _route_rest(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        first: tuple[str, int],
+        rest: Iterator[tuple[str, int]],
+        offered: int,
+    ) -> int:
+        check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
+        check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
+        for client_id, sub_qos in (first, *rest):
             session = self.sessions.get(client_id)
             if session is None:
                 continue
             check = check_wildcard if session.root_wildcards > 0 else check_plain
-            if check and not await self.access.may_receive(session, topic):
+            if check and not await self.access.may_receive(session.principal, topic):
                 continue
             self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
             offered += 1
@@ -269,7 +304,7 @@ class Hub:
     async def send_retained(self, session: Session, topic_filter: str, qos: int) -> None:
         """Send the retained messages a new subscription matches, each only if the ACL lets it through."""
         for retained in self.retained.matching(topic_filter):
-            if await self.access.may_receive(session, retained.topic):
+            if await self.access.may_receive(session.principal, retained.topic):
                 self._deliver(session, Outgoing(retained.topic, retained.payload, min(qos, retained.qos), True))
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:

@@ -94,7 +94,7 @@ class Outbox(Protocol):
     def send_pubrel(self, packet_id: int) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     """The state the broker keeps for one client id."""
 
@@ -108,7 +108,7 @@ class Session:
     inflight: dict[int, InFlight] = field(default_factory=dict)
     incoming_qos2: set[int] = field(default_factory=set)
     outbox: Outbox | None = None
-    principal: Any = None  # who the client is, as the ACL plugins see it (an amqtt Session)
+    principal: Any = None  # who the client is, as the ACL sees it (broker.principal.Principal)
     journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0

@@ -26,6 +26,7 @@ def snapshot(hub: Hub, started: float) -> dict[str, int | str]:
         "messages/sent": sum(stats.messages_out),
         "messages/queued": sum(len(s.queue) + len(s.inflight) for s in hub.sessions.values()),
         "messages/dropped": sum(s.dropped for s in hub.sessions.values()),
+        "messages/dropped/slow_consumer": stats.dropped_qos0,
         "clients/refused": stats.refused_connections,
         "clients/auth_failures": stats.auth_failures,
     }
