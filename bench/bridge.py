@@ -83,6 +83,12 @@ def wait_for_line(log: Path, text: str, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_stored(dsn: str) -> int:
     with psycopg.connect(dsn) as connection:
         return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
@@ -221,6 +227,7 @@ def main() -> None:
                 [
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
+                    "--gil",  # only the thread holding the GIL: where the Python CPU goes, not who waits for it
                     "-d",
                     "8",
                     "-f",
@@ -231,12 +238,14 @@ def main() -> None:
                     str(bridge.pid),
                 ]
             )
+        bridge_cpu = cpu_seconds(bridge.pid)
         started = time.monotonic()
         publish_seconds = asyncio.run(publish_stream(port, senders, per_sender, args.conversations))
         total = per_sender * args.senders
         while count_stored(dsn) < total and time.monotonic() - started < 300:
             time.sleep(0.05)
         stored_seconds = time.monotonic() - started
+        bridge_cpu = cpu_seconds(bridge.pid) - bridge_cpu
         stored = count_stored(dsn)
         bridge.terminate()
         copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
@@ -251,6 +260,7 @@ def main() -> None:
     print(f"broker QoS 1 delivery to one subscriber: {delivery:9.0f} msg/s")
     print(f"publishers acknowledged by the broker:    {total / publish_seconds:9.0f} msg/s")
     print(f"bridge stored into Postgres:              {bridge_rate:9.0f} msg/s ({stored} stored)")
+    print(f"bridge CPU per 1,000 stored:              {bridge_cpu / max(stored, 1) * 1000:9.3f} s ({bridge_cpu:.1f} s)")
     print(f"raw COPY of the same rows:                {copy_rate:9.0f} rows/s")
     print(f"bridge / COPY = {bridge_rate / copy_rate:.2f};  bridge / broker delivery = {bridge_rate / delivery:.2f}")
 
