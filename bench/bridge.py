@@ -246,7 +246,8 @@ def main() -> None:
         while count_stored(dsn) < total and time.monotonic() - started < 300:
             time.sleep(0.05)
         stored_seconds = time.monotonic() - started
-        cpu_user, cpu_system = (after - before for after, before in zip(cpu_seconds(bridge.pid), bridge_cpu, strict=True))
+        (user_after, system_after), (user_before, system_before) = cpu_seconds(bridge.pid), bridge_cpu
+        cpu_user, cpu_system = user_after - user_before, system_after - system_before
         stored = count_stored(dsn)
         bridge.terminate()
         copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
@@ -262,7 +263,8 @@ def main() -> None:
     print(f"publishers acknowledged by the broker:    {total / publish_seconds:9.0f} msg/s")
     print(f"bridge stored into Postgres:              {bridge_rate:9.0f} msg/s ({stored} stored)")
     per_1000 = (cpu_user + cpu_system) / max(stored, 1) * 1000
-    print(f"bridge CPU per 1,000 stored:              {per_1000:9.3f} s (user {cpu_user:.1f} s + system {cpu_system:.1f} s)")
+    split = f"user {cpu_user:.1f} s + system {cpu_system:.1f} s"
+    print(f"bridge CPU per 1,000 stored:              {per_1000:9.3f} s ({split})")
     print(f"raw COPY of the same rows:                {copy_rate:9.0f} rows/s")
     print(f"bridge / COPY = {bridge_rate / copy_rate:.2f};  bridge / broker delivery = {bridge_rate / delivery:.2f}")
 

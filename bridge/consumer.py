@@ -261,11 +261,16 @@ class Bridge:
             return save_batch(session, items, preview_chars=self._notify.preview_chars if self._notify else None)
 
     def _count(self, batch: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+        """The batch's outcomes into the metrics (one increment per counter per batch) and the log."""
+        stored = duplicates = recorded = rejected = 0
         for message, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Stored):
-                (self.metrics.duplicates if outcome.duplicate else self.metrics.stored).inc()
+                if outcome.duplicate:
+                    duplicates += 1
+                else:
+                    stored += 1
             elif isinstance(outcome, Recorded):
-                self.metrics.recorded.inc()
+                recorded += 1
             elif isinstance(outcome, Replayed):
                 log.info(
                     "bridge: not storing the broker's retained copy of a message on %s again",
@@ -273,13 +278,21 @@ class Bridge:
                     extra={"topic": message.topic},
                 )
             else:
-                self.metrics.rejected.inc()
+                rejected += 1
                 log.info(
                     "bridge: rejected a message on %s: %s",
                     message.topic,
                     outcome.reason,
                     extra={"topic": message.topic},
                 )
+        for counter, count in (
+            (self.metrics.stored, stored),
+            (self.metrics.duplicates, duplicates),
+            (self.metrics.recorded, recorded),
+            (self.metrics.rejected, rejected),
+        ):
+            if count:
+                counter.inc(count)
 
     @staticmethod
     def _publish_acks(connection: BrokerConnection, outcomes: Sequence[Outcome]) -> None:
