@@ -134,10 +134,10 @@ class BrokerConnection:
             if code.is_failure:
                 raise SubscriptionRefused(
                     f"the broker at {self._host}:{self._port} refused subscription {topic_filter} for account "
-                    f"{self._username!r} ({code}): log the bridge in as a service account the broker lets "
-                    "subscribe to it (bridge.username, `switchboard user add NAME --role service`), or give "
-                    "that account the filter in the broker's ACL; with bridge.shared_group the broker must "
-                    "also support $share subscriptions"
+                    f"{self._username!r} (SUBACK {code.value:#04x}): log the bridge in as a service account the "
+                    "broker lets subscribe to it (bridge.username, `switchboard user add NAME --role service`), "
+                    "or give that account the filter in the broker's ACL; with bridge.shared_group the broker "
+                    "must also support $share subscriptions"
                 )
 
     def ack(self, message: Message) -> None:
