@@ -81,6 +81,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             notify=settings.notify,
         )
         bridge_task = asyncio.create_task(bridge_main.run_until(bridge, stop, settings.bridge.stop_timeout_seconds))
+        bridge_task.add_done_callback(lambda _: stop.set())  # a bridge that gives up (refused) takes the stack down
         try:
             await asyncio.wait_for(bridge.connected.wait(), BRIDGE_READY_SECONDS)
         except TimeoutError:
@@ -90,12 +91,14 @@ async def up(settings: Settings, engine: Engine) -> None:
         _say("ready; press Ctrl-C to stop")
         await _until(stop)
     finally:
-        if bridge_task is not None:
-            stop.set()  # the bridge commits and acknowledges its batch while the broker still runs
-            with contextlib.suppress(asyncio.CancelledError):
-                await bridge_task
-        await api.stop()
-        await broker.shutdown()
+        try:
+            if bridge_task is not None:
+                stop.set()  # the bridge commits and acknowledges its batch while the broker still runs
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bridge_task  # raises what made the bridge give up, for the CLI to print
+        finally:
+            await api.stop()
+            await broker.shutdown()
     _say("stopped")
 
 
