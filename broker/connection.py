@@ -54,7 +54,7 @@ from broker.codec import check_strings, encode_publish
 from broker.conformance import rejected_client_id, violation
 from broker.hub import Hub
 from broker.principal import Principal
-from broker.routing import is_valid_filter, is_valid_topic
+from broker.routing import filter_problem, is_valid_topic
 from broker.sessions import Outgoing, Session, Will
 from switchboard import logs
 from switchboard.acl import Action
@@ -453,11 +453,13 @@ class Connection:
         for topic_filter, qos in requests:
             if qos not in (0, 1, 2):
                 raise ProtocolViolation(f"SUBSCRIBE with QoS {qos} [MQTT-3-8.3-4]")
-            if not is_valid_filter(topic_filter):
+            problem = filter_problem(topic_filter)
+            if problem is not None:
                 log.warning(
-                    "refused subscription of client_id=%s to malformed filter %r",
+                    "refused subscription of client_id=%s to %r: %s",
                     session.client_id,
                     topic_filter,
+                    problem,
                     extra={"topic": topic_filter},
                 )
                 codes.append(SUBACK_FAILURE)
