@@ -251,7 +251,7 @@ class Hub:
         share group; return how many sessions it was offered to."""
         matches = self.tree.match(topic)
         offered = 0
-        if self.shared:
+        if self.shared.groups:
             for share in self.shared.match(topic):
                 if await self._deliver_shared(share, Outgoing(topic, payload, qos, share=share.key)):
                     offered += 1
@@ -332,7 +332,8 @@ class Hub:
         if session is None:
             return False
         share.took(session.client_id)
-        message.qos = min(message.qos, share.members[session.client_id])
+        # (the member may have left the group during the ACL check's await: then its QoS is unknown)
+        message.qos = min(message.qos, share.members.get(session.client_id, message.qos))
         self._deliver(session, message)
         return True
 
