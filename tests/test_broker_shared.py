@@ -112,7 +112,8 @@ def test_offline_members_are_skipped_while_one_is_connected_and_queued_for_when_
     open_stack: Stack, raw: Raw
 ) -> None:
     """A persistent member that is offline gets nothing while another member is connected; with nobody
-    connected, QoS 1 messages are queued for a persistent member (as Mosquitto does) and QoS 0 ones dropped."""
+    connected, QoS 1 messages are queued for a persistent member (as Mosquitto does) and QoS 0 ones dropped.
+    (Mosquitto 2.0.11 does not skip the offline member: it queues every other message for it.)"""
     topic = _id("off")
     share = f"$share/g/{topic}"
     sleeper_id = _id("sleeper")
@@ -142,7 +143,8 @@ def test_offline_members_are_skipped_while_one_is_connected_and_queued_for_when_
 
 def test_qos1_in_flight_and_queued_go_to_another_member_when_theirs_goes_away(open_stack: Stack, raw: Raw) -> None:
     """MQTT 5 §4.8.2: QoS 1 messages a member did not acknowledge, and those queued beyond its window
-    (mqtt.max_inflight is 3 here), are given to another member when it goes away, clean session or not."""
+    (mqtt.max_inflight is 3 here), are given to another member when it goes away, clean session or not.
+    (Mosquitto 2.0.11 does not: a clean member's in-flight messages are lost with it.)"""
     for clean in (True, False):
         topic = _id("away")
         share = f"$share/workers/{topic}/+"
@@ -393,7 +395,7 @@ def test_a_bridge_killed_mid_stream_leaves_nothing_behind(postgres_deployment: D
     time.sleep(1)  # nothing more may come
     rows = d.stored("dm:alice:bob")
     assert [seq for seq, _ in rows] == list(range(1, 1001))
-    assert sorted(msg_id for _, msg_id in rows) == [f"m{n:04d}" for n in range(1000)]
-    sender.close()
     # (In the runs here the broker handed 100-odd unacknowledged messages of bridge-2 to bridge-1, logged as
     # "client_id=bridge-2 left N message(s) of shared subscriptions: N handed to other members, 0 lost".)
+    assert sorted(msg_id for _, msg_id in rows) == [f"m{n:04d}" for n in range(1000)]
+    sender.close()
