@@ -338,8 +338,8 @@ class Hub:
         return True
 
     async def _choose(self, share: ShareGroup, message: Outgoing, avoid: Session | None) -> Session | None:
-        """The member to take ``message``: the best ranked (see ``_rank``) in round-robin order that the ACL
-        lets read it. ``avoid``: a member going away, chosen only when no other can take the message."""
+        """The member to take ``message``: the best ranked (``broker.shared.rank_member``), in round-robin order,
+        that the ACL lets read it. ``avoid``: a member going away, chosen only when no other can take it."""
         ranked: list[tuple[int, Session]] = []
         for client_id in share.rotation():
             session = self.sessions.get(client_id)
