@@ -27,7 +27,7 @@ from broker.codec import (
     encode_unsuback,
 )
 from broker.conformance import violation
-from broker.routing import is_valid_filter
+from broker.routing import filter_problem
 from broker.sessions import Session
 from switchboard.acl import Action, Decision
 
@@ -76,11 +76,13 @@ async def _subscribe_later(conn: Connection, session: Session, packet_id: int, r
 
 def _refused(conn: Connection, session: Session, topic_filter: str) -> bool:
     """A malformed filter or one over the limit: 0x80 before the ACL is asked."""
-    if not is_valid_filter(topic_filter):
+    problem = filter_problem(topic_filter)
+    if problem is not None:
         log.warning(
-            "refused subscription of client_id=%s to malformed filter %r",
+            "refused subscription of client_id=%s to %r: %s",
             session.client_id,
             topic_filter,
+            problem,
             extra={"topic": topic_filter, "client_id": session.client_id},
         )
         return True

@@ -20,7 +20,7 @@ def snapshot(hub: Hub, started: float) -> dict[str, int | str]:
         "uptime": int(time.monotonic() - started),
         "clients/connected": stats.connections,
         "clients/sessions": len(hub.sessions),
-        "subscriptions/count": len(hub.tree),
+        "subscriptions/count": hub.subscription_count(),
         "retained/count": len(hub.retained),
         "messages/received": sum(stats.messages_in),
         "messages/sent": sum(stats.messages_out),

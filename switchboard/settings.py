@@ -235,8 +235,8 @@ class BridgeSettings(_Section):
     shared_group: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="Subscribe through $share/GROUP/... so several bridges split the traffic (Mosquitto, "
-        "EMQX, VerneMQ; Switchboard's own broker has no shared subscriptions: run one bridge).",
+        description="Subscribe through $share/GROUP/... so several bridges split the traffic (Switchboard's "
+        "own broker, Mosquitto, EMQX, VerneMQ); give each bridge its own client_id.",
     )
     metrics_host: str = Field("0.0.0.0", description="Address of the bridge's Prometheus /metrics.")
     metrics_port: int | None = Field(9101, ge=0, le=65535, description="Port of /metrics; null turns it off.")
