@@ -33,7 +33,8 @@ from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
 from broker.sessions import InFlight, Limits, Outgoing, Session, Will
-from broker.shared import SharedSubscriptions, ShareGroup, others_connected, rank_member
+from broker.share_delivery import ShareDelivery
+from broker.shared import SharedSubscriptions, ShareGroup
 from switchboard.payloads import Rejection, parse_presence, presence_payload
 from switchboard.topics import may_be_retained, presence_topic, split_shared
 
@@ -84,9 +85,10 @@ class Hub:
         self.sessions: dict[str, Session] = {}
         self.tree = SubscriptionTree()
         self.shared = SharedSubscriptions()
+        self.stats = Stats()
+        self.share_delivery = ShareDelivery(self.shared, self.sessions, access, self._deliver, self.stats)
         self._background: set[asyncio.Task[None]] = set()
         self.retained = RetainedStore()
-        self.stats = Stats()
         self._online: dict[str, int] = {}
 
     # Sessions -------------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ class Hub:
         session.subscriptions.clear()
         orphans = session.take_shared(lambda message: message.share in self.shared.groups) if self.shared else []
         if orphans:
-            self._spawn(self._redeliver(session, orphans))
+            self._spawn(self.share_delivery.redeliver(session, orphans))
         session.queue.clear()
         session.inflight.clear()
         if session.journal is not None:
@@ -207,7 +209,7 @@ class Hub:
         if user is not None and last and announce:
             await self._announce(user, "offline")
         if self.shared:
-            await self._hand_over(session)
+            await self.share_delivery.hand_over(session)
         if session.clean:
             self.discard_session(session)
 
@@ -262,7 +264,7 @@ class Hub:
         if self.shared.groups:
             shares = self.shared.match(topic)
             for index, share in enumerate(shares):
-                given = self._deliver_shared_now(share, Outgoing(topic, payload, qos, share=share.key))
+                given = self.share_delivery.deliver_now(share, Outgoing(topic, payload, qos, share=share.key))
                 if not isinstance(given, bool):
                     return self._route_after_shares(topic, payload, qos, given, shares[index + 1 :], offered)
                 offered += given
@@ -376,85 +378,10 @@ class Hub:
         """The rest of ``_route_now`` once a share group's choice had to ask the database."""
         offered += await given
         for share in shares:
-            offered += await self._deliver_shared(share, Outgoing(topic, payload, qos, share=share.key))
+            offered += await self.share_delivery.deliver(share, Outgoing(topic, payload, qos, share=share.key))
         pending = iter(self.tree.match(topic).items())
         first = next(pending, None)
         return offered if first is None else await self._route_rest(topic, payload, qos, first, pending, offered)
-
-    async def _deliver_shared(self, share: ShareGroup, message: Outgoing, *, avoid: Session | None = None) -> bool:
-        """Give ``message`` to one member of ``share``; False when none can take it."""
-        given = self._deliver_shared_now(share, message, avoid)
-        return given if isinstance(given, bool) else await given
-
-    def _deliver_shared_now(
-        self, share: ShareGroup, message: Outgoing, avoid: Session | None = None
-    ) -> bool | Coroutine[Any, Any, bool]:
-        """The best ranked member (see ``rank_member``), in round-robin order, that the ACL lets read the message
-        gets it; a coroutine to await when the ACL's cache cannot answer. ``avoid``: a member going away, chosen
-        only when no other can take the message."""
-        ranked = self._ranked(share, message.qos, avoid)
-        for index, session in enumerate(ranked):
-            if self.access.receive_needs_check(message.topic, root_wildcard=session.root_wildcards > 0):
-                allowed = self.access.may_receive_now(session.principal, message.topic)
-                if allowed is None:
-                    return self._deliver_shared_rest(share, message, ranked[index:])
-                if not allowed:
-                    continue
-            self._give(share, session, message)
-            return True
-        return False
-
-    async def _deliver_shared_rest(self, share: ShareGroup, message: Outgoing, ranked: list[Session]) -> bool:
-        for session in ranked:
-            check = self.access.receive_needs_check(message.topic, root_wildcard=session.root_wildcards > 0)
-            if not check or await self.access.may_receive(session.principal, message.topic):
-                self._give(share, session, message)
-                return True
-        return False
-
-    def _ranked(self, share: ShareGroup, qos: int, avoid: Session | None) -> list[Session]:
-        ranked: list[tuple[int, Session]] = []
-        for client_id in share.rotation():
-            session = self.sessions.get(client_id)
-            if session is not None:
-                rank = rank_member(session, min(qos, share.members[client_id]), avoid)
-                if rank is not None:
-                    ranked.append((rank, session))
-        ranked.sort(key=lambda pair: pair[0])  # stable: the round robin decides among equals
-        return [session for _, session in ranked]
-
-    def _give(self, share: ShareGroup, session: Session, message: Outgoing) -> None:
-        share.took(session.client_id)
-        # (the member may have left the group during the ACL check's await: then its QoS is unknown)
-        message.qos = min(message.qos, share.members.get(session.client_id, message.qos))
-        self._deliver(session, message)
-
-    async def _hand_over(self, session: Session) -> None:
-        """A member went away: its shared messages go to other members (a persistent member keeps them while no
-        other member is connected)."""
-
-        def movable(message: Outgoing) -> bool:
-            share = self.shared.groups.get(message.share or "")
-            return share is not None and (session.clean or others_connected(share, self.sessions, session))
-
-        moved = session.take_shared(movable)
-        if moved:
-            await self._redeliver(session, moved)
-
-    async def _redeliver(self, gone: Session, messages: list[Outgoing]) -> None:
-        handed = 0
-        for message in messages:
-            share = self.shared.groups.get(message.share or "")
-            if share is not None and await self._deliver_shared(share, message, avoid=gone):
-                handed += 1
-        self.stats.shared_handed_over += handed
-        log.info(
-            "client_id=%s left %d message(s) of shared subscriptions: %d handed to other members, %d lost",
-            gone.client_id,
-            len(messages),
-            handed,
-            len(messages) - handed,
-        )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

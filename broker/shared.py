@@ -3,7 +3,7 @@
 MQTT 5 section 4.8.2 defines them; Mosquitto and EMQX offer them to MQTT 3.1.1 clients too, and so does
 this broker. A share group is named by its whole subscription string: ``$share/g/a/+`` and ``$share/g/a/#``
 are two groups, as in the spec (ShareName and filter together). Which member gets a message is decided
-by the hub (broker/hub.py, ``Hub._choose``); this module keeps who is in which group, finds the groups a
+by broker/share_delivery.py; this module keeps who is in which group, finds the groups a
 topic reaches, and turns the round robin.
 """
 
