@@ -87,6 +87,7 @@ class Switchboard(RunningBroker):
               port: {self.port}
               allow_anonymous: {str(self.anonymous).lower()}
               ws_port: null
+              metrics_port: null
               state_file: null
               sys_interval: 3600
               max_connections: 100000
