@@ -44,14 +44,14 @@ class RunningBroker:
 
     async def __aenter__(self) -> RunningBroker:
         self.prepare()
-        log = open(self.dir / "broker.log", "wb")  # noqa: ASYNC230 (start-up, not a hot path)
-        self.process = subprocess.Popen(  # noqa: ASYNC220
-            self.command(),
-            cwd=self.dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
+        with open(self.dir / "broker.log", "wb") as log:  # noqa: ASYNC230 (start-up, not a hot path)
+            self.process = subprocess.Popen(  # noqa: ASYNC220 (the child keeps its own copy of the log's descriptor)
+                self.command(),
+                cwd=self.dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
         for _ in range(600):
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {(self.dir / 'broker.log').read_text()[-2000:]}")

@@ -126,11 +126,12 @@ class Generators:
                 )
             )
 
-    async def lines(self, tag: str, timeout: float) -> list[dict[str, float]]:
+    async def lines(self, tag: str, seconds: float) -> list[dict[str, float]]:
+        """The JSON of each generator's next line, which must start with ``tag``."""
         found = []
         for process in self.processes:
             assert process.stdout is not None
-            line = (await asyncio.wait_for(process.stdout.readline(), timeout)).decode()
+            line = (await asyncio.wait_for(process.stdout.readline(), seconds)).decode()
             if not line.startswith(tag):
                 await process.wait()
                 raise RuntimeError(f"{self.broker.name}: load generator said {line!r} (exit {process.returncode})")
@@ -246,10 +247,11 @@ def show(row: Row) -> None:
             flush=True,
         )
         return
-    warn = "  <- generator above 0.6 of a core: use --shards 2" if row.generator_cores / 1 > 0.6 * 1 else ""
+    warn = "  <- generator above 0.6 of a core: use --shards 2" if row.generator_cores > 0.6 else ""
     print(
-        f"{row.workload:<5} {row.broker:<12} U={row.users:<6} {row.rate:9.0f} msg/s  broker {row.broker_us_per_msg:6.1f} "
-        f"us/msg ({row.broker_cores:.2f} cores)  generator {row.generator_cores:.2f} cores  RSS {row.rss_mb:6.1f} MB  "
+        f"{row.workload:<5} {row.broker:<12} U={row.users:<6} {row.rate:9.0f} msg/s  "
+        f"broker {row.broker_us_per_msg:6.1f} us/msg ({row.broker_cores:.2f} cores)  "
+        f"generator {row.generator_cores:.2f} cores  RSS {row.rss_mb:6.1f} MB  "
         f"p50 {row.p50_ms:.1f} ms p99 {row.p99_ms:.1f} ms  {row.extra}{warn}",
         flush=True,
     )
@@ -287,7 +289,8 @@ def main() -> None:
         "--pending",
         type=int,
         default=100,
-        help="connection handshakes in progress at once (Mosquitto listens with a backlog of 100: more would wait on 1 s SYN retries)",
+        help="connection handshakes in progress at once (Mosquitto listens with a backlog of 100: "
+        "more would wait on 1 s SYN retries)",
     )
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the window")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
