@@ -314,10 +314,14 @@ def main() -> None:
             for name in args.brokers:
                 if name == "amqtt" and (users > args.amqtt_max_users or workload == "idle"):
                     continue  # ~8 argon2 logins/s, ~100 anonymous connections/s: minutes of waiting
-                if workload == "idle":
-                    row = asyncio.run(idle_run(args, binary, Path(tmp), name, users))
-                else:
-                    row = asyncio.run(load_run(args, binary, Path(tmp), workload, name, users))
+                try:
+                    if workload == "idle":
+                        row = asyncio.run(idle_run(args, binary, Path(tmp), name, users))
+                    else:
+                        row = asyncio.run(load_run(args, binary, Path(tmp), workload, name, users))
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    print(f"{workload:<5} {name:<12} U={users:<6} failed: {exc!r}", flush=True)
+                    continue
                 show(row)
                 rows.append(row)
                 if args.json:
