@@ -211,15 +211,17 @@ async def idle_run(args: argparse.Namespace, binary: Path, workdir: Path, name: 
     groups: dict[int, list[str]] = {i: [] for i in range(users)}
     async with CHAT_BROKERS[name](groups) as broker:
         assert broker.process is not None
-        before = resident_bytes(broker.process.pid)
+        before, cpu = resident_bytes(broker.process.pid), tree_cpu_seconds(broker.process.pid)
         generators = Generators(binary, workdir, broker, "idle", "chat")
         try:
             await generators.start(user_rows(broker, users, groups, args.shards), 1, args.pending)
             ready = await generators.lines("READY", args.connect_timeout)
+            connect_cpu = tree_cpu_seconds(broker.process.pid) - cpu
             await asyncio.sleep(2)
-            held = resident_bytes(broker.process.pid)
+            held, cpu = resident_bytes(broker.process.pid), tree_cpu_seconds(broker.process.pid)
             generators.tell("STORM")
             storm = await generators.lines("RESULT", args.connect_timeout)
+            storm_cpu = tree_cpu_seconds(broker.process.pid) - cpu
         finally:
             await generators.close()
     return Row(
@@ -234,6 +236,8 @@ async def idle_run(args: argparse.Namespace, binary: Path, workdir: Path, name: 
             "connack_s": max(r["connack_s"] for r in ready),
             "storm_connack_s": max(r["connack_s"] for r in storm),
             "retries": sum(r["retries"] for r in ready + storm),
+            "connect_cpu_ms_per_connection": connect_cpu / users * 1e3,
+            "storm_cpu_ms_per_connection": storm_cpu / users * 1e3,
         },
     )
 
@@ -243,7 +247,9 @@ def show(row: Row) -> None:
         print(
             f"{row.workload:<5} {row.broker:<12} U={row.users:<6} connect+subscribe {row.connect_s:6.2f}s "
             f"(CONNACKs {row.extra['connack_s']:.2f}s)  RSS {row.rss_mb:6.1f} MB "
-            f"({row.extra['kb_per_connection']:.1f} KB/conn)  reconnect storm {row.storm_s:6.2f}s",
+            f"({row.extra['kb_per_connection']:.1f} KB/conn)  reconnect storm {row.storm_s:6.2f}s  broker CPU per "
+            f"connection {row.extra['connect_cpu_ms_per_connection']:.2f} ms, in the storm "
+            f"{row.extra['storm_cpu_ms_per_connection']:.2f} ms",
             flush=True,
         )
         return
