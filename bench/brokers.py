@@ -29,6 +29,7 @@ class RunningBroker:
     """A broker process; ``async with`` starts it and waits until it accepts connections."""
 
     name = "broker"
+    repo = REPO  # the checkout whose code a Switchboard broker runs (another one compares before/after)
 
     def __init__(self, *, anonymous: bool = True) -> None:
         self.anonymous = anonymous
@@ -50,7 +51,7 @@ class RunningBroker:
                 cwd=self.dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
+                env={**os.environ, "PYTHONPATH": str(self.repo), "PYTHONDONTWRITEBYTECODE": "1"},
             )
         for _ in range(600):
             if self.process.poll() is not None:
@@ -93,7 +94,7 @@ class Switchboard(RunningBroker):
               max_connections: 100000
             """)
         )
-        env = {**os.environ, "PYTHONPATH": str(REPO), "SWITCHBOARD_CONFIG": str(self.dir / "bench.yaml")}
+        env = {**os.environ, "PYTHONPATH": str(self.repo), "SWITCHBOARD_CONFIG": str(self.dir / "bench.yaml")}
         subprocess.run(
             [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=self.dir, env=env, check=True, capture_output=True
         )

@@ -165,8 +165,16 @@ def user_rows(
     return [rows[shard::shards] for shard in range(shards)]
 
 
+VARIANTS: dict[str, Path] = {}  # name -> another checkout of Switchboard, run as one more broker (--variant)
+
+
 def make_broker(workload: str, name: str, groups: dict[int, list[str]]) -> RunningBroker:
-    return BROKERS[name](anonymous=True) if workload == "dm" else CHAT_BROKERS[name](groups)
+    factory: type[RunningBroker] = (BROKERS if workload == "dm" else CHAT_BROKERS)[
+        "switchboard" if name in VARIANTS else name
+    ]
+    if name in VARIANTS:
+        factory = type(f"{name}-{factory.__name__}", (factory,), {"name": name, "repo": VARIANTS[name]})
+    return factory(anonymous=True) if workload == "dm" else factory(groups)
 
 
 async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, workload: str, name: str, users: int) -> Row:
@@ -209,7 +217,7 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
 
 async def idle_run(args: argparse.Namespace, binary: Path, workdir: Path, name: str, users: int) -> Row:
     groups: dict[int, list[str]] = {i: [] for i in range(users)}
-    async with CHAT_BROKERS[name](groups) as broker:
+    async with make_broker("idle", name, groups) as broker:
         assert broker.process is not None
         before, cpu = resident_bytes(broker.process.pid), tree_cpu_seconds(broker.process.pid)
         generators = Generators(binary, workdir, broker, "idle", "chat")
@@ -265,22 +273,22 @@ def show(row: Row) -> None:
 
 def ratios(rows: list[Row]) -> None:
     by = {(r.workload, r.broker, r.users): r for r in rows}
-    print("\nSwitchboard / Mosquitto (same run):")
+    print("\nAgainst Mosquitto (same run):")
     for (workload, broker, users), sb in sorted(by.items()):
         mq = by.get((workload, "mosquitto", users))
-        if broker != "switchboard" or mq is None:
+        if broker in ("mosquitto", "amqtt") or mq is None:
             continue
         if workload == "idle":
             print(
-                f"  idle U={users}: RSS {sb.rss_mb:.0f} / {mq.rss_mb:.0f} MB, connect+subscribe "
+                f"  {broker} idle U={users}: RSS {sb.rss_mb:.0f} / {mq.rss_mb:.0f} MB, connect+subscribe "
                 f"{sb.connect_s / mq.connect_s:.2f}x, reconnect storm {sb.storm_s / mq.storm_s:.2f}x"
             )
         else:
             print(
-                f"  {workload} U={users}: msg/s {sb.rate / mq.rate:.2f}x, CPU per message "
+                f"  {broker} {workload} U={users}: msg/s {sb.rate / mq.rate:.2f}x, CPU per message "
                 f"{sb.broker_us_per_msg / mq.broker_us_per_msg:.2f}x"
             )
-    for broker in ("switchboard", "mosquitto"):
+    for broker in sorted({r.broker for r in rows}):
         low, high = by.get(("dm", broker, 100)), by.get(("dm", broker, 10000))
         if low and high:
             print(f"  {broker}: msg/s at U=10000 / U=100 = {high.rate / low.rate:.2f}")
@@ -304,7 +312,21 @@ def main() -> None:
     parser.add_argument("--connect-timeout", type=float, default=300.0)
     parser.add_argument("--amqtt-max-users", type=int, default=1000, help="skip plain amqtt above this U")
     parser.add_argument("--json", type=Path, help="append the rows to this JSON-lines file")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also run Switchboard's broker from another checkout (e.g. `git archive main | tar -x -C DIR`), "
+        "named NAME, in the same run: before/after figures under the same load",
+    )
     args = parser.parse_args()
+    for variant in args.variant:
+        name, _, directory = variant.partition("=")
+        if not (Path(directory) / "broker").is_dir() or name in BROKERS:
+            raise SystemExit(f"--variant {variant}: expected NAME=DIR, DIR a Switchboard checkout, NAME not a broker")
+        VARIANTS[name] = Path(directory).resolve()
+    brokers = [*VARIANTS, *args.brokers]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the brokers and generators inherit it
     rows: list[Row] = []
@@ -317,7 +339,7 @@ def main() -> None:
                 raise SystemExit(
                     f"{spec}: {users} connections need more than the {hard} open files allowed (ulimit -Hn)"
                 )
-            for name in args.brokers:
+            for name in brokers:
                 if name == "amqtt" and (users > args.amqtt_max_users or workload == "idle"):
                     continue  # ~8 argon2 logins/s, ~100 anonymous connections/s: minutes of waiting
                 try:
