@@ -294,6 +294,24 @@ def ratios(rows: list[Row]) -> None:
             print(f"  {broker}: msg/s at U=10000 / U=100 = {high.rate / low.rate:.2f}")
 
 
+def markdown(rows: list[Row]) -> None:
+    """The run as one table, a column per broker (for docs/performance.md)."""
+    brokers = list(dict.fromkeys(r.broker for r in rows))
+    by = {(r.workload, r.users, r.broker): r for r in rows}
+    print("\n| workload | " + " | ".join(brokers) + " |\n|---" * 1 + "|---" * len(brokers) + "|")
+    for workload, users in dict.fromkeys((r.workload, r.users) for r in rows):
+        cells = []
+        for broker in brokers:
+            r = by.get((workload, users, broker))
+            if r is None:
+                cells.append("-")
+            elif workload == "idle":
+                cells.append(f"{r.connect_s:.1f} s, storm {r.storm_s:.1f} s, {r.rss_mb:.0f} MB")
+            else:
+                cells.append(f"{r.rate:,.0f} msg/s, {r.broker_us_per_msg:,.0f} µs, {r.rss_mb:.0f} MB")
+        print(f"| {workload} U = {users:,} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="workload:U, workload in dm, chat, idle")
@@ -356,6 +374,7 @@ def main() -> None:
                     with args.json.open("a") as out:
                         out.write(json.dumps(asdict(row)) + "\n")
     ratios(rows)
+    markdown(rows)
 
 
 if __name__ == "__main__":
