@@ -14,12 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from switchboard.payloads import MAX_SEQ
 from switchboard.topics import NAME_PATTERN
 
 EXAMPLE_TIME = "2026-11-21T09:30:00Z"
 #: The largest integer the databases store (a signed 64-bit column): the bound of every integer a client sends
-#: (``le=MAX_INT64``), so a larger one answers 422 instead of overflowing in the driver.
-MAX_INT64 = 2**63 - 1
+#: (``le=MAX_INT64``), so a larger one answers 422 instead of overflowing in the driver. The same bound as a
+#: receipt's ``up_to_seq`` over MQTT.
+MAX_INT64 = MAX_SEQ
 
 
 def example_of(model: type[BaseModel]) -> dict[str, Any]:

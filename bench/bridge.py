@@ -83,6 +83,13 @@ def wait_for_line(log: Path, text: str, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def count_stored(dsn: str) -> int:
     with psycopg.connect(dsn) as connection:
         return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
@@ -221,6 +228,7 @@ def main() -> None:
                 [
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
+                    "--threads",  # idle threads (waiting for a socket, a lock or the GIL) are left out
                     "-d",
                     "8",
                     "-f",
@@ -231,12 +239,15 @@ def main() -> None:
                     str(bridge.pid),
                 ]
             )
+        bridge_cpu = cpu_seconds(bridge.pid)
         started = time.monotonic()
         publish_seconds = asyncio.run(publish_stream(port, senders, per_sender, args.conversations))
         total = per_sender * args.senders
         while count_stored(dsn) < total and time.monotonic() - started < 300:
             time.sleep(0.05)
         stored_seconds = time.monotonic() - started
+        (user_after, system_after), (user_before, system_before) = cpu_seconds(bridge.pid), bridge_cpu
+        cpu_user, cpu_system = user_after - user_before, system_after - system_before
         stored = count_stored(dsn)
         bridge.terminate()
         copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
@@ -251,6 +262,9 @@ def main() -> None:
     print(f"broker QoS 1 delivery to one subscriber: {delivery:9.0f} msg/s")
     print(f"publishers acknowledged by the broker:    {total / publish_seconds:9.0f} msg/s")
     print(f"bridge stored into Postgres:              {bridge_rate:9.0f} msg/s ({stored} stored)")
+    per_1000 = (cpu_user + cpu_system) / max(stored, 1) * 1000
+    split = f"user {cpu_user:.1f} s + system {cpu_system:.1f} s"
+    print(f"bridge CPU per 1,000 stored:              {per_1000:9.3f} s ({split})")
     print(f"raw COPY of the same rows:                {copy_rate:9.0f} rows/s")
     print(f"bridge / COPY = {bridge_rate / copy_rate:.2f};  bridge / broker delivery = {bridge_rate / delivery:.2f}")
 

@@ -2,8 +2,8 @@
 
 The bridge keeps a persistent session (clean_session=0) subscribed at QoS 1 to ``dm/#`` and ``group/#``
 (messages), ``presence/+`` and ``receipt/#`` (watermarks). paho acknowledges a QoS 1 message as soon
-as it is read unless ``manual_ack`` is on (aiomqtt 2.5 does not expose it, so it is set on the
-underlying paho client). Here a message is acknowledged only after the transaction that stores it has
+as it is read unless ``manual_ack`` is on; :mod:`bridge.mqtt_client` owns the paho client and turns it on
+through paho's public API. Here a message is acknowledged only after the transaction that stores it has
 committed: a crash before that leaves it unacknowledged, the broker sends it again, and the
 ``(sender, id)`` key makes the repeat a no-op. While the database is unreachable the bridge holds its
 batch and retries with capped backoff; it reads nothing new meanwhile, so the broker keeps queueing.
@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 
-import aiomqtt
-import paho.mqtt.client as mqtt
 from sqlalchemy import Engine
 
 from bridge.metrics import BridgeMetrics
+from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message
 from bridge.notifier import Notifier
 from bridge.store import Incoming, Outcome, Recorded, Rejected, Replayed, Stored, save_batch
 from switchboard.db import session_scope
@@ -76,11 +76,12 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self.connected = asyncio.Event()
         self._holding = 0
-        self._queue: asyncio.Queue[mqtt.MQTTMessage] | None = None
+        self._received: deque[Message] = deque()
+        self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
         self._given_up = asyncio.Event()
         self._helpers: list[asyncio.Future[None]] = []
-        self.metrics.track_lag(lambda: self._holding + (self._queue.qsize() if self._queue is not None else 0))
+        self.metrics.track_lag(lambda: self._holding + len(self._received))
 
     def stop(self, timeout: float) -> None:
         """Finish the batch in hand and return from :meth:`run`; give the batch up after ``timeout`` s."""
@@ -92,6 +93,8 @@ class Bridge:
 
     async def run(self) -> None:
         """Connect, consume, and reconnect with capped backoff when the broker goes away, until stopped.
+        Raises :class:`~bridge.mqtt_client.SubscriptionRefused` when the broker refuses a subscription (the
+        bridge would sit connected storing nothing).
 
         Meanwhile keeps the monthly partitions of the messages table ahead of the clock (Postgres), and sends
         the notifications for offline users when ``notify.webhook_url`` is set."""
@@ -109,7 +112,7 @@ class Bridge:
         while not self._stopping.is_set():
             try:
                 await self._consume_one_connection()
-            except aiomqtt.MqttError as exc:
+            except BrokerUnavailable as exc:
                 reason = f"waiting for the broker at {self._host}:{self._port} ({exc})"
             except StoreError as exc:  # unacknowledged messages come back when the session resumes
                 reason = f"could not store messages ({exc}); reconnecting"
@@ -127,30 +130,29 @@ class Bridge:
         self.metrics.connected.set(0)
         log.info("bridge: stopped")
 
+    def _take(self, message: Message) -> None:
+        """paho's message, as it is: no per-message wrapper, no queue with waiters to wake each time."""
+        self._received.append(message)
+        self._arrived.set()
+
     async def _consume_one_connection(self) -> None:
-        client = aiomqtt.Client(
-            self._host,
-            self._port,
+        self._received.clear()  # anything not acknowledged comes again on the new connection
+        connection = BrokerConnection(
+            host=self._host,
+            port=self._port,
             username=self._settings.username,
             password=self._password,
-            identifier=self._settings.client_id,
-            clean_session=False,
-            keepalive=30,
+            client_id=self._settings.client_id,
+            on_message=self._take,
         )
-        # Ack after commit: set before connecting, so no queued message is auto-acknowledged.
-        client._client.manual_ack_set(True)
-        # paho's messages straight into our queue: aiomqtt's per-message wrapping (a validated Topic
-        # object for each) cost more than storing the message.
-        queue: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
-        client._client.on_message = lambda _client, _userdata, message: queue.put_nowait(message)
-        self._queue = queue
-        async with client:
-            await client.subscribe(subscriptions(self._settings.shared_group))
+        await connection.connect()
+        try:
+            await connection.subscribe(subscriptions(self._settings.shared_group))
             self.connected.set()
             self.metrics.connected.set(1)
             log.info("bridge: connected to %s:%d as %s", self._host, self._port, self._settings.username)
             while not self._stopping.is_set():
-                batch = await self._next_batch(client, queue)
+                batch = await self._next_batch(connection)
                 if not batch:
                     break  # told to stop while waiting
                 self._holding = len(batch)
@@ -165,49 +167,48 @@ class Bridge:
                     )
                     break
                 for message in batch:
-                    client._client.ack(message.mid, message.qos)
+                    connection.ack(message)
                 self._holding = 0
                 self._count(batch, outcomes)
-                self._publish_acks(client, outcomes)
-            # Leaving the block sends DISCONNECT after the PUBACKs and acks queued above, in order.
+                self._publish_acks(connection, outcomes)
+            # DISCONNECT goes out after the PUBACKs and replies queued above, in order.
             log.info("bridge: stopping; every batch taken is committed and acknowledged")
+            await connection.disconnect()
+        finally:
+            connection.abort()
 
-    async def _next_batch(
-        self, client: aiomqtt.Client, queue: asyncio.Queue[mqtt.MQTTMessage]
-    ) -> list[mqtt.MQTTMessage]:
+    async def _next_batch(self, connection: BrokerConnection) -> list[Message]:
         """Wait for one message, then take what else arrives within ``batch_wait_ms``, up to ``batch_size``.
 
         Empty when told to stop while waiting."""
-        if queue.empty():
-            getter = asyncio.ensure_future(queue.get())
+        received = self._received
+        if not received:
+            self._arrived.clear()
+            arrived = asyncio.ensure_future(self._arrived.wait())
             stopping = asyncio.ensure_future(self._stopping.wait())
-            disconnected = client._disconnected
             try:
-                await asyncio.wait((getter, disconnected, stopping), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((arrived, connection.closed, stopping), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for waiter in (getter, stopping):
+                for waiter in (arrived, stopping):
                     if not waiter.done():
                         waiter.cancel()
-            if not getter.done() or getter.cancelled():
+            if not received:
                 if self._stopping.is_set():
                     return []
-                raise aiomqtt.MqttError("disconnected while waiting for messages")
-            batch = [getter.result()]
-        else:
-            batch = [queue.get_nowait()]
+                reason = connection.closed.result() if connection.closed.done() else "closed"
+                raise BrokerUnavailable(f"disconnected while waiting for messages: {reason}")
         size, wait = self._settings.batch_size, self._settings.batch_wait_ms / 1000
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while len(batch) < size:
-            while len(batch) < size and not queue.empty():
-                batch.append(queue.get_nowait())
+        while len(received) < size and not connection.closed.done():
             remaining = deadline - loop.time()
-            if len(batch) >= size or remaining <= 0:
+            if remaining <= 0:
                 break
             await asyncio.sleep(min(remaining, 0.001))
-        return batch
+        count = min(size, len(received))
+        return [received.popleft() for _ in range(count)]
 
-    async def _store(self, batch: Sequence[mqtt.MQTTMessage]) -> list[Outcome]:
+    async def _store(self, batch: Sequence[Message]) -> list[Outcome]:
         """Commit the batch, waiting out database outages (nothing is acknowledged meanwhile)."""
         return await self._store_items([Incoming(m.topic, bytes(m.payload), bool(m.retain)) for m in batch])
 
@@ -259,12 +260,17 @@ class Bridge:
         with session_scope(self._engine) as session:
             return save_batch(session, items, preview_chars=self._notify.preview_chars if self._notify else None)
 
-    def _count(self, batch: Sequence[mqtt.MQTTMessage], outcomes: Sequence[Outcome]) -> None:
+    def _count(self, batch: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+        """The batch's outcomes into the metrics (one increment per counter per batch) and the log."""
+        stored = duplicates = recorded = rejected = 0
         for message, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Stored):
-                (self.metrics.duplicates if outcome.duplicate else self.metrics.stored).inc()
+                if outcome.duplicate:
+                    duplicates += 1
+                else:
+                    stored += 1
             elif isinstance(outcome, Recorded):
-                self.metrics.recorded.inc()
+                recorded += 1
             elif isinstance(outcome, Replayed):
                 log.info(
                     "bridge: not storing the broker's retained copy of a message on %s again",
@@ -272,22 +278,30 @@ class Bridge:
                     extra={"topic": message.topic},
                 )
             else:
-                self.metrics.rejected.inc()
+                rejected += 1
                 log.info(
                     "bridge: rejected a message on %s: %s",
                     message.topic,
                     outcome.reason,
                     extra={"topic": message.topic},
                 )
+        for counter, count in (
+            (self.metrics.stored, stored),
+            (self.metrics.duplicates, duplicates),
+            (self.metrics.recorded, recorded),
+            (self.metrics.rejected, rejected),
+        ):
+            if count:
+                counter.inc(count)
 
     @staticmethod
-    def _publish_acks(client: aiomqtt.Client, outcomes: Sequence[Outcome]) -> None:
-        """Queue the ``ack/{sender}`` replies (QoS 1) on paho directly: they go out in order while the next
-        batch is stored, instead of the bridge waiting for the broker's PUBACK of each."""
+    def _publish_acks(connection: BrokerConnection, outcomes: Sequence[Outcome]) -> None:
+        """Queue the ``ack/{sender}`` replies (QoS 1): they go out in order while the next batch is stored,
+        instead of the bridge waiting for the broker's PUBACK of each."""
         for o in outcomes:
             if isinstance(o, Stored):
                 payload = ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at)
-                client._client.publish(ack_topic(o.sender), payload, qos=1)
+                connection.publish(ack_topic(o.sender), payload, qos=1)
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
 from sqlalchemy import Engine
@@ -50,6 +51,10 @@ async def serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> None
     if not await wait_for_schema_or_stop(engine, what="bridge", stop=stop):
         return
     await asyncio.to_thread(provision_account, engine, settings.bridge.username, password)
+    # Everything made so far (modules, SQLAlchemy's metadata, settings) lives as long as the process: out of
+    # the collector's sight, so its full collections, which the bridge's per-message objects trigger, scan only
+    # what the bridge made since (measured: a third of the bridge's CPU per message without this).
+    gc.freeze()
     bridge = Bridge(
         engine=engine,
         settings=settings.bridge,

@@ -8,6 +8,7 @@ Every value is a bound parameter; no SQL is built from data.
 from __future__ import annotations
 
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -49,6 +50,8 @@ COPY_COLUMNS = (
 COPY_MESSAGES = f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 KEY_COLUMNS = ("sender", "client_msg_id", "conversation_id", "seq", "stored_at")
 COPY_KEYS = f"COPY message_keys ({', '.join(KEY_COLUMNS)}) FROM STDIN"
+_COPY_VALUES = itemgetter(*COPY_COLUMNS)  # a row's values in column order, in C
+_KEY_VALUES = itemgetter(*KEY_COLUMNS)
 
 
 def already_stored(connection: psycopg.Connection[Any], keys: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
@@ -80,7 +83,7 @@ def copy_messages(connection: psycopg.Connection[Any], rows: list[dict[str, obje
     with connection.cursor() as cursor:
         with cursor.copy(COPY_KEYS) as copy:
             for row in rows:
-                copy.write_row(tuple(row[column] for column in KEY_COLUMNS))
+                copy.write_row(_KEY_VALUES(row))
         with cursor.copy(COPY_MESSAGES) as copy:
             for row in rows:
-                copy.write_row(tuple(row[column] for column in COPY_COLUMNS))
+                copy.write_row(_COPY_VALUES(row))

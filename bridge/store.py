@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import case, insert, select, tuple_, update
@@ -89,19 +90,23 @@ class Replayed:
 Outcome = Stored | Rejected | Recorded | Replayed
 
 
-@dataclass
+@dataclass(slots=True)
 class _Valid:
     index: int
     topic: ChatTopic
     payload: ChatPayload
     conversation: str = field(init=False)
+    key: tuple[str, str] = field(init=False)
+    """``(sender, id)``, looked up several times per message: made once."""
 
     def __post_init__(self) -> None:
         self.conversation = self.topic.conversation or ""
+        self.key = (self.topic.sender, self.payload.id)
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.topic.sender, self.payload.id)
+
+#: Topics repeat (one per conversation and direction): each distinct one is parsed and checked once.
+#: ChatTopic is frozen, so sharing one between messages is safe.
+_parse_topic = lru_cache(maxsize=65_536)(parse_topic)
 
 
 def save_batch(session: Session, batch: Sequence[Incoming], *, preview_chars: int | None = None) -> list[Outcome]:
@@ -113,7 +118,7 @@ def save_batch(session: Session, batch: Sequence[Incoming], *, preview_chars: in
     valid: list[_Valid] = []
     messages: dict[int, tuple[ChatTopic | None, bytes]] = {}
     for index, incoming in enumerate(batch):
-        topic = parse_topic(incoming.topic)
+        topic = _parse_topic(incoming.topic)
         if topic is not None and topic.kind in (Kind.PRESENCE, Kind.RECEIPT):
             outcomes[index] = _save_watermark(session, topic, incoming.payload)
         elif incoming.retained:

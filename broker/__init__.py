@@ -1,6 +1,6 @@
-"""Switchboard's MQTT broker: amqtt 0.12.1 with Switchboard's authentication, ACL and fixes.
+"""Switchboard's MQTT 3.1.1 broker: its own transport, codec, packet handlers, sessions and routing.
 
-``broker.server`` builds and starts it; ``broker.access`` holds who-may-do-what; the modules under
-``broker.plugins`` adapt that to amqtt's plugin interface; ``broker.connect`` fixes amqtt's
-CONNECT handling. docs/broker.md lists every deliberate difference from amqtt.
+``broker.server`` builds and starts it; docs/broker.md walks through the modules (one per packet
+handler: ``handle_connect``, ``handle_publish``, ``handle_subscribe``, ``handle_acks``) and lists every
+deliberate difference from amqtt, on which it was first built.
 """

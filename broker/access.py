@@ -1,6 +1,7 @@
 """Authentication and topic access for broker clients, backed by the users and groups tables.
 
-One :class:`AccessControl` per broker answers the auth plugin and the broker's topic checks. Database
+One :class:`AccessControl` per broker is the broker's only auth/ACL seam: CONNECT, publish, subscribe
+and receive checks all go through it (``check_now`` answers from the cache without waiting). Database
 work runs in a worker thread so a slow query or an argon2 hash never blocks the event loop; the facts
 the ACL needs are cached (and forgotten when a directory event says they changed, see
 broker/directory_watch.py), so most decisions are pure function calls.
@@ -247,11 +248,30 @@ class AccessControl:
             return ANONYMOUS if self.allow_anonymous else None
         return self._identities.get(session.username)
 
-    async def check(self, session: Principal, topic: str, action: Action) -> Decision:
-        """Decide one action; denials are logged with client id, user, topic and reason."""
+    def check_now(self, session: Principal, topic: str, action: Action) -> Decision | None:
+        """Decide one action from what is cached, without waiting; None when the database must be asked
+        (then call :meth:`check`). Denials are logged with client id, user, topic and reason."""
         who = self.identity(session)
         if who is None and session.username is not None:
-            # A session restored after a restart: its user has not logged in since.
+            return None  # a session restored after a restart: its user has not logged in since
+        if who is None:
+            decision = Decision(False, "client is not authenticated")
+        else:
+            try:
+                decision = self._policy.check(action, who, topic, self._directory, client_id=session.client_id or "")
+            except _Miss:
+                return None
+        if not decision.allowed:
+            _log_denial(session, topic, action, decision)
+        return decision
+
+    async def check(self, session: Principal, topic: str, action: Action) -> Decision:
+        """Decide one action, loading what the cache lacks in a worker thread."""
+        decision = self.check_now(session, topic, action)
+        if decision is not None:
+            return decision
+        who = self.identity(session)
+        if who is None and session.username is not None:
             try:
                 who = await asyncio.to_thread(self._load_identity, session.username)
             except (StoreError, SQLAlchemyError) as exc:
@@ -264,16 +284,16 @@ class AccessControl:
                 lambda: self._policy.check(action, known, topic, self._directory, client_id=client_id)
             )
         if not decision.allowed:
-            log.warning(
-                "denied %s: client_id=%s user=%s topic=%r reason=%s",
-                action,
-                session.client_id,
-                session.username,
-                topic,
-                decision.reason,
-                extra={"client_id": session.client_id, "user": session.username, "topic": topic},
-            )
+            _log_denial(session, topic, action, decision)
         return decision
+
+    def may_receive_now(self, principal: Principal, topic: str) -> bool | None:
+        """Whether this client may receive ``topic``, from the cache; None when the database must be asked."""
+        decision = self.check_now(principal, topic, Action.RECEIVE)
+        return None if decision is None else decision.allowed
+
+    async def may_receive(self, principal: Principal, topic: str) -> bool:
+        return (await self.check(principal, topic, Action.RECEIVE)).allowed
 
     async def _decide(self, decide: Callable[[], Decision]) -> Decision:
         """Run a pure decision; on a directory cache miss, load the fact in a thread and decide again."""
@@ -288,6 +308,18 @@ class AccessControl:
                     if not miss.keep_stale():
                         return Decision(False, f"cannot check access, the database is unreachable: {exc}")
                     log.warning("access: database unreachable (%s); using the last known answer", exc)
+
+
+def _log_denial(session: Principal, topic: str, action: Action, decision: Decision) -> None:
+    log.warning(
+        "denied %s: client_id=%s user=%s topic=%r reason=%s",
+        action,
+        session.client_id,
+        session.username,
+        topic,
+        decision.reason,
+        extra={"client_id": session.client_id, "user": session.username, "topic": topic},
+    )
 
 
 def _who(session: Principal) -> dict[str, str | None]:

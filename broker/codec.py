@@ -1,55 +1,78 @@
-"""Override: strict UTF-8 for topic names and filters, which amqtt's codec does not check.
+"""Every MQTT 3.1.1 encoder and decoder the broker uses, on bytes (no library codec).
 
-amqtt 0.12.1's ``decode_string`` turns ill-formed UTF-8 into the text of a Python bytes literal
-(``"b'a\\xffb'"``) instead of failing, so a PUBLISH to an invalid topic was routed under a made-up
-name. MQTT 3.1.1 says the server MUST close the connection [MQTT-1.5.3-1]. The connection checks
-these bytes before handing the packet to amqtt's decoder.
+Decoders take a packet's fixed-header flags and body (the bytes after the remaining length) and raise
+:class:`Malformed` with a reason naming what is wrong; the connection closes on it. Strings are strict
+UTF-8 [MQTT-1.5.3-1] (amqtt 0.12.1's decoder turned ill-formed bytes into the text ``"b'...'"``). The
+rules that need more than the layout (empty client id with clean session 0, packet id 0, NUL in a
+filter, fixed-header flags) are in ``broker.conformance``; the hot PUBLISH decode lives in
+``broker.handle_publish`` where it is used.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
-from amqtt.mqtt.packet import PUBLISH, SUBSCRIBE, UNSUBSCRIBE
+# Packet types [MQTT-2.2.1].
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+NAMES = {
+    CONNECT: "CONNECT",
+    CONNACK: "CONNACK",
+    PUBLISH: "PUBLISH",
+    PUBACK: "PUBACK",
+    PUBREC: "PUBREC",
+    PUBREL: "PUBREL",
+    PUBCOMP: "PUBCOMP",
+    SUBSCRIBE: "SUBSCRIBE",
+    SUBACK: "SUBACK",
+    UNSUBSCRIBE: "UNSUBSCRIBE",
+    UNSUBACK: "UNSUBACK",
+    PINGREQ: "PINGREQ",
+    PINGRESP: "PINGRESP",
+    DISCONNECT: "DISCONNECT",
+}
+
+# CONNACK return codes [MQTT-3.2.2.3].
+ACCEPTED, UNACCEPTABLE_PROTOCOL_VERSION, IDENTIFIER_REJECTED = 0x00, 0x01, 0x02
+BAD_USERNAME_PASSWORD, NOT_AUTHORIZED = 0x04, 0x05
+SUBACK_FAILURE = 0x80
+
+PUBACK_BYTE, PUBREC_BYTE, PUBREL_BYTE, PUBCOMP_BYTE = 0x40, 0x50, 0x62, 0x70
+PINGRESP_BYTES = b"\xd0\x00"
 
 
-class MalformedString(ValueError):
+class ProtocolViolation(Exception):
+    """The client broke MQTT 3.1.1; its connection is closed with this reason (naming the rule)."""
+
+
+class Malformed(ValueError):
+    """A packet whose layout breaks MQTT 3.1.1; the message says what is wrong."""
+
+
+class MalformedString(Malformed):
     """A length-prefixed string is cut short or is not UTF-8."""
 
 
-def check_strings(packet_type: int, body: bytes) -> None:
-    """Raise MalformedString when a topic name (PUBLISH) or a filter (SUBSCRIBE, UNSUBSCRIBE) is bad."""
-    if packet_type == PUBLISH:
-        _string_at(body, 0)
-    elif packet_type in (SUBSCRIBE, UNSUBSCRIBE):
-        position = 2  # after the packet id
-        while position < len(body):
-            position = _string_at(body, position) + (1 if packet_type == SUBSCRIBE else 0)
+# Fixed header -----------------------------------------------------------------------------------------
 
 
-def _string_at(body: bytes, position: int) -> int:
-    """Check the string at ``position``; return where the next field starts."""
-    if position + 2 > len(body):
-        raise MalformedString("a string's length is cut short")
-    (length,) = struct.unpack_from("!H", body, position)
-    end = position + 2 + length
-    if end > len(body):
-        raise MalformedString("a string is longer than the packet")
-    try:
-        body[position + 2 : end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedString(f"ill-formed UTF-8 at byte {exc.start} of a topic [MQTT-1.5.3-1]") from None
-    return end
-
-
-def encode_publish(topic: str, payload: bytes, qos: int, packet_id: int | None, *, dup: bool, retain: bool) -> bytes:
-    """A PUBLISH packet, encoded directly: fan-out sends one per subscriber, so this is the hot path
-    (amqtt's PublishPacket.build(...).to_bytes() builds four objects per packet)."""
-    name = topic.encode()
-    length = 2 + len(name) + (2 if qos else 0) + len(payload)
-    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    id_bytes = packet_id.to_bytes(2, "big") if qos and packet_id is not None else b""
-    return b"".join((bytes((first,)), remaining_length(length), len(name).to_bytes(2, "big"), name, id_bytes, payload))
+def fixed_header(data: bytes, position: int) -> tuple[int, int] | None:
+    """The remaining length and the header's size at ``position``; None when more bytes are needed.
+    Raises Malformed for a length of more than four bytes [MQTT-2.2.3]."""
+    multiplier, length, index = 1, 0, position + 1
+    end = len(data)
+    while True:
+        if index >= end:
+            return None
+        byte = data[index]
+        length += (byte & 0x7F) * multiplier
+        index += 1
+        if not byte & 0x80:
+            return length, index - position
+        if multiplier == 128**3:
+            raise Malformed("remaining length of more than 4 bytes [MQTT-2.2.3]")
+        multiplier *= 128
 
 
 def remaining_length(length: int) -> bytes:
@@ -62,3 +85,186 @@ def remaining_length(length: int) -> bytes:
         out.append(byte | (0x80 if length else 0))
         if not length:
             return bytes(out)
+
+
+# Encoders -------------------------------------------------------------------------------------------
+
+
+def encode_publish(topic: str, payload: bytes, qos: int, packet_id: int | None, *, dup: bool, retain: bool) -> bytes:
+    """A PUBLISH packet: fan-out sends one per subscriber, so this is the hot path."""
+    name = topic.encode()
+    length = 2 + len(name) + (2 if qos else 0) + len(payload)
+    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+    id_bytes = packet_id.to_bytes(2, "big") if qos and packet_id is not None else b""
+    return b"".join((bytes((first,)), remaining_length(length), len(name).to_bytes(2, "big"), name, id_bytes, payload))
+
+
+class PublishEncoder:
+    """Encodes the copies of one message for its subscribers: the fixed header and topic are built once
+    per (message, QoS, flags) and only the packet id differs per copy. Remembers the last message only
+    (a fan-out delivers one message to all its subscribers before the next); the identity check is safe
+    because the encoder holds the objects it compares."""
+
+    __slots__ = ("_first", "_head", "_payload", "_topic")
+
+    def __init__(self) -> None:
+        self._topic: str | None = None
+        self._payload: bytes | None = None
+        self._first = 0
+        self._head = b""
+
+    def encode(self, topic: str, payload: bytes, qos: int, packet_id: int | None, *, dup: bool, retain: bool) -> bytes:
+        first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+        if topic is not self._topic or payload is not self._payload or first != self._first:
+            name = topic.encode()
+            length = 2 + len(name) + (2 if qos else 0) + len(payload)
+            self._head = b"".join((bytes((first,)), remaining_length(length), len(name).to_bytes(2, "big"), name))
+            self._topic, self._payload, self._first = topic, payload, first
+        if qos and packet_id is not None:
+            return b"".join((self._head, packet_id.to_bytes(2, "big"), payload))
+        return self._head + payload
+
+
+def encode_ack(first_byte: int, packet_id: int) -> bytes:
+    """PUBACK, PUBREC, PUBREL or PUBCOMP (``*_BYTE``) for ``packet_id``."""
+    return bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+
+
+def encode_connack(session_present: bool, code: int) -> bytes:
+    return bytes((0x20, 2, 1 if session_present and code == ACCEPTED else 0, code))
+
+
+def encode_suback(packet_id: int, codes: list[int]) -> bytes:
+    return b"".join((b"\x90", remaining_length(2 + len(codes)), packet_id.to_bytes(2, "big"), bytes(codes)))
+
+
+def encode_unsuback(packet_id: int) -> bytes:
+    return bytes((0xB0, 2, packet_id >> 8, packet_id & 0xFF))
+
+
+# Decoders -------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Connect:
+    """A decoded CONNECT [MQTT-3.1]."""
+
+    protocol_name: str
+    level: int
+    flags: int
+    keep_alive: int
+    client_id: str
+    will_topic: str | None = None
+    will_payload: bytes = b""
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def clean_session(self) -> bool:
+        return bool(self.flags & 0x02)
+
+    @property
+    def will_flag(self) -> bool:
+        return bool(self.flags & 0x04)
+
+    @property
+    def will_qos(self) -> int:
+        return (self.flags >> 3) & 0x03
+
+    @property
+    def will_retain(self) -> bool:
+        return bool(self.flags & 0x20)
+
+    @property
+    def password_flag(self) -> bool:
+        return bool(self.flags & 0x40)
+
+    @property
+    def username_flag(self) -> bool:
+        return bool(self.flags & 0x80)
+
+
+def decode_connect(body: bytes) -> Connect:
+    """CONNECT's variable header and payload; a field cut short or ill-formed UTF-8 raises Malformed."""
+    name, position = _string(body, 0, "protocol name")
+    if position + 4 > len(body):
+        raise Malformed("CONNECT cut short after the protocol name")
+    level, flags = body[position], body[position + 1]
+    (keep_alive,) = struct.unpack_from("!H", body, position + 2)
+    client_id, position = _string(body, position + 4, "client id")
+    packet = Connect(name, level, flags, keep_alive, client_id)
+    if packet.will_flag:
+        packet.will_topic, position = _string(body, position, "will topic")
+        packet.will_payload, position = _binary(body, position, "will message")
+    if packet.username_flag:
+        packet.username, position = _string(body, position, "user name")
+    if packet.password_flag:
+        password, position = _binary(body, position, "password")
+        try:
+            packet.password = password.decode()
+        except UnicodeDecodeError:
+            raise Malformed("the password is not UTF-8 (Switchboard passwords and tokens are text)") from None
+    if position != len(body):
+        raise Malformed(f"CONNECT has {len(body) - position} unexpected byte(s) after its payload")
+    return packet
+
+
+def decode_subscribe(body: bytes) -> tuple[int, list[tuple[str, int]]]:
+    """SUBSCRIBE's packet id and (filter, requested QoS) pairs."""
+    packet_id, position, requests = _packet_id(body, "SUBSCRIBE"), 2, []
+    while position < len(body):
+        topic_filter, position = _string(body, position, "topic filter")
+        if position >= len(body):
+            raise Malformed("SUBSCRIBE topic filter without its QoS byte")
+        requests.append((topic_filter, body[position]))
+        position += 1
+    return packet_id, requests
+
+
+def decode_unsubscribe(body: bytes) -> tuple[int, list[str]]:
+    """UNSUBSCRIBE's packet id and filters."""
+    packet_id, position, filters = _packet_id(body, "UNSUBSCRIBE"), 2, []
+    while position < len(body):
+        topic_filter, position = _string(body, position, "topic filter")
+        filters.append(topic_filter)
+    return packet_id, filters
+
+
+def decode_packet_id(kind: int, body: bytes) -> int:
+    """The packet id of PUBACK, PUBREC, PUBREL or PUBCOMP (a body of exactly two bytes)."""
+    if len(body) != 2:
+        raise Malformed(f"malformed {NAMES[kind]}: {len(body)} bytes, not 2")
+    return (body[0] << 8) | body[1]
+
+
+def check_strings(packet_type: int, body: bytes) -> None:
+    """Raise MalformedString when a topic name (PUBLISH) or a filter (SUBSCRIBE, UNSUBSCRIBE) is bad."""
+    if packet_type == PUBLISH:
+        _string(body, 0, "topic name")
+    elif packet_type in (SUBSCRIBE, UNSUBSCRIBE):
+        position = 2  # after the packet id
+        while position < len(body):
+            position = _string(body, position, "topic filter")[1] + (1 if packet_type == SUBSCRIBE else 0)
+
+
+def _packet_id(body: bytes, name: str) -> int:
+    if len(body) < 2:
+        raise Malformed(f"{name} without a packet identifier")
+    return (body[0] << 8) | body[1]
+
+
+def _binary(body: bytes, position: int, what: str) -> tuple[bytes, int]:
+    if position + 2 > len(body):
+        raise MalformedString(f"the {what}'s length is cut short")
+    end = position + 2 + ((body[position] << 8) | body[position + 1])
+    if end > len(body):
+        raise MalformedString(f"the {what} is longer than the packet")
+    return bytes(body[position + 2 : end]), end
+
+
+def _string(body: bytes, position: int, what: str) -> tuple[str, int]:
+    raw, end = _binary(body, position, what)
+    try:
+        return raw.decode("utf-8"), end
+    except UnicodeDecodeError as exc:
+        raise MalformedString(f"ill-formed UTF-8 at byte {exc.start} of the {what} [MQTT-1.5.3-1]") from None

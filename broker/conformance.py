@@ -1,17 +1,18 @@
-"""MQTT 3.1.1 rules checked on a packet's raw bytes, before amqtt's decoder sees them.
+"""MQTT 3.1.1 rules checked on a packet's raw bytes, beyond its layout (which ``broker.codec`` checks).
 
 Pure functions: each takes a packet's fixed-header flags and body (the bytes after the remaining length)
 and returns the reason to close the connection, naming the rule, or None when the packet is fine. The
-connection calls them for every packet it reads; amqtt's decoder hides some violations (it substitutes a
-random ``amqtt/...`` id for an empty client id, and accepts an UNSUBSCRIBE with no filter), so the checks
-run on the bytes. Layout problems the decoder reports itself (a string cut short) are left to it.
+connection calls them for every packet but PUBLISH (``broker.handle_publish`` checks its own, on the
+hot path). amqtt's decoder hid some of these (it substituted a random ``amqtt/...`` id for an empty client
+id, and accepted an UNSUBSCRIBE with no filter). Layout problems (a string cut short) are left to the
+decoders in ``broker.codec``.
 """
 
 from __future__ import annotations
 
 import struct
 
-from amqtt.mqtt.packet import PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE
+from broker.codec import PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE
 
 _NAMES = {SUBSCRIBE: "SUBSCRIBE", UNSUBSCRIBE: "UNSUBSCRIBE", PUBREL: "PUBREL"}
 _FLAG_RULES = {SUBSCRIBE: "MQTT-3.8.1-1", UNSUBSCRIBE: "MQTT-3.10.1-1", PUBREL: "MQTT-3.6.1-1"}

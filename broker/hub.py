@@ -1,7 +1,7 @@
 """The broker's shared state and routing: sessions, the subscription tree, retained messages, presence.
 
-Connections (``broker.connection``) call the hub; the hub never does I/O except through a session's
-outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
+Connections (``broker.connection``, the ``broker.handle_*`` modules) call the hub; the hub never does I/O
+except through a session's outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
 
 - a message goes to each matching session once, at min(publish QoS, highest matching subscription
   QoS) [MQTT-3.3.5-1]; overlapping subscriptions do not duplicate it;
@@ -10,33 +10,37 @@ outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
 - every delivery passes the ACL's receive check where the rules need one (group membership,
   operator rules), so a removed member stops receiving and retained messages never leak; the broker's
   own presence messages go through the same check (an anonymous ``#`` subscriber sees no presence);
-- chat topics other than ``presence/`` are never retained (``switchboard.topics.may_be_retained``).
+- chat topics other than ``presence/`` are never retained (``switchboard.topics.may_be_retained``);
+- a shared subscription ``$share/{group}/{filter}`` (broker/shared.py) takes each matching message once per
+  group, to one member: a connected member with room in its window first, in turn; a connected busy one
+  next; with no member connected, a QoS 1/2 message is queued for a persistent member (clean_session=0),
+  as Mosquitto does, and a QoS 0 one is dropped. When a member goes away, its queued messages and its
+  QoS 1 messages in flight go to another connected member (a persistent member keeps them while no
+  other is connected); QoS 2 messages in flight stay with it [MQTT-4.8.2-4, MQTT-4.8.2-5]. A new shared
+  subscription gets no retained messages (MQTT 5 §3.3.1.3 sends them on non-shared subscriptions only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
 from broker.sessions import InFlight, Limits, Outgoing, Session, Will
+from broker.shared import SharedSubscriptions, ShareGroup, others_connected, rank_member
 from switchboard.payloads import Rejection, parse_presence, presence_payload
-from switchboard.topics import may_be_retained, presence_topic
+from switchboard.topics import may_be_retained, presence_topic, split_shared
+
+if TYPE_CHECKING:
+    from broker.access import AccessControl
 
 log = logging.getLogger(__name__)
-
-
-class Access(Protocol):
-    """The receive half of the ACL, as the hub needs it."""
-
-    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool: ...
-
-    async def may_receive(self, session: Session, topic: str) -> bool: ...
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Stats:
     auth_failures: int = 0
     dropped_qos0: int = 0
     refused_connections: int = 0
+    shared_handed_over: int = 0  # shared-subscription messages given to another member when theirs went away
 
 
 class Hub:
@@ -58,7 +63,7 @@ class Hub:
         self,
         *,
         limits: Limits,
-        access: Access,
+        access: AccessControl,
         presence_for: Callable[[str], bool],
         store: StateStore | None = None,
         principal_for: Callable[[str | None], Any] = lambda _user: None,
@@ -78,6 +83,8 @@ class Hub:
         self._principal_for = principal_for
         self.sessions: dict[str, Session] = {}
         self.tree = SubscriptionTree()
+        self.shared = SharedSubscriptions()
+        self._background: set[asyncio.Task[None]] = set()
         self.retained = RetainedStore()
         self.stats = Stats()
         self._online: dict[str, int] = {}
@@ -121,8 +128,8 @@ class Hub:
             for topic_filter, qos in stored.subscriptions.items():
                 self.add_subscription(session, topic_filter, qos)  # no journal yet: already stored
             session.journal = self.store
-            for row, topic, payload, qos, retain, packet_id, released in stored.pending:
-                message = Outgoing(topic, payload, qos, retain, row)
+            for row, topic, payload, qos, retain, packet_id, released, share in stored.pending:
+                message = Outgoing(topic, payload, qos, retain, row, share)
                 if packet_id is None:
                     session.restore_queued(message)
                 else:
@@ -158,10 +165,14 @@ class Hub:
             self.store.after_commit(callback)
 
     def discard_session(self, session: Session) -> None:
-        """Forget a session and its subscriptions [MQTT-3.1.2-6]."""
+        """Forget a session and its subscriptions [MQTT-3.1.2-6]; what it held of shared subscriptions goes to
+        other members."""
         for topic_filter in session.subscriptions:
-            self.tree.remove(topic_filter, session.client_id)
+            self._tree_remove(topic_filter, session.client_id)
         session.subscriptions.clear()
+        orphans = session.take_shared(lambda message: message.share in self.shared.groups) if self.shared else []
+        if orphans:
+            self._spawn(self._redeliver(session, orphans))
         session.queue.clear()
         session.inflight.clear()
         if session.journal is not None:
@@ -195,6 +206,8 @@ class Hub:
             await self.publish(will.topic, will.payload, will.qos, will.retain)
         if user is not None and last and announce:
             await self._announce(user, "offline")
+        if self.shared:
+            await self._hand_over(session)
         if session.clean:
             self.discard_session(session)
 
@@ -228,21 +241,69 @@ class Hub:
             self._retain(topic, payload, qos, persist=not internal)
         return await self._route(topic, payload, qos)
 
+    def publish_now(self, topic: str, payload: bytes, qos: int, retain: bool) -> Coroutine[Any, Any, int] | None:
+        """A client's message, routed without waiting where the ACL's cache answers every receive check
+        (None); otherwise the coroutine that finishes routing it (the caller awaits it before its next packet)."""
+        self.stats.messages_in[qos] += 1
+        if retain and may_be_retained(topic):
+            self._retain(topic, payload, qos)
+        routed = self._route_now(topic, payload, qos)
+        return None if isinstance(routed, int) else routed
+
     async def _route(self, topic: str, payload: bytes, qos: int) -> int:
-        """Offer the message to every matching session the ACL lets read it; return how many."""
+        """Offer the message to every matching session the ACL lets read it, and to one member of each matching
+        share group; return how many sessions it was offered to."""
+        routed = self._route_now(topic, payload, qos)
+        return routed if isinstance(routed, int) else await routed
+
+    def _route_now(self, topic: str, payload: bytes, qos: int) -> int | Coroutine[Any, Any, int]:
+        """Route as far as the ACL's cache allows; at the first receive check it cannot answer, the rest."""
+        offered = 0
+        if self.shared.groups:
+            shares = self.shared.match(topic)
+            for index, share in enumerate(shares):
+                given = self._deliver_shared_now(share, Outgoing(topic, payload, qos, share=share.key))
+                if not isinstance(given, bool):
+                    return self._route_after_shares(topic, payload, qos, given, shares[index + 1 :], offered)
+                offered += given
         matches = self.tree.match(topic)
         if not matches:
-            return 0
-        offered = 0
+            return offered
         # Whether a delivery needs the receive check depends on the topic, and on one fact per session.
         check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
         check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
-        for client_id, sub_qos in matches.items():
+        pending = iter(matches.items())
+        for client_id, sub_qos in pending:
+            session = self.sessions.get(client_id)
+            if session is None:
+                continue
+            if check_wildcard if session.root_wildcards > 0 else check_plain:
+                allowed = self.access.may_receive_now(session.principal, topic)
+                if allowed is None:
+                    return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered)
+                if not allowed:
+                    continue
+            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
+            offered += 1
+        return offered
+
+    async def _route_rest(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        first: tuple[str, int],
+        rest: Iterator[tuple[str, int]],
+        offered: int,
+    ) -> int:
+        check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
+        check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
+        for client_id, sub_qos in (first, *rest):
             session = self.sessions.get(client_id)
             if session is None:
                 continue
             check = check_wildcard if session.root_wildcards > 0 else check_plain
-            if check and not await self.access.may_receive(session, topic):
+            if check and not await self.access.may_receive(session.principal, topic):
                 continue
             self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
             offered += 1
@@ -258,24 +319,144 @@ class Hub:
         session.offer(message)
 
     def add_subscription(self, session: Session, topic_filter: str, qos: int) -> None:
-        """Add or replace a subscription (before the SUBACK goes out) [MQTT-3.8.4-3]."""
-        if topic_filter not in session.subscriptions and topic_filter[:1] in ("+", "#"):
+        """Add or replace a subscription (before the SUBACK goes out) [MQTT-3.8.4-3]; ``$share/{group}/{filter}``
+        joins that share group (the filter must be well-formed: broker.routing.is_valid_filter)."""
+        shared = split_shared(topic_filter)
+        if topic_filter not in session.subscriptions and (shared[1] if shared else topic_filter)[:1] in ("+", "#"):
             session.root_wildcards += 1
         session.subscriptions[topic_filter] = qos
-        self.tree.add(topic_filter, session.client_id, qos)
+        if shared is None:
+            self.tree.add(topic_filter, session.client_id, qos)
+        else:
+            self.shared.add(topic_filter, session.client_id, qos)
         if self.store is not None and session.journal is not None:
             self.store.subscribed(session.client_id, topic_filter, qos)
 
     async def send_retained(self, session: Session, topic_filter: str, qos: int) -> None:
-        """Send the retained messages a new subscription matches, each only if the ACL lets it through."""
+        """Send the retained messages a new subscription matches, each only if the ACL lets it through; none for
+        a shared subscription (MQTT 5 §3.3.1.3: on a new non-shared subscription only)."""
+        if split_shared(topic_filter) is not None:
+            return
         for retained in self.retained.matching(topic_filter):
-            if await self.access.may_receive(session, retained.topic):
+            if await self.access.may_receive(session.principal, retained.topic):
                 self._deliver(session, Outgoing(retained.topic, retained.payload, min(qos, retained.qos), True))
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
-            self.tree.remove(topic_filter, session.client_id)
-            if topic_filter[:1] in ("+", "#"):
+            shared = self._tree_remove(topic_filter, session.client_id)
+            if (shared or topic_filter)[:1] in ("+", "#"):
                 session.root_wildcards -= 1
             if self.store is not None and session.journal is not None:
                 self.store.unsubscribed(session.client_id, topic_filter)
+
+    def _tree_remove(self, topic_filter: str, client_id: str) -> str | None:
+        """Remove one subscription from the tree or its share group; the shared filter, if it was one."""
+        shared = split_shared(topic_filter)
+        if shared is None:
+            self.tree.remove(topic_filter, client_id)
+            return None
+        self.shared.remove(topic_filter, client_id)
+        return shared[1]
+
+    def subscription_count(self) -> int:
+        """Subscriptions held, a shared one once per member (as each session counts it)."""
+        return len(self.tree) + self.shared.members
+
+    # Shared subscriptions -------------------------------------------------------------------------
+
+    async def _route_after_shares(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        given: Coroutine[Any, Any, bool],
+        shares: list[ShareGroup],
+        offered: int,
+    ) -> int:
+        """The rest of ``_route_now`` once a share group's choice had to ask the database."""
+        offered += await given
+        for share in shares:
+            offered += await self._deliver_shared(share, Outgoing(topic, payload, qos, share=share.key))
+        pending = iter(self.tree.match(topic).items())
+        first = next(pending, None)
+        return offered if first is None else await self._route_rest(topic, payload, qos, first, pending, offered)
+
+    async def _deliver_shared(self, share: ShareGroup, message: Outgoing, *, avoid: Session | None = None) -> bool:
+        """Give ``message`` to one member of ``share``; False when none can take it."""
+        given = self._deliver_shared_now(share, message, avoid)
+        return given if isinstance(given, bool) else await given
+
+    def _deliver_shared_now(
+        self, share: ShareGroup, message: Outgoing, avoid: Session | None = None
+    ) -> bool | Coroutine[Any, Any, bool]:
+        """The best ranked member (see ``rank_member``), in round-robin order, that the ACL lets read the message
+        gets it; a coroutine to await when the ACL's cache cannot answer. ``avoid``: a member going away, chosen
+        only when no other can take the message."""
+        ranked = self._ranked(share, message.qos, avoid)
+        for index, session in enumerate(ranked):
+            if self.access.receive_needs_check(message.topic, root_wildcard=session.root_wildcards > 0):
+                allowed = self.access.may_receive_now(session.principal, message.topic)
+                if allowed is None:
+                    return self._deliver_shared_rest(share, message, ranked[index:])
+                if not allowed:
+                    continue
+            self._give(share, session, message)
+            return True
+        return False
+
+    async def _deliver_shared_rest(self, share: ShareGroup, message: Outgoing, ranked: list[Session]) -> bool:
+        for session in ranked:
+            check = self.access.receive_needs_check(message.topic, root_wildcard=session.root_wildcards > 0)
+            if not check or await self.access.may_receive(session.principal, message.topic):
+                self._give(share, session, message)
+                return True
+        return False
+
+    def _ranked(self, share: ShareGroup, qos: int, avoid: Session | None) -> list[Session]:
+        ranked: list[tuple[int, Session]] = []
+        for client_id in share.rotation():
+            session = self.sessions.get(client_id)
+            if session is not None:
+                rank = rank_member(session, min(qos, share.members[client_id]), avoid)
+                if rank is not None:
+                    ranked.append((rank, session))
+        ranked.sort(key=lambda pair: pair[0])  # stable: the round robin decides among equals
+        return [session for _, session in ranked]
+
+    def _give(self, share: ShareGroup, session: Session, message: Outgoing) -> None:
+        share.took(session.client_id)
+        # (the member may have left the group during the ACL check's await: then its QoS is unknown)
+        message.qos = min(message.qos, share.members.get(session.client_id, message.qos))
+        self._deliver(session, message)
+
+    async def _hand_over(self, session: Session) -> None:
+        """A member went away: its shared messages go to other members (a persistent member keeps them while no
+        other member is connected)."""
+
+        def movable(message: Outgoing) -> bool:
+            share = self.shared.groups.get(message.share or "")
+            return share is not None and (session.clean or others_connected(share, self.sessions, session))
+
+        moved = session.take_shared(movable)
+        if moved:
+            await self._redeliver(session, moved)
+
+    async def _redeliver(self, gone: Session, messages: list[Outgoing]) -> None:
+        handed = 0
+        for message in messages:
+            share = self.shared.groups.get(message.share or "")
+            if share is not None and await self._deliver_shared(share, message, avoid=gone):
+                handed += 1
+        self.stats.shared_handed_over += handed
+        log.info(
+            "client_id=%s left %d message(s) of shared subscriptions: %d handed to other members, %d lost",
+            gone.client_id,
+            len(messages),
+            handed,
+            len(messages) - handed,
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -27,8 +27,18 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("switchboard_broker_sessions", "Sessions, connected or persistent.", len(sessions))
         yield GaugeMetricFamily(
             "switchboard_broker_subscriptions",
-            "Subscriptions of all sessions.",
-            sum(len(s.subscriptions) for s in sessions),
+            "Subscriptions of all sessions (a shared subscription once per member).",
+            hub.subscription_count(),
+        )
+        yield GaugeMetricFamily(
+            "switchboard_broker_share_groups",
+            "Shared subscriptions ($share/{group}/{filter}) with at least one member.",
+            len(hub.shared.groups),
+        )
+        yield CounterMetricFamily(
+            "switchboard_broker_shared_handed_over",
+            "Messages of shared subscriptions given to another member because theirs went away.",
+            stats.shared_handed_over,
         )
         yield GaugeMetricFamily(
             "switchboard_broker_queued_messages",

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, username TEXT);
 CREATE TABLE IF NOT EXISTS subscriptions (client_id TEXT, filter TEXT, qos INTEGER, PRIMARY KEY (client_id, filter));
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY, client_id TEXT, topic TEXT, payload BLOB, qos INTEGER, retain INTEGER,
-    packet_id INTEGER, released INTEGER DEFAULT 0
+    packet_id INTEGER, released INTEGER DEFAULT 0, share TEXT
 );
 CREATE INDEX IF NOT EXISTS pending_by_client ON pending (client_id, id);
 CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT, packet_id INTEGER, PRIMARY KEY (client_id, packet_id));
@@ -43,7 +43,7 @@ class StoredSession:
     client_id: str
     username: str | None
     subscriptions: dict[str, int] = field(default_factory=dict)
-    pending: list[tuple[int, str, bytes, int, bool, int | None, bool]] = field(default_factory=list)
+    pending: list[tuple[int, str, bytes, int, bool, int | None, bool, str | None]] = field(default_factory=list)
     incoming_qos2: set[int] = field(default_factory=set)
 
 
@@ -62,6 +62,8 @@ class StateStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
+        if "share" not in {column[1] for column in self._db.execute("PRAGMA table_info(pending)")}:
+            self._db.execute("ALTER TABLE pending ADD COLUMN share TEXT")  # a state file from before $share
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
         self._callbacks: list[Callable[[], None]] = []
         self._last_row = 0
@@ -80,12 +82,12 @@ class StateStore:
             if client_id in sessions:
                 sessions[client_id].subscriptions[topic_filter] = qos
         rows = self._db.execute(
-            "SELECT id, client_id, topic, payload, qos, retain, packet_id, released FROM pending ORDER BY id"
+            "SELECT id, client_id, topic, payload, qos, retain, packet_id, released, share FROM pending ORDER BY id"
         )
-        for row_id, client_id, topic, payload, qos, retain, packet_id, released in rows:
+        for row_id, client_id, topic, payload, qos, retain, packet_id, released, share in rows:
             if client_id in sessions:
                 sessions[client_id].pending.append(
-                    (row_id, topic, bytes(payload), qos, bool(retain), packet_id, bool(released))
+                    (row_id, topic, bytes(payload), qos, bool(retain), packet_id, bool(released), share)
                 )
         for client_id, packet_id in self._db.execute("SELECT * FROM incoming_qos2"):
             if client_id in sessions:
@@ -131,11 +133,20 @@ class StateStore:
         self._add("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
 
     def queued(
-        self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int | None
+        self,
+        row: int,
+        client_id: str,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        packet_id: int | None,
+        share: str | None = None,
     ) -> None:
         self._add(
-            "INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row, client_id, topic, payload, qos, int(retain), packet_id),
+            "INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id, share) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row, client_id, topic, payload, qos, int(retain), packet_id, share),
         )
 
     def sent(self, row: int, packet_id: int) -> None:

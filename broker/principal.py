@@ -1,9 +1,7 @@
-"""Who a connection is, as authentication and topic checks see it.
+"""Who a connection is, as authentication and topic checks (``broker.access``) see it.
 
-amqtt's plugin API passes an ``amqtt.session.Session``, which builds a ``transitions`` state machine per
-instance (thousands of bytes and dozens of objects per connection). Switchboard's own plugin and access
-checks read only these fields, so each connection carries this instead (tested by
-tests/test_broker_connect.py and the memory figures of bench/chat.py --idle).
+Set from the CONNECT by ``broker.handle_connect``; a session restored from the state file carries one
+with only the username.
 """
 
 from __future__ import annotations

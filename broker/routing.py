@@ -12,6 +12,8 @@ Rules (MQTT 3.1.1 §4.7): ``+`` matches one whole level, ``#`` the rest includin
 
 from __future__ import annotations
 
+from switchboard.topics import split_shared
+
 
 class _Node:
     __slots__ = ("children", "subscribers")
@@ -110,16 +112,36 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
 
 
 def is_valid_filter(topic_filter: str) -> bool:
-    """A well-formed filter: not empty, no NUL, ``#`` only as a whole last level, ``+`` only as whole levels."""
-    if not topic_filter or "\x00" in topic_filter:
-        return False
+    """A well-formed filter (see :func:`filter_problem`)."""
+    return filter_problem(topic_filter) is None
+
+
+def filter_problem(topic_filter: str) -> str | None:
+    """What is wrong with a SUBSCRIBE's filter, None when nothing is: not empty, no NUL, ``#`` only as a whole
+    last level, ``+`` only as whole levels [MQTT-4.7.1]; a shared subscription ``$share/{group}/{filter}``
+    needs a group without wildcards and a well-formed filter after it [MQTT-4.8.2-1, MQTT-4.8.2-2]."""
+    try:
+        shared = split_shared(topic_filter)
+    except ValueError as exc:
+        return str(exc)
+    if shared is not None:
+        problem = _plain_filter_problem(shared[1])
+        return None if problem is None else f"in shared subscription {topic_filter!r}: {problem}"
+    return _plain_filter_problem(topic_filter)
+
+
+def _plain_filter_problem(topic_filter: str) -> str | None:
+    if not topic_filter:
+        return "a topic filter may not be empty [MQTT-4.7.3-1]"
+    if "\x00" in topic_filter:
+        return "a topic filter may not hold NUL [MQTT-1.5.3-2]"
     levels = topic_filter.split("/")
     for index, level in enumerate(levels):
         if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False
+            return f"{topic_filter!r}: '#' must be a whole level, the last one [MQTT-4.7.1-2]"
         if "+" in level and level != "+":
-            return False
-    return True
+            return f"{topic_filter!r}: '+' must be a whole level [MQTT-4.7.1-3]"
+    return None
 
 
 def is_valid_topic(topic: str) -> bool:

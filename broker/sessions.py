@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 class Outgoing:
     """A message on its way to one client, at the QoS it is delivered with.
 
-    ``row`` is its id in the broker's state file while it waits (persistent sessions only).
+    ``row`` is its id in the broker's state file while it waits (persistent sessions only); ``share`` the
+    shared subscription (``$share/{group}/{filter}``) it came through, so another member can take it over.
     """
 
     topic: str
@@ -37,6 +39,7 @@ class Outgoing:
     qos: int
     retain: bool = False
     row: int = 0
+    share: str | None = None
 
 
 @dataclass(slots=True)
@@ -72,7 +75,15 @@ class Journal(Protocol):
     def next_row(self) -> int: ...
 
     def queued(
-        self, row: int, client_id: str, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int | None
+        self,
+        row: int,
+        client_id: str,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        packet_id: int | None,
+        share: str | None,
     ) -> None: ...
 
     def sent(self, row: int, packet_id: int) -> None: ...
@@ -94,7 +105,7 @@ class Outbox(Protocol):
     def send_pubrel(self, packet_id: int) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     """The state the broker keeps for one client id."""
 
@@ -108,7 +119,7 @@ class Session:
     inflight: dict[int, InFlight] = field(default_factory=dict)
     incoming_qos2: set[int] = field(default_factory=set)
     outbox: Outbox | None = None
-    principal: Any = None  # who the client is, as the ACL plugins see it (an amqtt Session)
+    principal: Any = None  # who the client is, as the ACL sees it (broker.principal.Principal)
     journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0
@@ -165,16 +176,22 @@ class Session:
                 self._journaled.discard(message.row)
                 self.journal.sent(message.row, packet_id)
             else:  # straight into the window: one INSERT with its packet id, no UPDATE
-                self.journal.queued(
-                    message.row, self.client_id, message.topic, message.payload, message.qos, message.retain, packet_id
-                )
+                self._journal_queued(message, packet_id, keep=False)
         outbox.send_publish(message, packet_id, dup=False)
 
-    def _journal_queued(self, message: Outgoing, packet_id: int | None) -> None:
+    def _journal_queued(self, message: Outgoing, packet_id: int | None, *, keep: bool = True) -> None:
         assert self.journal is not None
-        self._journaled.add(message.row)
+        if keep:
+            self._journaled.add(message.row)
         self.journal.queued(
-            message.row, self.client_id, message.topic, message.payload, message.qos, message.retain, packet_id
+            message.row,
+            self.client_id,
+            message.topic,
+            message.payload,
+            message.qos,
+            message.retain,
+            packet_id,
+            message.share,
         )
 
     def _next_packet_id(self) -> int:
@@ -251,3 +268,24 @@ class Session:
     def detach(self) -> None:
         """The client went away; in-flight and queued messages wait for it."""
         self.outbox = None
+
+    def take_shared(self, movable: Callable[[Outgoing], bool]) -> list[Outgoing]:
+        """Remove and return, oldest first, the messages of shared subscriptions that another member of their
+        group may take over (``movable`` says which): queued ones, and QoS 1 ones in flight. A QoS 2 message
+        in flight stays: MQTT 5 forbids giving it to another member [MQTT-4.8.2-4, MQTT-4.8.2-5]."""
+        taken: list[Outgoing] = []
+        for packet_id, flight in list(self.inflight.items()):
+            message = flight.message
+            if message.share is not None and message.qos == 1 and movable(message):
+                del self.inflight[packet_id]
+                taken.append(message)
+        if any(message.share is not None for message in self.queue):
+            kept: deque[Outgoing] = deque()
+            for message in self.queue:
+                (taken if message.share is not None and movable(message) else kept).append(message)
+            self.queue = kept
+        for message in taken:
+            if message.row and self.journal is not None:
+                self._journaled.discard(message.row)
+                self.journal.done(message.row)
+        return [Outgoing(m.topic, m.payload, m.qos, m.retain, share=m.share) for m in taken]

@@ -121,6 +121,18 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The commands that run the broker: on uvloop where it is installed (not on Windows), plain asyncio otherwise.
+BROKER_COMMANDS = ("up", "broker_only")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _serve(name: str) -> Callable[[argparse.Namespace, Settings, Engine], None]:
     """Runs ``cli.stack.<name>``. The services are imported only by the commands that run them, so an
     administration command (``user list``) starts in a fraction of the time."""
@@ -129,7 +141,8 @@ def _serve(name: str) -> Callable[[argparse.Namespace, Settings, Engine], None]:
         from cli import stack
 
         raise_open_file_limit()  # every connection is a file descriptor; the default soft limit may be 1024
-        asyncio.run(getattr(stack, name)(settings, engine))
+        with asyncio.Runner(loop_factory=_loop_factory() if name in BROKER_COMMANDS else None) as runner:
+            runner.run(getattr(stack, name)(settings, engine))
 
     return handler
 

@@ -13,7 +13,15 @@ from typing import Protocol
 
 from switchboard.rules import OperatorRule, decide
 from switchboard.tables import Role
-from switchboard.topics import Kind, is_chat_topic, is_valid_name, parse_conversation, parse_topic, presence_topic
+from switchboard.topics import (
+    Kind,
+    is_chat_topic,
+    is_valid_name,
+    parse_conversation,
+    parse_topic,
+    presence_topic,
+    split_shared,
+)
 
 
 class Action(StrEnum):
@@ -84,7 +92,17 @@ class Policy:
     def check(
         self, action: Action, who: Identity, topic: str, directory: Directory, *, client_id: str = ""
     ) -> Decision:
-        """Decide ``action`` on ``topic`` (a topic name, or a filter for SUBSCRIBE)."""
+        """Decide ``action`` on ``topic`` (a topic name, or a filter for SUBSCRIBE).
+
+        A shared subscription ``$share/{group}/{filter}`` is decided on ``{filter}``: joining a share group
+        gives a member part of what ``{filter}`` matches, never more."""
+        if action is Action.SUBSCRIBE:
+            try:
+                shared = split_shared(topic)
+            except ValueError as exc:
+                return _deny(str(exc))
+            if shared is not None:
+                topic = shared[1]
         first = topic.split("/", 1)[0]
         if first.startswith("$"):
             if action is not Action.PUBLISH and who.is_admin:

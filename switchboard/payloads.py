@@ -23,6 +23,7 @@ MAX_ATTACHMENTS = 10
 #: The largest seq a database column holds (signed 64 bits).
 MAX_SEQ = 2**63 - 1
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: the bridge encodes a reply per message
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +106,8 @@ def _checked(message: ChatPayload) -> ChatPayload | Rejection:
 
 def ack_payload(message_id: str, conversation: str, seq: int, stored_at: datetime) -> bytes:
     """What the bridge publishes on ``ack/{sender}`` once a message is committed."""
-    return json.dumps(
-        {"id": message_id, "conversation": conversation, "seq": seq, "stored_at": stored_at.isoformat()},
-        separators=(",", ":"),
+    return _COMPACT.encode(
+        {"id": message_id, "conversation": conversation, "seq": seq, "stored_at": stored_at.isoformat()}
     ).encode()
 
 

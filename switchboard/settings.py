@@ -63,8 +63,15 @@ class MqttSettings(_Section):
     tls_port: int | None = Field(
         None, ge=0, le=65535, description="Port for MQTT over TLS; needs tls_cert and tls_key. Null: off."
     )
-    tls_cert: str | None = Field(None, description="PEM certificate chain for the TLS listener.")
-    tls_key: str | None = Field(None, description="PEM private key for the TLS listener.")
+    wss_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port for MQTT over WebSocket over TLS (browsers on https pages); needs tls_cert and tls_key. "
+        "Null: off.",
+    )
+    tls_cert: str | None = Field(None, description="PEM certificate chain for the TLS and WSS listeners.")
+    tls_key: str | None = Field(None, description="PEM private key for the TLS and WSS listeners.")
     max_connections: int = Field(50_000, ge=1, description="Most client connections at once; more are refused.")
     max_inflight: int = Field(
         20, ge=1, le=65535, description="Most unacknowledged QoS 1/2 messages per client; the rest wait in order."
@@ -128,8 +135,9 @@ class MqttSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_complete(self) -> MqttSettings:
-        if self.tls_port is not None and not (self.tls_cert and self.tls_key):
-            raise ValueError("mqtt.tls_port needs mqtt.tls_cert and mqtt.tls_key (PEM files)")
+        for port in ("tls_port", "wss_port"):
+            if getattr(self, port) is not None and not (self.tls_cert and self.tls_key):
+                raise ValueError(f"mqtt.{port} needs mqtt.tls_cert and mqtt.tls_key (PEM files)")
         for name in ("tls_cert", "tls_key"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
@@ -227,8 +235,8 @@ class BridgeSettings(_Section):
     shared_group: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="Subscribe through $share/GROUP/... so several bridges split the traffic (Mosquitto, "
-        "EMQX, VerneMQ; Switchboard's own broker has no shared subscriptions: run one bridge).",
+        description="Subscribe through $share/GROUP/... so several bridges split the traffic (Switchboard's "
+        "own broker, Mosquitto, EMQX, VerneMQ); give each bridge its own client_id.",
     )
     metrics_host: str = Field("0.0.0.0", description="Address of the bridge's Prometheus /metrics.")
     metrics_port: int | None = Field(9101, ge=0, le=65535, description="Port of /metrics; null turns it off.")

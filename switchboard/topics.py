@@ -156,3 +156,25 @@ def typing_topic(conversation: str, sender: str) -> str:
 def presence_topic(user: str) -> str:
     """The retained presence topic of ``user``."""
     return f"presence/{user}"
+
+
+#: The prefix of a shared subscription: ``$share/{group}/{filter}`` (MQTT 5 section 4.8.2, offered to MQTT 3.1.1
+#: clients by Mosquitto, EMQX and Switchboard's broker).
+SHARED_PREFIX = "$share/"
+
+
+def split_shared(topic_filter: str) -> tuple[str, str] | None:
+    """The share group and the filter of ``$share/{group}/{filter}``; None for a filter that is not shared.
+
+    Raises ValueError, saying what is wrong, for a malformed share name: an empty group, a group holding
+    ``+`` or ``#`` [MQTT-4.8.2-1, MQTT-4.8.2-2], or no filter after the group. The filter itself is
+    checked like any other filter by whoever receives it."""
+    if not topic_filter.startswith(SHARED_PREFIX):
+        return None
+    group, slash, shared = topic_filter.removeprefix(SHARED_PREFIX).partition("/")
+    if not group or "+" in group or "#" in group or not slash or not shared:
+        raise ValueError(
+            f"{topic_filter!r} is not a shared subscription: write $share/{{group}}/{{filter}}, with a group name "
+            "that is not empty and holds no '+' or '#', followed by a topic filter"
+        )
+    return group, shared

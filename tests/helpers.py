@@ -150,6 +150,7 @@ class Stack(Service):
     mqtt_port: int = 0
     ws_port: int = 0
     tls_port: int = 0
+    wss_port: int = 0
     api_port: int = 0
 
     @property
@@ -170,10 +171,9 @@ def start_stack(database_url: str, workdir: Path, **settings: str) -> Stack:
         stack.mqtt_port = int(stack.out.wait_for(r"mqtt listening on [\d.]+:(\d+)", STARTUP_SECONDS).group(1))
         stack.api_port = int(stack.out.wait_for(r"api listening on http://[\d.]+:(\d+)", STARTUP_SECONDS).group(1))
         stack.out.wait_for(r"switchboard: ready", STARTUP_SECONDS)
-        for scheme in ("ws", "mqtts"):
+        for scheme, attribute in (("ws", "ws_port"), ("mqtts", "tls_port"), ("wss", "wss_port")):
             found = [re.search(rf"switchboard: {scheme} listening on [\d.]+:(\d+)", line) for line in stack.out.lines]
-            port = next((int(m.group(1)) for m in found if m), 0)
-            setattr(stack, "ws_port" if scheme == "ws" else "tls_port", port)
+            setattr(stack, attribute, next((int(m.group(1)) for m in found if m), 0))
     except AssertionError:
         stack.stop(signal.SIGKILL)
         raise
@@ -307,3 +307,20 @@ def service_metric(service: Service, name: str) -> float:
     port = int(service.out.wait_for(r"metrics on http://[\d.]+:(\d+)/metrics", 10).group(1))
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
     return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def self_signed_cert(directory: Path, name: str = "broker") -> tuple[Path, Path]:
+    """A throw-away certificate for localhost and 127.0.0.1 made by ``openssl`` (as docs/operations.md
+    tells an operator to); returns (certificate, key) PEM files. The certificate is its own CA file."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key

@@ -116,6 +116,12 @@ class RawClient:
         self.send(packet(SUBSCRIBE, 2, body))
         return list(self.expect(SUBACK).body[2:])
 
+    def unsubscribe(self, *filters: str) -> bool:
+        """UNSUBSCRIBE; True when the UNSUBACK answers it."""
+        packet_id = self._id()
+        self.send(packet(UNSUBSCRIBE, 2, struct.pack("!H", packet_id) + b"".join(_string(f) for f in filters)))
+        return self.expect(UNSUBACK).packet_id == packet_id
+
     def publish(
         self,
         topic: str,

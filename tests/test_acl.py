@@ -131,3 +131,14 @@ def test_a_will_may_only_be_the_clients_own_presence() -> None:
     assert not policy.check_will(BRIDGE, "presence/switchboard-bridge", directory)
     assert not Policy(generic_topics=True).check_will(ANONYMOUS, "presence/alice", directory)
     assert Policy(generic_topics=True).check_will(ANONYMOUS, "devices/7/status", directory)
+
+
+def test_a_shared_subscription_is_decided_on_its_filter() -> None:
+    """``$share/{group}/{filter}``: joining a share group is allowed exactly when subscribing to the filter is."""
+    assert allowed(Action.SUBSCRIBE, ALICE, "$share/phones/dm/alice/+")
+    assert not allowed(Action.SUBSCRIBE, ALICE, "$share/phones/dm/bob/+")  # someone else's inbox
+    assert allowed(Action.SUBSCRIBE, BRIDGE, "$share/switchboard/dm/#")
+    assert not allowed(Action.SUBSCRIBE, ALICE, "$share/switchboard/$SYS/#")  # $ topics stay the admins'
+    assert not allowed(Action.PUBLISH, ALICE, "$share/phones/dm/bob/alice")
+    decision = policy.check(Action.SUBSCRIBE, BRIDGE, "$share/+/dm/#", Directory())
+    assert not decision.allowed and "$share/{group}/{filter}" in decision.reason

@@ -9,10 +9,12 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
+from broker.access import AccessControl
 from broker.hub import Hub
 from broker.persistence import StateStore
-from broker.sessions import Limits, Session
+from broker.sessions import Limits
 from tests.conftest import CHAT_BRIDGE_PASSWORD, Users, stack_users
 from tests.helpers import Stack, mosquitto_pub, wait_for
 from tests.rawmqtt import PUBACK, RawClient
@@ -133,7 +135,10 @@ class _NoChecks:
     def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
         return False
 
-    async def may_receive(self, session: Session, topic: str) -> bool:
+    def may_receive_now(self, principal: object, topic: str) -> bool | None:
+        return True
+
+    async def may_receive(self, principal: object, topic: str) -> bool:
         return True
 
 
@@ -148,7 +153,9 @@ def test_chat_messages_retained_by_an_older_version_are_forgotten_at_start(tmp_p
         old.retained("devices/lamp", b"on", 0)
         await old.close()
         store = StateStore(path)
-        hub = Hub(limits=Limits(), access=_NoChecks(), presence_for=lambda _user: True, store=store)
+        hub = Hub(
+            limits=Limits(), access=cast(AccessControl, _NoChecks()), presence_for=lambda _user: True, store=store
+        )
         await hub.restore()
         await store.close()
         again = StateStore(path)

@@ -8,7 +8,7 @@ import pytest
 from amqtt.mqtt.packet import PUBLISH, SUBSCRIBE
 from amqtt.mqtt.publish import PublishPacket
 
-from broker.codec import MalformedString, check_strings, encode_publish
+from broker.codec import MalformedString, PublishEncoder, check_strings, encode_publish
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,13 @@ def test_encode_publish_matches_amqtt(
 ) -> None:
     expected = PublishPacket.build(topic, payload, packet_id, dup, qos, retain).to_bytes()
     assert encode_publish(topic, payload, qos, packet_id, dup=dup, retain=retain) == expected
+    encoder = PublishEncoder()  # the fan-out encoder: the same bytes, for each copy of one message
+    for _copy in range(2):
+        assert encoder.encode(topic, payload, qos, packet_id, dup=dup, retain=retain) == expected
+    other_id = None if packet_id is None else packet_id % 65535 + 1
+    assert encoder.encode(topic, payload, qos, other_id, dup=dup, retain=retain) == encode_publish(
+        topic, payload, qos, other_id, dup=dup, retain=retain
+    )
 
 
 def test_ill_formed_utf8_is_refused() -> None:

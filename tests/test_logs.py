@@ -99,7 +99,7 @@ def test_stack_logs_json_with_client_id_user_and_topic(tmp_path: Path) -> None:
     denied = one(lambda e: e["message"].startswith("denied publish"), "the denied publish")
     assert (denied["client_id"], denied["user"], denied["topic"]) == ("forger", alice, f"dm/{bob}/{bob}")
     connected = one(lambda e: e.get("client_id") == "sender" and "connected from" in e["message"], "a connect")
-    assert connected["user"] == alice and connected["logger"] == "broker.connection"
+    assert connected["user"] == alice and connected["logger"] == "broker.handle_connect"
     rejection = one(lambda e: "rejected a message" in e["message"], "the bridge's rejection")
     assert (rejection["logger"], rejection["topic"]) == ("bridge.consumer", f"dm/{bob}/{alice}")
     assert any(e["logger"] == "switchboard" and e["message"].startswith("stopped") for e in entries)

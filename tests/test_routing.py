@@ -75,12 +75,15 @@ def test_tree_agrees_with_linear_scan_on_random_filters() -> None:
         assert tree.match(topic) == expected, topic
 
 
-@pytest.mark.parametrize("topic_filter", ["a/#", "#", "+", "a/+/b", "/"])
+@pytest.mark.parametrize("topic_filter", ["a/#", "#", "+", "a/+/b", "/", "$share/g/a/+", "$share/g/#", "$share/g//"])
 def test_valid_filters(topic_filter: str) -> None:
     assert is_valid_filter(topic_filter)
 
 
-@pytest.mark.parametrize("topic_filter", ["", "a/#/b", "a#", "a/b+", "##", "a\x00b"])
+@pytest.mark.parametrize(
+    "topic_filter",
+    ["", "a/#/b", "a#", "a/b+", "##", "a\x00b", "$share//a", "$share/g", "$share/g/", "$share/+/a", "$share/g#/a"],
+)
 def test_invalid_filters(topic_filter: str) -> None:
     assert not is_valid_filter(topic_filter)
 

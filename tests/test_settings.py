@@ -110,6 +110,11 @@ def test_tls_needs_existing_cert_and_key(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "missing.pem': no such file" in _error()
 
 
+def test_wss_needs_the_tls_cert_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_MQTT__WSS_PORT", "8084")
+    assert _error() == "mqtt.wss_port needs mqtt.tls_cert and mqtt.tls_key (PEM files): fix the settings"
+
+
 def test_null_in_the_environment_turns_an_optional_listener_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWITCHBOARD_MQTT__WS_PORT", "null")
     monkeypatch.setenv("SWITCHBOARD_BRIDGE__METRICS_PORT", "null")

@@ -1,1 +1,0 @@
-"""amqtt plugins: authentication against the users table, via :class:`broker.access.AccessControl`."""

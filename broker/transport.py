@@ -1,0 +1,166 @@
+"""Bytes in, whole MQTT packets out; packets in, one write per event-loop turn out.
+
+:class:`FramedProtocol` is the ``asyncio.Protocol`` under every client connection (TCP, TLS, WebSocket
+through the listener's transport shim). ``data_received`` appends to a buffer and cuts it into whole
+frames (fixed header + remaining length), refusing a frame over ``max_packet_bytes`` as soon as its
+header is read, before its body is buffered; each frame goes to :meth:`frame_received` whole.
+
+Writes are gathered per connection and handed to the transport once per event-loop turn
+(``loop.call_soon`` flush, one ``writelines``), so a burst of deliveries to one client costs one send.
+Reading can be held for several reasons at once (a backlog of packets waiting for an await, a
+subscriber this client publishes to that stopped reading): it resumes when the last is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from broker.codec import CONNECT, Malformed, fixed_header
+
+
+class FrameError(Exception):
+    """The byte stream breaks MQTT's framing; the connection must close with this reason."""
+
+
+class FramedProtocol(asyncio.Protocol):
+    """Framing, write gathering and flow control of one connection; subclasses handle the packets."""
+
+    __slots__ = (
+        "_buffer",
+        "_first",
+        "_need",
+        "_out",
+        "_read_holds",
+        "last_seen",
+        "loop",
+        "max_packet_bytes",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_packet_bytes: int) -> None:
+        self.transport: Any = None
+        self.loop = loop
+        self.max_packet_bytes = max_packet_bytes
+        self.write_paused = False
+        self.last_seen = 0.0
+        self._buffer: bytearray | None = None
+        self._need = 0
+        self._out: list[bytes] = []
+        self._read_holds = 0
+        self._first = True
+
+    # To implement ----------------------------------------------------------------------------------
+
+    def frame_received(self, kind: int, flags: int, body: bytes) -> bool:
+        """Handle one whole packet; False when the connection is closing (stop reading frames)."""
+        raise NotImplementedError
+
+    def frame_error(self, reason: str) -> None:
+        raise NotImplementedError
+
+    # Reading ----------------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = self.loop.time()
+        if self._buffer is not None:
+            self._buffer += data
+            if len(self._buffer) < self._need:
+                return
+            data, self._buffer = bytes(self._buffer), None
+        try:
+            self._split(data)
+        except (FrameError, Malformed) as exc:
+            self._buffer = None
+            self.frame_error(str(exc))
+
+    def _split(self, data: bytes) -> None:
+        position, size, limit = 0, len(data), self.max_packet_bytes
+        while position < size:
+            first = data[position]
+            if self._first:
+                if first >> 4 != CONNECT:  # refused on its first byte
+                    raise FrameError("the first packet must be a CONNECT [MQTT-3.1.0-1]")
+                self._first = False
+            length = data[position + 1] if position + 1 < size else 0x80
+            if length < 0x80:
+                start = position + 2
+            else:
+                found = fixed_header(data, position)
+                if found is None:
+                    self._keep(data, position, size + 1)  # the header is cut short: any byte more
+                    return
+                length, header = found
+                start = position + header
+            if length > limit:
+                raise FrameError(f"packet of {length} bytes is over the limit of {limit} (mqtt.max_packet_bytes)")
+            end = start + length
+            if end > size:
+                self._keep(data, position, end)
+                return
+            if not self.frame_received(first >> 4, first & 0x0F, data[start:end]):
+                return
+            position = end
+
+    def _keep(self, data: bytes, position: int, end: int) -> None:
+        """Buffer an incomplete frame; parse again once ``end - position`` bytes are there."""
+        self._buffer = bytearray(data[position:])
+        self._need = end - position
+
+    def hold_reading(self) -> None:
+        """Stop reading from this client until every hold is released."""
+        self._read_holds += 1
+        if self._read_holds == 1 and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def release_reading(self) -> None:
+        self._read_holds -= 1
+        if self._read_holds == 0 and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # Writing ----------------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; everything queued in this event-loop turn goes out in one call."""
+        out = self._out
+        if not out:
+            self.loop.call_soon(self.flush)
+        out.append(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        out.clear()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark: the client is not reading fast enough."""
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+
+    def close_transport(self, *, abort: bool) -> None:
+        """Close the connection: ``abort`` drops unsent data (a dead, silent or replaced peer); otherwise what
+        is queued is sent first (a refusal's CONNACK), for at most ``FLUSH_SECONDS``."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if abort:
+            self._out.clear()
+            transport.abort()
+            return
+        self.flush()
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.loop.call_later(FLUSH_SECONDS, transport.abort)
+
+
+FLUSH_SECONDS = 2.0
