@@ -84,7 +84,8 @@ class Row:
     rate: float = 0.0
     broker_us_per_msg: float = 0.0
     broker_cores: float = 0.0
-    generator_cores: float = 0.0
+    generator_cores: float = 0.0  # all generator processes together
+    generator_processes: int = 1
     rss_mb: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
@@ -207,6 +208,7 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
         broker_us_per_msg=broker_cpu / delivered * 1e6 if delivered else 0.0,
         broker_cores=broker_cpu / seconds,
         generator_cores=generator_cpu / seconds,
+        generator_processes=args.shards,
         rss_mb=rss / 2**20,
         p50_ms=max(r["p50_ms"] for r in results),
         p99_ms=max(r["p99_ms"] for r in results),
@@ -261,7 +263,12 @@ def show(row: Row) -> None:
             flush=True,
         )
         return
-    warn = "  <- generator above 0.6 of a core: use --shards 2" if row.generator_cores > 0.6 else ""
+    busiest = row.generator_cores / row.generator_processes
+    warn = (
+        f"  <- a generator process above 0.6 of a core: use --shards {row.generator_processes + 1}"
+        if busiest > 0.6
+        else ""
+    )
     print(
         f"{row.workload:<5} {row.broker:<12} U={row.users:<6} {row.rate:9.0f} msg/s  "
         f"broker {row.broker_us_per_msg:6.1f} us/msg ({row.broker_cores:.2f} cores)  "
