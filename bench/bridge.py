@@ -9,6 +9,7 @@ against the broker's own QoS 1 delivery rate, all in one run.
    (the rate the bridge has to keep up with).
 
     uv run python bench/bridge.py --messages 50000
+    uv run python bench/bridge.py --messages 50000 --bridges 2   # two bridges sharing $share/bench/...
 
 Needs a Postgres reachable as ``BENCH_PG_ADMIN_DSN`` (default: the local cluster's socket, as the
 current user, as scripts/test sets it up). Run by hand; results go in docs/performance.md.
@@ -90,6 +91,13 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def count_distinct(dsn: str) -> int:
+    """Messages stored once each (a message stored twice by two bridges would count once here)."""
+    with psycopg.connect(dsn) as connection:
+        query = "SELECT count(DISTINCT (sender, client_msg_id)) FROM messages"
+        return int(connection.execute(query).fetchone()[0])  # type: ignore[index]
+
+
 def count_stored(dsn: str) -> int:
     with psycopg.connect(dsn) as connection:
         return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
@@ -166,6 +174,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--conversations", type=int, default=50, help="recipients per sender")
+    parser.add_argument(
+        "--bridges", type=int, default=1, help="bridge processes; more than one share $share/bench/... (issue 14)"
+    )
     args = parser.parse_args()
     per_sender = args.messages // args.senders
     database = BenchDatabase.create()
@@ -215,14 +226,20 @@ def main() -> None:
         delivery = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations))
         with psycopg.connect(dsn, autocommit=True) as connection:
             connection.execute("TRUNCATE messages, message_keys, conversations, rejected_messages CASCADE")
-        bridge = subprocess.Popen(
-            [*command, "bridge"],
-            env={**env, "SWITCHBOARD_LOG__LEVEL": "INFO"},
-            cwd=workdir,
-            stdout=(workdir / "bridge.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_line(workdir / "bridge.log", "bridge: connected")
+        shared = {"SWITCHBOARD_BRIDGE__SHARED_GROUP": "bench"} if args.bridges > 1 else {}
+        bridges = [
+            subprocess.Popen(
+                [*command, "bridge"],
+                env={**env, **shared, "SWITCHBOARD_LOG__LEVEL": "INFO", "SWITCHBOARD_BRIDGE__CLIENT_ID": f"bridge-{k}"},
+                cwd=workdir,
+                stdout=(workdir / f"bridge-{k}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for k in range(args.bridges)
+        ]
+        for k in range(args.bridges):
+            wait_for_line(workdir / f"bridge-{k}.log", "bridge: connected")
+        bridge = bridges[0]
         if os.environ.get("BENCH_PROFILE_BRIDGE"):
             subprocess.Popen(
                 [
@@ -239,17 +256,19 @@ def main() -> None:
                     str(bridge.pid),
                 ]
             )
-        bridge_cpu = cpu_seconds(bridge.pid)
+        bridge_cpu = [cpu_seconds(b.pid) for b in bridges]
         started = time.monotonic()
         publish_seconds = asyncio.run(publish_stream(port, senders, per_sender, args.conversations))
         total = per_sender * args.senders
         while count_stored(dsn) < total and time.monotonic() - started < 300:
             time.sleep(0.05)
         stored_seconds = time.monotonic() - started
-        (user_after, system_after), (user_before, system_before) = cpu_seconds(bridge.pid), bridge_cpu
-        cpu_user, cpu_system = user_after - user_before, system_after - system_before
-        stored = count_stored(dsn)
-        bridge.terminate()
+        each_cpu = [sum(cpu_seconds(b.pid)) - sum(before) for b, before in zip(bridges, bridge_cpu, strict=True)]
+        cpu_user = sum(cpu_seconds(b.pid)[0] - before[0] for b, before in zip(bridges, bridge_cpu, strict=True))
+        cpu_system = sum(cpu_seconds(b.pid)[1] - before[1] for b, before in zip(bridges, bridge_cpu, strict=True))
+        stored, distinct = count_stored(dsn), count_distinct(dsn)
+        for b in bridges:
+            b.terminate()
         copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
     finally:
         broker.terminate()
@@ -261,7 +280,9 @@ def main() -> None:
     print(f"messages: {total} from {args.senders} senders into {args.senders * args.conversations} conversations")
     print(f"broker QoS 1 delivery to one subscriber: {delivery:9.0f} msg/s")
     print(f"publishers acknowledged by the broker:    {total / publish_seconds:9.0f} msg/s")
-    print(f"bridge stored into Postgres:              {bridge_rate:9.0f} msg/s ({stored} stored)")
+    print(f"bridge(s) stored into Postgres:           {bridge_rate:9.0f} msg/s ({stored} stored, {distinct} distinct)")
+    if len(each_cpu) > 1:
+        print("CPU seconds of each bridge (all take part): " + ", ".join(f"{c:.1f}" for c in each_cpu))
     per_1000 = (cpu_user + cpu_system) / max(stored, 1) * 1000
     split = f"user {cpu_user:.1f} s + system {cpu_system:.1f} s"
     print(f"bridge CPU per 1,000 stored:              {per_1000:9.3f} s ({split})")
