@@ -90,6 +90,9 @@ class Hub:
         self._background: set[asyncio.Task[None]] = set()
         self.retained = RetainedStore()
         self._online: dict[str, int] = {}
+        #: Set when the broker shuts down: every member is going away, so none hands its shared messages to
+        #: another (a clean one would lose them); a persistent member keeps them in the state file.
+        self.stopping = False
 
     # Sessions -------------------------------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class Hub:
             await self.publish(will.topic, will.payload, will.qos, will.retain)
         if user is not None and last and announce:
             await self._announce(user, "offline")
-        if self.shared:
+        if self.shared and not self.stopping:
             await self.share_delivery.hand_over(session)
         if session.clean:
             self.discard_session(session)

@@ -133,6 +133,7 @@ class SwitchboardBroker:
             if task is not None:
                 task.cancel()
         await close_listeners(self._listeners)
+        self.hub.stopping = True
         connections = list(self._connections)
         for connection in connections:
             connection.close_for_shutdown()

@@ -401,3 +401,40 @@ def test_a_bridge_killed_mid_stream_leaves_nothing_behind(postgres_deployment: D
     # "client_id=bridge-2 left N message(s) of shared subscriptions: N handed to other members, 0 lost".)
     assert sorted(msg_id for _, msg_id in rows) == [f"m{n:04d}" for n in range(1000)]
     sender.close()
+
+
+def test_a_persistent_members_messages_survive_a_graceful_shutdown(tmp_path: Path, raw: Raw) -> None:
+    """At shutdown every member goes away at once: a persistent member keeps its unacknowledged shared messages
+    (saved in mqtt.state_file and resent after the restart) instead of handing them to a clean member that is
+    closing too and would lose them."""
+    url = f"sqlite:///{tmp_path}/shutdown.db"
+    topic = _id("stop")
+    share = f"$share/g/{topic}"
+    keeper_id = _id("keeper")
+    stack = start_stack(url, tmp_path, **OPEN_LIMITS)
+    try:
+        keeper = raw(stack.mqtt_port)
+        keeper.connect(keeper_id, clean=False)
+        assert keeper.subscribe((share, 1)) == [1]
+        sender = raw(stack.mqtt_port)
+        sender.connect(_id("sender"))
+        for n in range(2):
+            sender.publish(topic, f"held {n}".encode(), qos=1)
+            sender.expect(PUBACK)
+        assert [p.payload for p in keeper.publishes(2)] == [b"held 0", b"held 1"]  # never acknowledged
+        for _ in range(4):  # clean members, connected while the broker stops
+            member = raw(stack.mqtt_port)
+            member.connect(_id("clean"))
+            assert member.subscribe((share, 1)) == [1]
+    finally:
+        assert stack.stop() == 0, stack.output()
+    assert "handed to other members" not in stack.output()
+
+    stack = start_stack(url, tmp_path, **OPEN_LIMITS)
+    try:
+        keeper = raw(stack.mqtt_port)
+        assert keeper.connect(keeper_id, clean=False).body == b"\x01\x00"
+        again = keeper.publishes(2, ack=True)
+        assert [(p.payload, p.dup) for p in again] == [(b"held 0", True), (b"held 1", True)]
+    finally:
+        assert stack.stop() == 0, stack.output()
