@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from switchboard import accounts
 from switchboard.db import make_engine, upgrade
 from switchboard.tables import Role
 from tests.deploy import Deployment
-from tests.helpers import Stack, start_stack
+from tests.helpers import Stack, free_port, start_stack, wait_for
 from tests.rawmqtt import RawClient
 
 ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
@@ -206,3 +207,28 @@ def postgres_deployment(tmp_path: Path) -> Iterator[Deployment]:
     yield deployment
     deployment.close()
     drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An anonymous Mosquitto on a free port: the same behaviour from a broker nobody here wrote."""
+    port, conf = free_port(), tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _accepts(port), timeout=15, what="mosquitto to listen")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        RawClient(port).close()
+        return True
+    except OSError:
+        return False

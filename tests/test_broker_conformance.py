@@ -6,18 +6,15 @@ carries on. The last test sends the same bytes to Mosquitto, which closes the co
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import struct
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from broker.conformance import rejected_client_id, violation
-from tests.helpers import Stack, free_port, wait_for
+from tests.helpers import Stack
 from tests.rawmqtt import (
     PINGREQ,
     PINGRESP,
@@ -136,32 +133,6 @@ def test_well_formed_packets_pass_the_checks() -> None:
 
 
 # Mosquitto, a broker nobody here wrote, closes the connection for the same bytes -----------------------
-
-
-@pytest.fixture(scope="module")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """An anonymous Mosquitto on a free port."""
-    port, conf = free_port(), tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        + ("user root\n" if os.geteuid() == 0 else "")
-    )
-    process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: _accepts(port), timeout=15, what="mosquitto to listen")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        RawClient(port).close()
-        return True
-    except OSError:
-        time.sleep(0.1)
-        return False
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,12 @@ hub had no notion of a group, so each test below failed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ import pytest
 from switchboard.tables import Role
 from tests.conftest import OPEN_LIMITS, Users
 from tests.deploy import Deployment, Publisher
-from tests.helpers import PahoClient, Stack, free_port, service_metric, start_stack, wait_for
+from tests.helpers import PahoClient, Stack, service_metric, start_stack, wait_for
 from tests.rawmqtt import PUBACK, PUBCOMP, PUBREC, PUBREL, RawClient
 
 Raw = Callable[[int], RawClient]
@@ -33,35 +31,6 @@ Raw = Callable[[int], RawClient]
 
 def _id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
-
-
-@pytest.fixture(scope="module")
-def mosquitto() -> Iterator[int]:
-    """An anonymous Mosquitto on a free port, to show the same behaviour from a broker nobody here wrote."""
-    port = free_port()
-    config = f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-    if os.geteuid() == 0:
-        config += "user root\n"
-    process = subprocess.Popen(
-        ["mosquitto", "-c", "/dev/stdin"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    assert process.stdin is not None
-    process.stdin.write(config.encode())
-    process.stdin.close()
-    try:
-        wait_for(lambda: _accepts(port), timeout=15, what="mosquitto to listen")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        RawClient(port).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(params=["switchboard", "mosquitto"])
