@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any, cast
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
@@ -17,6 +17,7 @@ from starlette.routing import Match
 from api.body_limit import BodyLimit
 from api.metrics import ApiMetrics
 from api.routes import admin, auth, conversations, health, hooks, media, messages, presence, receipts, sync
+from api.web import install_cors, install_docs, install_pages
 from switchboard import __version__
 from switchboard.blobs import make_blob_store
 from switchboard.credentials import VerifiedCredentials
@@ -36,16 +37,21 @@ def create_app(
     metrics: ApiMetrics | None = None,
     media_settings: MediaSettings | None = None,
     login_settings: LoginSettings | None = None,
+    web: dict[str, Any] | None = None,
 ) -> FastAPI:
     """The API, reading and writing through ``engine``; with ``metrics``, every request is timed; files in
     the store ``media_settings`` names (the defaults when None); failed logins throttled by
-    ``login_settings`` (the defaults when None)."""
+    ``login_settings`` (the defaults when None); ``web`` is what /app/config.json tells the web app (where the
+    broker's WebSocket listeners are)."""
     app = FastAPI(
         title="Switchboard",
         version=__version__,
         summary="History, sync, presence and administration for Switchboard, chat over MQTT.",
-        docs_url="/docs",
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
+    install_pages(app, web or {})
     app.state.engine = engine
     app.state.settings = settings
     app.state.media_settings = media_settings or MediaSettings()
@@ -81,6 +87,7 @@ def create_app(
             )
         },
     )
+    install_cors(app, settings.cors_origins)  # outermost: a preflight is answered before the body limit
     return app
 
 

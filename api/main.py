@@ -38,12 +38,13 @@ class ApiServer:
         engine: Engine,
         media: MediaSettings | None = None,
         login: LoginSettings | None = None,
+        web: dict[str, Any] | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None
         self._metrics_server: Any = None
         config = uvicorn.Config(
-            create_app(engine, settings, self._metrics, media, login),
+            create_app(engine, settings, self._metrics, media, login, web),
             host=settings.host,
             port=settings.port,
             log_config=None,

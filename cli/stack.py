@@ -14,20 +14,22 @@ import secrets
 import signal
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from broker.server import SwitchboardBroker, start_broker
-from switchboard import logs
+from switchboard import accounts, logs
 from switchboard.db import upgrade, wait_for_schema_or_stop
 from switchboard.settings import Settings
+from switchboard.tables import Role
 
 log = logging.getLogger(__name__)
 
 BRIDGE_READY_SECONDS = 15.0
 
 
-def _say(line: str) -> None:
+def _say(line: str, *, warn: bool = False) -> None:
     """Lines people (and the end-to-end tests) read to know the stack is up."""
-    logs.announce(line)
+    logs.announce(line, warn=warn)
 
 
 def _say_broker(broker: SwitchboardBroker) -> None:
@@ -50,6 +52,34 @@ async def _until(stop: asyncio.Event) -> None:
     _say("stopping")
 
 
+def web_config(addresses: list[str]) -> dict[str, int]:
+    """What /app/config.json tells the web app: the ports of the broker's ``ws`` and ``wss`` listeners
+    (read from the addresses the broker reports, so port 0 gives the port it picked)."""
+    ports: dict[str, int] = {}
+    for address in addresses:
+        scheme, _, rest = address.partition("://")
+        if scheme in ("ws", "wss"):
+            ports[f"{scheme}_port"] = int(rest.rsplit(":", 1)[1])
+    return ports
+
+
+def _has_admin(engine: Engine) -> bool:
+    with Session(engine) as session:
+        return any(user.role == Role.ADMIN for user in accounts.list_users(session))
+
+
+def _say_pages(host: str, port: int, has_admin: bool) -> None:
+    """Where the web app and the console are, and, on a database with no administrator, how to make one."""
+    base = f"http://{_local_address(host)}:{port}"
+    _say(f"web app at {base}/app/ ; operator console at {base}/console/")
+    if not has_admin:
+        _say(
+            "no administrator yet: make the first one with `switchboard user add NAME --role admin` "
+            "(it asks for the password), then log in to the console with it",
+            warn=True,
+        )
+
+
 def _local_address(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
@@ -61,13 +91,16 @@ async def up(settings: Settings, engine: Engine) -> None:
     from bridge.consumer import Bridge
 
     stop = _stop_on_signals()
+    _say("migrating the database to the newest schema")
     await asyncio.to_thread(upgrade, engine)
     secret = settings.bridge.password
     password = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(32)
     await asyncio.to_thread(bridge_main.provision_account, engine, settings.bridge.username, password)
 
+    has_admin = await asyncio.to_thread(_has_admin, engine)
+
     broker = await start_broker(settings.mqtt, engine, settings.login)
-    api = ApiServer(settings.api, engine, settings.media, settings.login)
+    api = ApiServer(settings.api, engine, settings.media, settings.login, web_config(broker.addresses()))
     bridge_task: asyncio.Task[None] | None = None
     try:
         await api.start()
@@ -88,6 +121,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             log.warning("the bridge has not connected to the broker yet; it keeps trying")
         _say_broker(broker)
         _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
+        _say_pages(settings.api.host, api.port, has_admin)
         _say("ready; press Ctrl-C to stop")
         await _until(stop)
     finally:
@@ -127,7 +161,9 @@ async def api_only(settings: Settings, engine: Engine) -> None:
     from api.main import ApiServer
 
     stop = _stop_on_signals()
-    api = ApiServer(settings.api, engine, settings.media, settings.login)
+    ports = {"ws_port": settings.mqtt.ws_port, "wss_port": settings.mqtt.wss_port}
+    web = {name: port for name, port in ports.items() if port}
+    api = ApiServer(settings.api, engine, settings.media, settings.login, web)
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
     try:

@@ -156,6 +156,12 @@ class ApiSettings(_Section):
         description="Addresses of reverse proxies whose X-Forwarded-For names the client (for the login "
         "throttle); empty: the header is ignored and the client is the connection's peer.",
     )
+    cors_origins: list[str] = Field(
+        [],
+        description="Origins (scheme://host[:port]) of web pages on other sites that may call the API from a "
+        "browser, e.g. https://chat.example.com; preflight requests from them are answered. Empty: none (the "
+        "app at /app/ is on the API's own origin and needs none).",
+    )
     hook_secret: SecretStr | None = Field(
         None,
         description="Shared secret an external broker sends in X-Switchboard-Hook-Secret to call /v1/mqtt/auth "
@@ -191,6 +197,17 @@ class ApiSettings(_Section):
         description="Most HTTP connections at once; more get 503 and are closed, so the API cannot take the file "
         "descriptors the broker needs (they share one process in `switchboard up`).",
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port] with no path, e.g. https://chat.example.com"
+                )
+        return origins
 
 
 class LoginSettings(_Section):
