@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import cast
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
@@ -15,9 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.body_limit import BodyLimit
+from api.console_metrics import registry_source
 from api.metrics import ApiMetrics
-from api.routes import admin, auth, conversations, health, hooks, media, messages, presence, receipts, sync
-from api.web import install_cors, install_docs, install_pages
+from api.routes import admin, auth, console, conversations, health, hooks, media, messages, presence, receipts, sync
+from api.web import WebContext, install_cors, install_docs, install_pages
 from switchboard import __version__
 from switchboard.blobs import make_blob_store
 from switchboard.credentials import VerifiedCredentials
@@ -37,12 +38,12 @@ def create_app(
     metrics: ApiMetrics | None = None,
     media_settings: MediaSettings | None = None,
     login_settings: LoginSettings | None = None,
-    web: dict[str, Any] | None = None,
+    web: WebContext | None = None,
 ) -> FastAPI:
     """The API, reading and writing through ``engine``; with ``metrics``, every request is timed; files in
     the store ``media_settings`` names (the defaults when None); failed logins throttled by
-    ``login_settings`` (the defaults when None); ``web`` is what /app/config.json tells the web app (where the
-    broker's WebSocket listeners are)."""
+    ``login_settings`` (the defaults when None); ``web``: what the web app and the console read (where the broker's
+    WebSocket listeners are, the configuration, the services' metrics)."""
     app = FastAPI(
         title="Switchboard",
         version=__version__,
@@ -50,8 +51,11 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    web = web or WebContext()
+    app.state.effective_config = web.effective_config
+    app.state.metric_sources = [*web.metric_sources, *([registry_source(metrics.registry)] if metrics else [])]
     install_docs(app)
-    install_pages(app, web or {})
+    install_pages(app, web.app_config)
     app.state.engine = engine
     app.state.settings = settings
     app.state.media_settings = media_settings or MediaSettings()
@@ -68,6 +72,7 @@ def create_app(
     app.include_router(sync.router)
     app.include_router(admin.router)
     app.include_router(media.router)
+    app.include_router(console.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(AccountError, _account_error)

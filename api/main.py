@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from api.app import create_app
 from api.connections import guarded_protocol
 from api.metrics import ApiMetrics
+from api.web import WebContext
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
 from switchboard.settings import ApiSettings, LoginSettings, MediaSettings
@@ -38,7 +39,7 @@ class ApiServer:
         engine: Engine,
         media: MediaSettings | None = None,
         login: LoginSettings | None = None,
-        web: dict[str, Any] | None = None,
+        web: WebContext | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None

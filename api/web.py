@@ -8,6 +8,7 @@ the files mounted as static files, and ``get_swagger_ui_html`` / ``get_redoc_htm
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,23 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagge
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.console_metrics import MetricSource
+
 #: Swagger UI's and ReDoc's built files, as the fastapi-offline package ships them.
 DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
 STATIC = Path(__file__).parent / "static"
 ASSETS_URL = "/docs-assets"
+
+
+@dataclass
+class WebContext:
+    """What the pages need from the process serving them: where the broker's WebSocket listeners are
+    (``app_config``, served as /app/config.json), the effective configuration with secrets masked, and
+    the services' metrics for the console's charts."""
+
+    app_config: dict[str, int] = field(default_factory=dict)
+    effective_config: dict[str, Any] = field(default_factory=dict)
+    metric_sources: list[MetricSource] = field(default_factory=list)
 
 
 def install_docs(app: FastAPI) -> None:
@@ -55,7 +69,7 @@ def install_docs(app: FastAPI) -> None:
         )
 
 
-def install_pages(app: FastAPI, web: dict[str, Any]) -> None:
+def install_pages(app: FastAPI, web: dict[str, int]) -> None:
     """``/app/`` and ``/console/`` with ``/app/config.json`` (``web``: where the broker's WebSocket
     listeners are, so the page can connect), and ``/`` leading to the app."""
 
@@ -67,7 +81,7 @@ def install_pages(app: FastAPI, web: dict[str, Any]) -> None:
     def home() -> RedirectResponse:
         return RedirectResponse("/app/")
 
-    for name in ("app", "console", "vendor"):
+    for name in ("app", "console", "shared", "vendor"):
         app.mount(f"/{name}", StaticFiles(directory=STATIC / name, html=True), name=name)
 
 

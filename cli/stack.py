@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from broker.server import SwitchboardBroker, start_broker
-from switchboard import accounts, logs
+from switchboard import accounts, config_reference, logs
 from switchboard.db import upgrade, wait_for_schema_or_stop
 from switchboard.settings import Settings
 from switchboard.tables import Role
@@ -86,9 +86,12 @@ def _local_address(host: str) -> str:
 
 async def up(settings: Settings, engine: Engine) -> None:
     """Broker, bridge and API in one process, on one database, migrated on start."""
+    from api.console_metrics import registry_source
     from api.main import ApiServer
+    from api.web import WebContext
     from bridge import main as bridge_main
     from bridge.consumer import Bridge
+    from broker.metrics import broker_registry
 
     stop = _stop_on_signals()
     _say("migrating the database to the newest schema")
@@ -100,7 +103,16 @@ async def up(settings: Settings, engine: Engine) -> None:
     has_admin = await asyncio.to_thread(_has_admin, engine)
 
     broker = await start_broker(settings.mqtt, engine, settings.login)
-    api = ApiServer(settings.api, engine, settings.media, settings.login, web_config(broker.addresses()))
+    bridge_metrics = bridge_main.start_metrics(settings)
+    web = WebContext(
+        app_config=web_config(broker.addresses()),
+        effective_config=config_reference.effective(settings),
+        metric_sources=[
+            registry_source(broker_registry(broker.hub, broker.connection_count)),
+            registry_source(bridge_metrics.registry),
+        ],
+    )
+    api = ApiServer(settings.api, engine, settings.media, settings.login, web)
     bridge_task: asyncio.Task[None] | None = None
     try:
         await api.start()
@@ -110,7 +122,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             password=password,
             host=_local_address(settings.mqtt.host),
             port=broker.port,
-            metrics=bridge_main.start_metrics(settings),
+            metrics=bridge_metrics,
             notify=settings.notify,
         )
         bridge_task = asyncio.create_task(bridge_main.run_until(bridge, stop, settings.bridge.stop_timeout_seconds))
@@ -161,8 +173,20 @@ async def api_only(settings: Settings, engine: Engine) -> None:
     from api.main import ApiServer
 
     stop = _stop_on_signals()
+    from api.console_metrics import http_source
+    from api.web import WebContext
+
     ports = {"ws_port": settings.mqtt.ws_port, "wss_port": settings.mqtt.wss_port}
-    web = {name: port for name, port in ports.items() if port}
+    sources = [
+        http_source(f"http://{_local_address(section.metrics_host)}:{section.metrics_port}/metrics")
+        for section in (settings.mqtt, settings.bridge)
+        if section.metrics_port
+    ]
+    web = WebContext(
+        app_config={name: port for name, port in ports.items() if port},
+        effective_config=config_reference.effective(settings),
+        metric_sources=sources,
+    )
     api = ApiServer(settings.api, engine, settings.media, settings.login, web)
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
