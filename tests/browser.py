@@ -45,7 +45,10 @@ def wait(browser: webdriver.Chrome, check: Callable[[webdriver.Chrome], object],
 
 
 def css(browser: webdriver.Chrome, selector: str) -> WebElement:
-    found = wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, selector), selector)
+    """The first element matching ``selector`` that is shown, once there is one."""
+    found = wait(
+        browser, lambda b: [e for e in b.find_elements(By.CSS_SELECTOR, selector) if e.is_displayed()], selector
+    )
     assert isinstance(found, list)
     element: WebElement = found[0]
     return element

@@ -1,12 +1,15 @@
-"""The web chat client at /app/ in a real browser (headless Chromium driven by Selenium) against a real
+"""The web chat client at /app/ and the operator console at /console/ in a real browser (headless Chromium driven by Selenium) against a real
 stack (``switchboard up``: broker with its WebSocket listener, bridge, API): alice and bob log in, talk in a
 DM and a group both ways live, see each other online and typing, get "sent" on the bridge's ack and
 "read" from the other's receipt, send an image whose thumbnail the other sees, and find their history
-again after a reload. One stack and one browser per user for the whole module, to keep it quick."""
+again after a reload; an administrator manages users and groups in the console and sees live charts,
+online users, rejected messages and the configuration with secrets masked; bob gets no console. One stack
+and one browser per user for the whole module, to keep it quick."""
 
 from __future__ import annotations
 
 import io
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +20,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.browser import chromium, css, login, screenshot, texts, wait, wait_text
+from switchboard.tables import Role
 from tests.conftest import stack_users
-from tests.helpers import Stack, start_stack
+from tests.helpers import Stack, mosquitto_pub, start_stack
+
+
+HOOK_SECRET = "hook-" + secrets.token_hex(8)
+BRIDGE_PASSWORD = "bridge-" + secrets.token_hex(8)
 
 
 class Chat:
@@ -30,6 +38,7 @@ class Chat:
             self.alice, self.alice_pw = users.user("alice")
             self.bob, self.bob_pw = users.user("bob")
             self.group = users.group("team", [self.alice, self.bob])
+            self.admin, self.admin_pw = users.user("root", role=Role.ADMIN)
         self.a = chromium()
         self.b = chromium()
 
@@ -41,7 +50,12 @@ class Chat:
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
     url = f"sqlite:///{tmp_path_factory.mktemp('webapp')}/app.db"
-    stack = start_stack(url, tmp_path_factory.mktemp("webapp-stack"))
+    stack = start_stack(
+        url,
+        tmp_path_factory.mktemp("webapp-stack"),
+        SWITCHBOARD_API__HOOK_SECRET=HOOK_SECRET,
+        SWITCHBOARD_BRIDGE__PASSWORD=BRIDGE_PASSWORD,
+    )
     chat = Chat(stack)
     try:
         login(chat.a, stack.api, "app", chat.alice, chat.alice_pw)
@@ -174,3 +188,74 @@ def test_the_app_reads_on_a_phone_width_window(chat: Chat) -> None:
         assert css(chat.a, "#body").is_displayed()
     finally:
         chat.a.set_window_size(1200, 850)
+
+
+def test_me_names_the_callers_role_and_groups(chat: Chat) -> None:
+    with chat.stack.http(chat.alice, chat.alice_pw) as http:
+        assert http.get("/v1/me").json() == {"name": chat.alice, "role": "user", "groups": [chat.group]}
+        for route in ("stats", "online", "rejected", "config"):
+            refused = http.get(f"/v1/admin/{route}")
+            assert refused.status_code == 403, route
+            assert refused.json()["detail"] == "administrators only: ask an admin to do this"
+
+
+def test_the_console_for_an_admin(chat: Chat) -> None:
+    # Something for the rejected-messages table: JSON that does not parse.
+    mosquitto_pub(chat.stack.mqtt_port, chat.alice, chat.alice_pw, f"dm/{chat.bob}/{chat.alice}", '{"id": oops')
+    browser = chromium()
+    try:
+        login(browser, chat.stack.api, "console", chat.admin, chat.admin_pw)
+        css(browser, "#new-user-name").send_keys(f"carol-{chat.group}")
+        css(browser, "#new-user-password").send_keys("carol-password-1")
+        css(browser, "#new-user button[type=submit]").click()
+        carol = f'#users tr[data-user="carol-{chat.group}"]'
+        wait_text(browser, carol, "active")
+        css(browser, f'{carol} button[aria-label^="disable"]').click()
+        wait_text(browser, f"{carol} .state", "disabled")
+        css(browser, "#new-group-name").send_keys(f"ops-{chat.group}")
+        css(browser, "#new-group-members").send_keys(f"{chat.alice}, {chat.bob}" + Keys.ENTER)
+        ops = f'#groups li[data-group="ops-{chat.group}"]'
+        wait_text(browser, ops, chat.bob)
+        css(browser, f'{ops} button[aria-label="remove {chat.bob} from ops-{chat.group}"]').click()
+        wait(browser, lambda b: chat.bob not in b.find_element(By.CSS_SELECTOR, ops).text, "bob removed from ops")
+        with chat.stack.http(chat.admin, chat.admin_pw) as http:
+            users = {u["name"]: u for u in http.get("/v1/admin/users").json()["users"]}
+            assert users[f"carol-{chat.group}"]["disabled"] is True
+            groups = {g["name"]: g for g in http.get("/v1/admin/groups").json()["groups"]}
+            assert groups[f"ops-{chat.group}"]["members"] == [chat.alice]
+        # Who is online: alice and bob, whose browsers are connected.
+        wait_text(browser, "#online", chat.alice)
+        wait_text(browser, "#online", chat.bob)
+        # Charts with readings: two browsers connected, messages in and out, stored by the bridge.
+        for name in ("connections", "messages_in", "messages_out", "bridge_stored", "api_latency"):
+            wait(
+                browser,
+                lambda b, n=name: (
+                    int(
+                        b.find_element(By.CSS_SELECTOR, f'figure[data-chart="{n}"] polyline').get_attribute(
+                            "data-count"
+                        )
+                        or 0
+                    )
+                    >= 3
+                ),
+                f"three readings in the {name} chart",
+            )
+        connections = css(browser, 'figure[data-chart="connections"] .value').text
+        assert int(connections) >= 2, connections
+        stored = css(browser, 'figure[data-chart="bridge_stored"] .value').text
+        assert int(stored.split()[0]) >= 5, stored
+        wait_text(browser, "#rejected", "invalid JSON at line 1")
+        config = css(browser, "#config").text
+        assert '"database_url"' in config and '"cors_origins"' in config
+        assert HOOK_SECRET not in config and BRIDGE_PASSWORD not in config
+        screenshot(browser, "web-console")
+    finally:
+        browser.quit()
+
+
+def test_a_non_admin_gets_no_console(chat: Chat) -> None:
+    chat.b.get(f"{chat.stack.api}/console/")  # bob's token is in this tab's storage for the site
+    wait(chat.b, lambda b: b.find_element(By.ID, "denied").is_displayed(), "the refusal")
+    assert not chat.b.find_element(By.ID, "console").is_displayed()
+    assert "administrators only" in chat.b.find_element(By.ID, "denied").text
