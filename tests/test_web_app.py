@@ -1,10 +1,10 @@
-"""The web chat client at /app/ and the operator console at /console/ in a real browser (headless Chromium driven by Selenium) against a real
-stack (``switchboard up``: broker with its WebSocket listener, bridge, API): alice and bob log in, talk in a
-DM and a group both ways live, see each other online and typing, get "sent" on the bridge's ack and
-"read" from the other's receipt, send an image whose thumbnail the other sees, and find their history
-again after a reload; an administrator manages users and groups in the console and sees live charts,
-online users, rejected messages and the configuration with secrets masked; bob gets no console. One stack
-and one browser per user for the whole module, to keep it quick."""
+"""The web chat client at /app/ and the operator console at /console/ in a real browser (headless
+Chromium driven by Selenium) against a real stack (``switchboard up``: broker with its WebSocket listener,
+bridge, API): alice and bob log in, talk in a DM and a group both ways live, see each other online and
+typing, get "sent" on the bridge's ack and "read" from the other's receipt, send an image whose thumbnail
+the other sees, and find their history again after a reload; an administrator manages users and groups
+in the console and sees live charts, online users, rejected messages and the configuration with secrets
+masked; bob gets no console. One stack and one browser per user for the whole module, to keep it quick."""
 
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.browser import chromium, css, login, screenshot, texts, wait, wait_text
 from switchboard.tables import Role
+from tests.browser import chromium, css, login, screenshot, texts, wait, wait_text
 from tests.conftest import stack_users
 from tests.helpers import Stack, mosquitto_pub, start_stack
-
 
 HOOK_SECRET = "hook-" + secrets.token_hex(8)
 BRIDGE_PASSWORD = "bridge-" + secrets.token_hex(8)
@@ -155,6 +154,7 @@ def test_an_image_attachment_with_its_thumbnail(chat: Chat, tmp_path: Path) -> N
         "bob's thumbnail",
     )
     assert chat.b.execute_script(f"return document.querySelector('{thumb}').naturalWidth") == 320
+    screenshot(chat.b, "web-app")
     # ... and the full image when he opens it.
     css(chat.b, "li.theirs button.image").click()
     wait(
@@ -163,7 +163,6 @@ def test_an_image_attachment_with_its_thumbnail(chat: Chat, tmp_path: Path) -> N
         "the full image",
     )
     assert chat.b.execute_script("return document.getElementById('full-image').naturalWidth") == 800
-    screenshot(chat.b, "web-app")
     css(chat.b, "#viewer button").click()
 
 
@@ -249,6 +248,8 @@ def test_the_console_for_an_admin(chat: Chat) -> None:
         config = css(browser, "#config").text
         assert '"database_url"' in config and '"cors_origins"' in config
         assert HOOK_SECRET not in config and BRIDGE_PASSWORD not in config
+        browser.set_window_size(1200, 1500)
+        browser.execute_script("window.scrollTo(0, 0)")
         screenshot(browser, "web-console")
     finally:
         browser.quit()

@@ -8,7 +8,7 @@ import { Thread } from "/app/thread.js";
 const $ = (id) => document.getElementById(id);
 const state = {
   me: null, groups: [], cursor: null, client: null, connectedOnce: false,
-  conversations: new Map(), seen: new Set(), presence: new Map(), open: null, thread: null, syncTimer: null, syncRetries: 0,
+  conversations: new Map(), seen: new Set(), unstored: new Map(), presence: new Map(), open: null, thread: null, syncTimer: null, syncRetries: 0,
 };
 
 const dmId = (a, b) => `dm:${[a, b].sort().join(":")}`;
@@ -73,6 +73,8 @@ async function openConversation(conversation) {
   renderPeerPresence();
   renderList();
   await state.thread.load();
+  // Messages that arrived live and are not stored yet are not in the history: show them too.
+  for (const message of state.unstored.values()) if (message.conversation === conversation) state.thread.add(message);
   $("body").focus();
 }
 
@@ -104,6 +106,7 @@ function onMessage(topic, payloadBytes) {
     const message = { conversation, sender, id: data.id, body: data.body ?? "", attachments: (data.attachments ?? []).map((a) => a.media_id), seq: null };
     const isOpen = state.open === conversation && state.thread;
     const fresh = isOpen ? state.thread.add(message) && firstSight(message) : firstSight(message);
+    if (fresh && sender !== state.me) state.unstored.set(`${sender}\n${message.id}`, message);
     if (fresh) touch(conversation, message, { unread: sender !== state.me && !isOpen ? 1 : 0 });
     if (sender !== state.me) scheduleSync(300);
   } else if (kind === "ack") {
@@ -151,6 +154,7 @@ async function syncNow() {
     const page = await call("GET", `/v1/sync?since=${encodeURIComponent(state.cursor)}&limit=200`);
     const newest = new Map();
     for (const message of page.messages) {
+      state.unstored.delete(`${message.sender}\n${message.id}`);
       const isOpen = state.thread && state.open === message.conversation;
       if (isOpen) state.thread.add(message);
       const fresh = firstSight(message);
@@ -172,7 +176,9 @@ async function syncNow() {
     state.cursor = page.next;
     more = page.more;
   }
-  if (state.thread && state.thread.unstored() && state.syncRetries++ < 20) scheduleSync(500);
+  // A message seen live but not stored yet: its seq (for receipts) comes with a later sync.
+  const waiting = state.unstored.size || (state.thread && state.thread.unstored());
+  if (waiting && state.syncRetries++ < 20) scheduleSync(500);
   else state.syncRetries = 0;
 }
 

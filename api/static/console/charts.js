@@ -1,6 +1,7 @@
 // Live charts for the console, drawn as SVG polylines (no chart library): each series keeps the readings
 // of the last WINDOW_SECONDS; totals (counters) are charted as rates between two readings.
 const WINDOW_SECONDS = 300;
+const MIN_SPAN_SECONDS = 20;
 const SVG = "http://www.w3.org/2000/svg";
 
 // name, caption, unit, how a value is made from the previous reading `a` and this one `b`
@@ -59,7 +60,10 @@ export class Charts {
       while (points.length && points[0][0] < reading.at - WINDOW_SECONDS) points.shift();
       const { line, value: label } = this.figures.get(name);
       const top = Math.max(1, ...points.map(([, v]) => v)) * 1.1;
-      line.setAttribute("points", points.map(([t, v]) => `${(t - reading.at + WINDOW_SECONDS).toFixed(1)},${(100 - (v / top) * 100).toFixed(1)}`).join(" "));
+      // The x axis spans the readings kept (at least MIN_SPAN_SECONDS), so a new console is not a sliver.
+      const span = Math.max(MIN_SPAN_SECONDS, reading.at - points[0][0]);
+      const x = (t) => (((t - reading.at + span) / span) * WINDOW_SECONDS).toFixed(1);
+      line.setAttribute("points", points.map(([t, v]) => `${x(t)},${(100 - (v / top) * 100).toFixed(1)}`).join(" "));
       line.dataset.count = String(points.length);
       label.textContent = `${Number.isInteger(value) ? value : value.toFixed(1)}${unit}`;
     }
