@@ -23,6 +23,7 @@ from switchboard.tables import Role
 from tests.browser import chromium, css, login, screenshot, texts, wait, wait_text
 from tests.conftest import stack_users
 from tests.helpers import Stack, mosquitto_pub, start_stack
+from tests.rawmqtt import RawClient
 
 HOOK_SECRET = "hook-" + secrets.token_hex(8)
 BRIDGE_PASSWORD = "bridge-" + secrets.token_hex(8)
@@ -164,6 +165,31 @@ def test_an_image_attachment_with_its_thumbnail(chat: Chat, tmp_path: Path) -> N
     )
     assert chat.b.execute_script("return document.getElementById('full-image').naturalWidth") == 800
     css(chat.b, "#viewer button").click()
+
+
+def test_after_a_network_blip_it_reconnects_and_catches_up(chat: Chat) -> None:
+    open_conversation(chat.b, dm(chat))
+    # The blip: the browser goes offline for new connections (Chrome's network emulation), and another
+    # connection with bob's client id takes over his session, so the broker closes the browser's [MQTT-3.1.4-2].
+    chat.b.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    chat.b.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    intruder = RawClient(chat.stack.mqtt_port)
+    try:
+        client_id = chat.b.execute_script("return document.body.dataset.clientId")
+        intruder.connect(client_id, chat.bob, chat.bob_pw)
+        wait(chat.b, lambda b: b.find_element(By.ID, "status").text != "connected", "bob's app to notice the blip")
+        intruder.disconnect()
+        open_conversation(chat.a, dm(chat))
+        send(chat.a, "sent while you were away")
+        wait(chat.a, lambda b: texts(b, "#messages li.mine .state")[-1:] == ["sent"], "alice's message stored")
+        assert "sent while you were away" not in texts(chat.b, "#messages .body")
+    finally:
+        intruder.close()
+        chat.b.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
+    # Back online: it reconnects by itself and catches up through /v1/sync.
+    wait_text(chat.b, "#status", "connected")
+    wait_text(chat.b, "#messages li.theirs .body", "sent while you were away")
 
 
 def test_history_is_there_after_a_reload(chat: Chat) -> None:

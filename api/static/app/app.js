@@ -122,8 +122,10 @@ async function connect() {
   const config = await (await fetch("/app/config.json")).json();
   const secure = location.protocol === "https:" && config.wss_port;
   const url = `${secure ? "wss" : "ws"}://${location.hostname}:${secure ? config.wss_port : config.ws_port}/mqtt`;
+  const clientId = newId();
+  document.body.dataset.clientId = clientId; // shown for support and tests (a second login with it takes over)
   const client = mqtt.connect(url, {
-    username: state.me, password: session.token, clientId: newId(), clean: true,
+    username: state.me, password: session.token, clientId, clean: true,
     protocolVersion: 4, reconnectPeriod: 1000, connectTimeout: 10000, keepalive: 30,
   });
   state.client = client;
