@@ -6,6 +6,7 @@ database with no administrator, and the scripts saying what they do."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.console_metrics import SERIES, http_source, snapshot
 from switchboard.settings import ApiSettings
-from tests.helpers import REPO, Stack, start_stack
+from tests.helpers import REPO, Stack, free_port, start_stack
 
 ALLOWED = "http://chat.example.test:5173"
 
@@ -118,3 +120,17 @@ def test_scripts_say_what_they_are_doing(tmp_path: Path) -> None:
     test_script = (REPO / "scripts/test").read_text()
     assert "running the whole test suite: it takes several minutes" in test_script
     assert "scripts/test: starting Postgres" in test_script
+
+
+def test_console_metrics_read_another_process_over_http(web_stack: Stack) -> None:
+    """What ``switchboard api`` alone charts: the broker's and the bridge's /metrics read over HTTP; a
+    service that does not answer gives null, not an error."""
+    ports = [
+        int(m) for m in re.findall(r"(?:broker|bridge) metrics on http://[\d.]+:(\d+)/metrics", web_stack.output())
+    ]
+    assert len(ports) == 2, web_stack.output()
+    values = snapshot(http_source(f"http://127.0.0.1:{port}/metrics") for port in ports)
+    assert values["connections"] is not None and values["connections"] >= 1  # the bridge's own connection
+    assert values["bridge_lag"] == 0 and values["bridge_stored"] == 0
+    assert values["api_requests"] is None  # the API's own registry is not among these sources
+    assert snapshot([http_source(f"http://127.0.0.1:{free_port()}/metrics")]) == dict.fromkeys(SERIES)
