@@ -38,6 +38,7 @@ class Chat:
             self.alice, self.alice_pw = users.user("alice")
             self.bob, self.bob_pw = users.user("bob")
             self.group = users.group("team", [self.alice, self.bob])
+            self.long = users.group("long", [self.alice, self.bob])
             self.admin, self.admin_pw = users.user("root", role=Role.ADMIN)
         self.a = chromium()
         self.b = chromium()
@@ -203,6 +204,33 @@ def test_history_is_there_after_a_reload(chat: Chat) -> None:
         b.get_attribute("data-conversation") for b in chat.b.find_elements(By.CSS_SELECTOR, "#conversations button")
     ]
     assert order.index(dm(chat)) < order.index(f"group:{chat.group}")
+
+
+def test_history_pages_back(chat: Chat) -> None:
+    """35 messages: the newest 30 (one page) on opening, the rest with "Load earlier messages"."""
+    group = f"group:{chat.long}"
+    writer = RawClient(chat.stack.mqtt_port)
+    try:
+        writer.connect(f"writer-{chat.long}", chat.alice, chat.alice_pw)
+        for n in range(1, 36):
+            writer.publish(f"group/{chat.long}/{chat.alice}", f'{{"id": "long-{n}", "body": "number {n}"}}'.encode(), 1)
+        with chat.stack.http(chat.bob, chat.bob_pw) as http:
+
+            def newest() -> int:
+                answer = http.get(f"/v1/conversations/{group}/messages?limit=1")
+                return int(answer.json()["messages"][0]["seq"]) if answer.status_code == 200 else 0
+
+            wait(chat.b, lambda _b: newest() == 35, "35 messages stored")
+        writer.disconnect()
+    finally:
+        writer.close()
+    open_conversation(chat.b, group)
+    wait(chat.b, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#messages .body")) >= 30, "the first page")
+    assert "number 5" not in texts(chat.b, "#messages .body")
+    css(chat.b, "#older").click()
+    wait_text(chat.b, "#messages .body", "number 1")
+    assert texts(chat.b, "#messages .body")[:2] == ["number 1", "number 2"]
+    assert not chat.b.find_element(By.ID, "older").is_displayed()
 
 
 def test_the_app_reads_on_a_phone_width_window(chat: Chat) -> None:
