@@ -75,3 +75,15 @@ def screenshot(browser: webdriver.Chrome, name: str) -> None:
     folder = os.environ.get("SWITCHBOARD_SCREENSHOTS")
     if folder:
         browser.save_screenshot(str(Path(folder) / f"{name}.png"))
+
+
+def click(browser: webdriver.Chrome, selector: str) -> None:
+    """Clicks the shown element matching ``selector``, finding it again if the page re-rendered it meanwhile."""
+
+    def clicked(b: webdriver.Chrome) -> bool:
+        shown = [e for e in b.find_elements(By.CSS_SELECTOR, selector) if e.is_displayed()]
+        if shown:
+            shown[0].click()
+        return bool(shown)
+
+    wait(browser, clicked, f"a click on {selector}")

@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from switchboard.tables import Role
-from tests.browser import chromium, css, login, screenshot, texts, wait, wait_text
+from tests.browser import chromium, click, css, login, screenshot, texts, wait, wait_text
 from tests.conftest import stack_users
 from tests.helpers import Stack, mosquitto_pub, start_stack
 from tests.rawmqtt import RawClient
@@ -74,7 +74,7 @@ def dm(chat: Chat) -> str:
 
 
 def open_conversation(browser: webdriver.Chrome, conversation: str) -> None:
-    css(browser, f'#conversations button[data-conversation="{conversation}"]').click()
+    click(browser, f'#conversations button[data-conversation="{conversation}"]')
     wait(browser, lambda b: b.find_element(By.ID, "composer").is_displayed(), "the composer")
 
 
@@ -158,14 +158,14 @@ def test_an_image_attachment_with_its_thumbnail(chat: Chat, tmp_path: Path) -> N
     assert chat.b.execute_script(f"return document.querySelector('{thumb}').naturalWidth") == 320
     screenshot(chat.b, "web-app")
     # ... and the full image when he opens it.
-    css(chat.b, "li.theirs button.image").click()
+    click(chat.b, "li.theirs button.image")
     wait(
         chat.b,
         lambda b: b.execute_script("const i = document.getElementById('full-image'); return i.naturalWidth"),
         "the full image",
     )
     assert chat.b.execute_script("return document.getElementById('full-image').naturalWidth") == 800
-    css(chat.b, "#viewer button").click()
+    click(chat.b, "#viewer button")
 
 
 def test_after_a_network_blip_it_reconnects_and_catches_up(chat: Chat) -> None:
@@ -227,7 +227,7 @@ def test_history_pages_back(chat: Chat) -> None:
     open_conversation(chat.b, group)
     wait(chat.b, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#messages .body")) >= 30, "the first page")
     assert "number 5" not in texts(chat.b, "#messages .body")
-    css(chat.b, "#older").click()
+    click(chat.b, "#older")
     wait_text(chat.b, "#messages .body", "number 1")
     assert texts(chat.b, "#messages .body")[:2] == ["number 1", "number 2"]
     assert not chat.b.find_element(By.ID, "older").is_displayed()
@@ -245,7 +245,8 @@ def test_the_app_reads_on_a_phone_width_window(chat: Chat) -> None:
 
 def test_me_names_the_callers_role_and_groups(chat: Chat) -> None:
     with chat.stack.http(chat.alice, chat.alice_pw) as http:
-        assert http.get("/v1/me").json() == {"name": chat.alice, "role": "user", "groups": [chat.group]}
+        groups = sorted([chat.group, chat.long])
+        assert http.get("/v1/me").json() == {"name": chat.alice, "role": "user", "groups": groups}
         for route in ("stats", "online", "rejected", "config"):
             refused = http.get(f"/v1/admin/{route}")
             assert refused.status_code == 403, route
@@ -262,20 +263,20 @@ def test_the_console_for_an_admin(chat: Chat) -> None:
         login(browser, chat.stack.api, "console", chat.admin, chat.admin_pw)
         css(browser, "#new-user-name").send_keys(f"carol-{chat.group}")
         css(browser, "#new-user-password").send_keys("carol-password-1")
-        css(browser, "#new-user button[type=submit]").click()
+        click(browser, "#new-user button[type=submit]")
         carol = f'#users tr[data-user="carol-{chat.group}"]'
         wait_text(browser, carol, "active")
-        css(browser, f'{carol} button[aria-label^="disable"]').click()
+        click(browser, f'{carol} button[aria-label^="disable"]')
         wait_text(browser, f"{carol} .state", "disabled")
         css(browser, "#new-group-name").send_keys(f"ops-{chat.group}")
         css(browser, "#new-group-members").send_keys(f"{chat.alice}, {chat.bob}" + Keys.ENTER)
         ops = f'#groups li[data-group="ops-{chat.group}"]'
         wait_text(browser, ops, chat.bob)
-        css(browser, f'{ops} button[aria-label="remove {chat.bob} from ops-{chat.group}"]').click()
+        click(browser, f'{ops} button[aria-label="remove {chat.bob} from ops-{chat.group}"]')
         wait(browser, lambda b: chat.bob not in b.find_element(By.CSS_SELECTOR, ops).text, "bob removed from ops")
         css(browser, f'{ops} input[aria-label="user to add to ops-{chat.group}"]').send_keys(chat.bob + Keys.ENTER)
         wait_text(browser, ops, chat.bob)
-        css(browser, f'{ops} button[aria-label="remove {chat.bob} from ops-{chat.group}"]').click()
+        click(browser, f'{ops} button[aria-label="remove {chat.bob} from ops-{chat.group}"]')
         wait(browser, lambda b: chat.bob not in b.find_element(By.CSS_SELECTOR, ops).text, "bob removed again")
         with chat.stack.http(chat.admin, chat.admin_pw) as http:
             users = {u["name"]: u for u in http.get("/v1/admin/users").json()["users"]}
@@ -283,15 +284,15 @@ def test_the_console_for_an_admin(chat: Chat) -> None:
             groups = {g["name"]: g for g in http.get("/v1/admin/groups").json()["groups"]}
             assert groups[f"ops-{chat.group}"]["members"] == [chat.alice]
         # Enabled again, a new password, then deleted (the button asks twice).
-        css(browser, f'{carol} button[aria-label^="enable"]').click()
+        click(browser, f'{carol} button[aria-label^="enable"]')
         wait_text(browser, f"{carol} .state", "active")
         css(browser, f'{carol} input[type="password"]').send_keys("carol-password-2")
-        css(browser, f'{carol} button[aria-label^="reset the password"]').click()
+        click(browser, f'{carol} button[aria-label^="reset the password"]')
         wait_text(browser, "#users-error", "reset")
         with chat.stack.http(f"carol-{chat.group}", "carol-password-2") as http:
             assert http.get("/v1/me").status_code == 200
-        css(browser, f'{carol} button[aria-label^="delete"]').click()
-        css(browser, f'{carol} button[aria-label^="delete"]').click()
+        click(browser, f'{carol} button[aria-label^="delete"]')
+        click(browser, f'{carol} button[aria-label^="delete"]')
         wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, carol), "carol deleted")
         # Who is online: alice and bob, whose browsers are connected.
         wait_text(browser, "#online", chat.alice)
