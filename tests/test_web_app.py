@@ -94,6 +94,10 @@ def test_a_bad_password_is_refused_with_the_reason(chat: Chat) -> None:
 
 
 def test_presence_dots_show_who_is_online(chat: Chat) -> None:
+    # A user that does not exist is named as such.
+    css(chat.a, "#new-peer").send_keys("nobody-at-all" + Keys.ENTER)
+    wait_text(chat.a, "#new-chat-error", "no such user(s): nobody-at-all")
+    css(chat.a, "#new-peer").clear()
     # alice starts a DM with bob from the keyboard: the form is labelled and submits on Enter.
     css(chat.a, "#new-peer").send_keys(chat.bob + Keys.ENTER)
     wait_text(chat.a, "#peer-presence", f"{chat.bob} is online")

@@ -218,10 +218,21 @@ $("login-form").addEventListener("submit", async (event) => {
 
 $("logout").addEventListener("click", () => { session.clear(); if (state.client) state.client.end(true); location.reload(); });
 
-$("new-chat").addEventListener("submit", (event) => {
+$("new-chat").addEventListener("submit", async (event) => {
   event.preventDefault();
   const value = $("new-peer").value.trim();
+  $("new-chat-error").textContent = "";
   if (!value) return;
+  if (value.startsWith("group:") && !state.groups.includes(value.slice(6))) {
+    $("new-chat-error").textContent = `you are not a member of ${value}: your groups are ${state.groups.join(", ") || "none"}`;
+    return;
+  }
+  if (!value.startsWith("group:")) {
+    try { await call("GET", `/v1/presence?user=${encodeURIComponent(value)}`); } catch (error) {
+      $("new-chat-error").textContent = error.status === 422 ? `${value} is not a user name` : error.message;
+      return;
+    }
+  }
   openConversation(value.startsWith("group:") ? value : dmId(state.me, value));
   $("new-peer").value = "";
 });
