@@ -119,6 +119,8 @@ def test_a_dm_each_way_live_with_typing_sent_and_read(chat: Chat) -> None:
     # bob gets it live: the conversation appears with an unread count and the last message.
     wait_text(chat.b, f'#conversations button[data-conversation="{dm(chat)}"]', "hello bob")
     wait_text(chat.b, f'#conversations button[data-conversation="{dm(chat)}"] .unread', "1")
+    # bob's app has it but he has not opened it: "delivered" (his app's receipt, live over MQTT).
+    wait(chat.a, lambda b: texts(b, "#messages li.mine .state")[-1:] == ["delivered"], "alice's message delivered")
     open_conversation(chat.b, dm(chat))
     wait_text(chat.b, "#messages li.theirs .body", "hello bob")
     # bob read it: alice's message says so (bob's receipt, live over MQTT).
