@@ -31,7 +31,8 @@ class Outgoing:
     """A message on its way to one client, at the QoS it is delivered with.
 
     ``row`` is its id in the broker's state file while it waits (persistent sessions only); ``share`` the
-    shared subscription (``$share/{group}/{filter}``) it came through, so another member can take it over.
+    shared subscription (``$share/{group}/{filter}``) it came through, so another member can take it over;
+    ``properties`` the MQTT 5 properties a v5 subscriber gets with it (``broker.properties.forwarded``).
     """
 
     topic: str
@@ -40,6 +41,7 @@ class Outgoing:
     retain: bool = False
     row: int = 0
     share: str | None = None
+    properties: bytes = b""
 
 
 @dataclass(slots=True)
@@ -59,6 +61,7 @@ class Will:
     payload: bytes
     qos: int
     retain: bool
+    properties: bytes = b""  # MQTT 5 will properties passed on (broker.properties.forwarded)
 
 
 @dataclass(slots=True, frozen=True)
@@ -123,6 +126,7 @@ class Session:
     journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0
+    expiry_timer: Any = None  # MQTT 5: ends the session once its expiry interval has passed offline (broker.v5)
     _journaled: set[int] = field(default_factory=set)  # rows written while queued (their packet id comes later)
 
     @property
@@ -288,4 +292,4 @@ class Session:
             if message.row and self.journal is not None:
                 self._journaled.discard(message.row)
                 self.journal.done(message.row)
-        return [Outgoing(m.topic, m.payload, m.qos, m.retain, share=m.share) for m in taken]
+        return [Outgoing(m.topic, m.payload, m.qos, m.retain, share=m.share, properties=m.properties) for m in taken]

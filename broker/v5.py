@@ -1,0 +1,126 @@
+"""What an MQTT 5 connection keeps and does beyond 3.1.1, called from ``broker.connection`` at a few hooks.
+
+A connection is v5 when its ``v5`` attribute holds a :class:`V5State` (set by ``broker.connect_v5``); every
+hook is one attribute check, so the 3.1.1 path stays as it was.
+
+- Outgoing PUBLISH carries the properties the publisher gave (``Outgoing.properties``); a message larger
+  than the client's Maximum Packet Size is not sent and counts as delivered [MQTT-3.1.2-25].
+- The broker ends a v5 connection with DISCONNECT and a reason code [MQTT 5.0 §3.14.2.1]: 0x8E session
+  taken over, 0x8D keep-alive timeout, 0x98 administrative action, 0x8B server shutting down, 0x81
+  malformed packet, 0x82 protocol error, 0x95 packet too large; never before a successful CONNACK
+  [MQTT-3.14.0-1].
+- Receive Maximum: the client's narrows the session's in-flight window while it is connected [MQTT-3.3.4-9].
+- Session expiry [MQTT 5.0 §3.1.2.11]: a session with an interval is discarded once its client has been
+  away that long; 0 ends it at disconnect (``Session.clean``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker.codec_v5 import Reason, encode_disconnect, encode_publish
+from broker.sessions import Limits
+
+if TYPE_CHECKING:
+    from broker.connection import Close
+    from broker.hub import Hub
+    from broker.sessions import Outgoing, Session
+
+#: Session Expiry Interval meaning "never expires" [MQTT 5.0 §3.1.2.11.2].
+NEVER = 0xFFFFFFFF
+
+
+@dataclass(slots=True)
+class V5State:
+    """The MQTT 5 facts of one connection, from its CONNECT."""
+
+    session_expiry: int = 0
+    max_packet_size: int = 268_435_460  # the protocol's own limit when the client names none
+    receive_maximum: int = 65_535
+    problem_info: bool = True  # Request Problem Information: reason strings on acknowledgements allowed
+    will_delay: int = 0
+    disconnect_code: int | None = None  # set by a handler before it raises: the DISCONNECT reason to send
+    base_limits: Limits | None = None  # the session's own bounds, while the client's Receive Maximum narrows them
+
+
+def publish_bytes(state: V5State, message: Outgoing, packet_id: int | None, dup: bool) -> bytes | None:
+    """The v5 PUBLISH for ``message``; None when it is over the client's Maximum Packet Size."""
+    data = encode_publish(
+        message.topic,
+        message.payload,
+        message.qos,
+        packet_id,
+        dup=dup,
+        retain=message.retain,
+        fields=message.properties,
+    )
+    return None if len(data) > state.max_packet_size else data
+
+
+def skip_oversized(session: Session | None, packet_id: int | None) -> None:
+    """A message the client cannot take is treated as delivered [MQTT-3.1.2-25]: its in-flight slot is freed."""
+    if session is None or packet_id is None:
+        return
+    flight = session.inflight.get(packet_id)
+    if flight is not None:
+        flight.released = True
+        session.acknowledged(packet_id, qos=flight.message.qos)
+
+
+def server_disconnect(state: V5State, close: Close, reason: str) -> bytes | None:
+    """The DISCONNECT the broker sends a v5 client before closing for ``close``; None when it sends none."""
+    from broker.connection import Close  # the module that imports this one
+
+    code = {
+        Close.TAKEN_OVER: Reason.SESSION_TAKEN_OVER,
+        Close.SILENT: Reason.KEEP_ALIVE_TIMEOUT,
+        Close.REVOKED: Reason.ADMINISTRATIVE_ACTION,
+        Close.SHUTDOWN: Reason.SERVER_SHUTTING_DOWN,
+        Close.ERROR: Reason.IMPLEMENTATION_SPECIFIC_ERROR,
+    }.get(close)
+    if close is Close.VIOLATION and state.disconnect_code is not None:
+        code = Reason(state.disconnect_code)
+    elif close is Close.VIOLATION:
+        if "over the limit" in reason:
+            code = Reason.PACKET_TOO_LARGE
+        elif reason.startswith("malformed") or "Malformed" in reason:
+            code = Reason.MALFORMED_PACKET
+        else:
+            code = Reason.PROTOCOL_ERROR
+    if code is None:
+        return None
+    return encode_disconnect(code, reason)
+
+
+def apply_receive_maximum(session: Session, state: V5State) -> None:
+    """At most the client's Receive Maximum QoS 1/2 messages in flight to it [MQTT-3.3.4-9]; the rest wait in
+    the session's queue as usual."""
+    limits = session.limits
+    if state.receive_maximum < limits.max_inflight:
+        state.base_limits = limits
+        session.limits = Limits(max_inflight=state.receive_maximum, max_queued=limits.max_queued)
+
+
+def session_ended(hub: Hub, session: Session, state: V5State) -> None:
+    """The client of a v5 session went away: its own bounds come back (a 3.1.1 client may resume it), and the
+    session is discarded once its expiry interval has passed."""
+    if state.base_limits is not None:
+        session.limits, state.base_limits = state.base_limits, None
+    if session.clean or state.session_expiry == NEVER or hub.sessions.get(session.client_id) is not session:
+        return
+    session.expiry_timer = asyncio.get_running_loop().call_later(state.session_expiry, _expire, hub, session)
+
+
+def session_resumed(session: Session) -> None:
+    """The client is back before its session expired: it lives on."""
+    if session.expiry_timer is not None:
+        session.expiry_timer.cancel()
+        session.expiry_timer = None
+
+
+def _expire(hub: Hub, session: Session) -> None:
+    session.expiry_timer = None
+    if not session.connected and hub.sessions.get(session.client_id) is session:
+        hub.discard_session(session)
