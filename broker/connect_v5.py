@@ -28,7 +28,7 @@ from broker.handle_v5 import HANDLERS_V5
 from broker.principal import Principal
 from broker.properties import P, Properties, PropertyError, forwarded
 from broker.routing import is_valid_topic
-from broker.sessions import Will
+from broker.sessions import V5Properties, Will
 
 if TYPE_CHECKING:
     from broker.connection import Connection
@@ -77,7 +77,8 @@ def on_connect(conn: Connection, flags: int, body: bytes) -> Awaitable[None]:
             _refuse(conn, Reason.PAYLOAD_FORMAT_INVALID, "the will is marked UTF-8 and is not [MQTT-3.1.2-?]")
         state.will_delay = packet.will_properties.get_int(P.WILL_DELAY_INTERVAL, 0) or 0
         fields = forwarded(packet.will_properties)
-        conn.will = Will(will_topic, packet.will_payload, packet.will_qos, packet.will_retain, fields)
+        extra = V5Properties(fields) if fields else None  # the will's Message Expiry Interval is not kept yet
+        conn.will = Will(will_topic, packet.will_payload, packet.will_qos, packet.will_retain, extra)
     elif packet.flags & 0x38:
         _refuse(conn, Reason.MALFORMED_PACKET, "will QoS or retain set without a will [MQTT-3.1.2-11, -13]")
     client_id, assigned = packet.client_id, None

@@ -382,6 +382,9 @@ class Connection(FramedProtocol):
                 return
             self.write(data)
             return
+        if message.properties is not None and v5.expired(message.properties):  # [MQTT-3.3.2-5]
+            self.loop.call_soon(v5.skip_oversized, self.session, packet_id)
+            return
         self.write(
             _ENCODER.encode(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)
         )

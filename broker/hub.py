@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
-from broker.sessions import InFlight, Limits, Outgoing, Session, Will
+from broker.sessions import InFlight, Limits, Outgoing, Session, V5Properties, Will
 from broker.share_delivery import ShareDelivery
 from broker.shared import SharedSubscriptions, ShareGroup
 from switchboard.payloads import Rejection, parse_presence, presence_payload
@@ -238,11 +238,18 @@ class Hub:
     # Messages -------------------------------------------------------------------------------------
 
     async def publish(
-        self, topic: str, payload: bytes, qos: int, retain: bool, *, internal: bool = False, properties: bytes = b""
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        *,
+        internal: bool = False,
+        properties: V5Properties | None = None,
     ) -> int:
         """Route one message to every matching session; return how many sessions it was offered to.
         ``internal``: the broker's own ($SYS), not counted as a client message and not persisted.
-        ``properties``: the MQTT 5 properties passed on to v5 subscribers (``broker.properties.forwarded``)."""
+        ``properties``: the MQTT 5 part (properties passed on to v5 subscribers, expiry), if any."""
         if not internal:
             self.stats.messages_in[qos] += 1
         if retain and may_be_retained(topic):
@@ -250,7 +257,7 @@ class Hub:
         return await self._route(topic, payload, qos, properties)
 
     def publish_now(
-        self, topic: str, payload: bytes, qos: int, retain: bool, properties: bytes = b""
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: V5Properties | None = None
     ) -> Coroutine[Any, Any, int] | None:
         """A client's message, routed without waiting where the ACL's cache answers every receive check
         (None); otherwise the coroutine that finishes routing it (the caller awaits it before its next packet)."""
@@ -260,14 +267,14 @@ class Hub:
         routed = self._route_now(topic, payload, qos, properties)
         return None if isinstance(routed, int) else routed
 
-    async def _route(self, topic: str, payload: bytes, qos: int, properties: bytes = b"") -> int:
+    async def _route(self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None) -> int:
         """Offer the message to every matching session the ACL lets read it, and to one member of each matching
         share group; return how many sessions it was offered to."""
         routed = self._route_now(topic, payload, qos, properties)
         return routed if isinstance(routed, int) else await routed
 
     def _route_now(
-        self, topic: str, payload: bytes, qos: int, properties: bytes = b""
+        self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None
     ) -> int | Coroutine[Any, Any, int]:
         """Route as far as the ACL's cache allows; at the first receive check it cannot answer, the rest."""
         offered = 0
@@ -309,7 +316,7 @@ class Hub:
         first: tuple[str, int],
         rest: Iterator[tuple[str, int]],
         offered: int,
-        properties: bytes = b"",
+        properties: V5Properties | None = None,
     ) -> int:
         check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
         check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
@@ -387,7 +394,7 @@ class Hub:
         given: Coroutine[Any, Any, bool],
         shares: list[ShareGroup],
         offered: int,
-        properties: bytes = b"",
+        properties: V5Properties | None = None,
     ) -> int:
         """The rest of ``_route_now`` once a share group's choice had to ask the database."""
         offered += await given

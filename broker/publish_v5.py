@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from broker import properties
+from broker import properties, v5
 from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, Malformed, ProtocolViolation
 from broker.codec_v5 import Reason, encode_ack
 from broker.properties import P
-from broker.sessions import Session
+from broker.sessions import Session, V5Properties
 from switchboard.acl import Action, Decision
 from switchboard.payloads import Rejection, stamp_presence
 from switchboard.topics import is_ephemeral
@@ -73,7 +73,7 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
     if topic[0] == "$":
         _refuse(conn, session, qos, packet_id, Reason.NOT_AUTHORIZED, f"{topic}: $ topics are the broker's")
         return None
-    fields = properties.forwarded(props)
+    fields = v5.message_properties(properties.forwarded(props), props.get_int(P.MESSAGE_EXPIRY_INTERVAL))
     retain = bool(flags & 0x01)
     decision = conn.ctx.access.check_now(conn.principal, topic, Action.PUBLISH)
     if decision is None:
@@ -90,7 +90,7 @@ def _decided(
     qos: int,
     retain: bool,
     packet_id: int,
-    fields: bytes,
+    fields: V5Properties | None,
 ) -> Awaitable[None] | None:
     if not decision.allowed:
         reason = f"not allowed to publish to {topic}: {decision.reason}"
@@ -120,7 +120,7 @@ async def _publish_later(
     qos: int,
     retain: bool,
     packet_id: int,
-    fields: bytes,
+    fields: V5Properties | None,
 ) -> None:
     """The same, once the ACL has asked the database."""
     assert conn.principal is not None

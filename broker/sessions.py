@@ -26,13 +26,22 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True, frozen=True)
+class V5Properties:
+    """The MQTT 5 part of a message: the property fields passed on to v5 subscribers unchanged
+    (``broker.properties.forwarded``) and when it expires (``time.monotonic()``; 0: never) [MQTT-3.3.2-5]."""
+
+    fields: bytes = b""
+    expires: float = 0.0
+
+
 @dataclass(slots=True)
 class Outgoing:
     """A message on its way to one client, at the QoS it is delivered with.
 
     ``row`` is its id in the broker's state file while it waits (persistent sessions only); ``share`` the
     shared subscription (``$share/{group}/{filter}``) it came through, so another member can take it over;
-    ``properties`` the MQTT 5 properties a v5 subscriber gets with it (``broker.properties.forwarded``).
+    ``properties`` its MQTT 5 part, when its publisher gave one (``broker.v5`` sends it).
     """
 
     topic: str
@@ -41,7 +50,7 @@ class Outgoing:
     retain: bool = False
     row: int = 0
     share: str | None = None
-    properties: bytes = b""
+    properties: V5Properties | None = None
 
 
 @dataclass(slots=True)
@@ -61,7 +70,7 @@ class Will:
     payload: bytes
     qos: int
     retain: bool
-    properties: bytes = b""  # MQTT 5 will properties passed on (broker.properties.forwarded)
+    properties: V5Properties | None = None  # MQTT 5 will properties passed on
 
 
 @dataclass(slots=True, frozen=True)

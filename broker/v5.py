@@ -17,16 +17,19 @@ hook is one attribute check, so the 3.1.1 path stays as it was.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from broker.codec_v5 import Reason, encode_disconnect, encode_publish
+from broker.properties import P, Properties, encode_fields
 from broker.sessions import Limits
 
 if TYPE_CHECKING:
     from broker.connection import Close
     from broker.hub import Hub
-    from broker.sessions import Outgoing, Session
+    from broker.sessions import Outgoing, Session, V5Properties
 
 #: Session Expiry Interval meaning "never expires" [MQTT 5.0 §3.1.2.11.2].
 NEVER = 0xFFFFFFFF
@@ -46,7 +49,17 @@ class V5State:
 
 
 def publish_bytes(state: V5State, message: Outgoing, packet_id: int | None, dup: bool) -> bytes | None:
-    """The v5 PUBLISH for ``message``; None when it is over the client's Maximum Packet Size."""
+    """The v5 PUBLISH for ``message``, its Message Expiry Interval counted down to what is left [MQTT-3.3.2-6];
+    None when it has expired [MQTT-3.3.2-5] or is over the client's Maximum Packet Size [MQTT-3.1.2-25]."""
+    extra = message.properties
+    fields = b""
+    if extra is not None:
+        fields = extra.fields
+        if extra.expires:
+            left = math.ceil(extra.expires - time.monotonic())
+            if left <= 0:
+                return None
+            fields += encode_fields(Properties({P.MESSAGE_EXPIRY_INTERVAL: left}))
     data = encode_publish(
         message.topic,
         message.payload,
@@ -54,13 +67,29 @@ def publish_bytes(state: V5State, message: Outgoing, packet_id: int | None, dup:
         packet_id,
         dup=dup,
         retain=message.retain,
-        fields=message.properties,
+        fields=fields,
     )
     return None if len(data) > state.max_packet_size else data
 
 
+def expired(extra: V5Properties) -> bool:
+    """Whether a message's Message Expiry Interval has passed (checked for 3.1.1 clients too)."""
+    return bool(extra.expires) and extra.expires <= time.monotonic()
+
+
+def message_properties(fields: bytes, expiry: int | None) -> V5Properties | None:
+    """What a v5 PUBLISH hands the hub: its forwarded property fields and its expiry deadline (an interval of 0
+    or none: it does not expire, as Mosquitto reads it)."""
+    from broker.sessions import V5Properties
+
+    if not fields and not expiry:
+        return None
+    return V5Properties(fields, time.monotonic() + expiry if expiry else 0.0)
+
+
 def skip_oversized(session: Session | None, packet_id: int | None) -> None:
-    """A message the client cannot take is treated as delivered [MQTT-3.1.2-25]: its in-flight slot is freed."""
+    """A message the client cannot take, or that expired, is treated as delivered [MQTT-3.1.2-25, MQTT-3.3.2-5]:
+    its in-flight slot is freed."""
     if session is None or packet_id is None:
         return
     flight = session.inflight.get(packet_id)

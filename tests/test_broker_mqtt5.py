@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -398,3 +399,43 @@ def test_message_over_the_clients_maximum_packet_size_is_not_sent_MQTT_3_1_2_25(
     publisher.publish(topic, b"x" * 500, 1)
     publisher.publish(topic, b"fits", 1)
     assert small.message().payload == b"fits"
+
+
+# Message expiry ---------------------------------------------------------------------------------------
+
+
+def test_expired_messages_are_not_delivered_and_the_rest_carry_the_time_left_MQTT_3_3_2_5_6(
+    open_stack: Stack, raw: Raw, clients: Callable[..., V5Client]
+) -> None:
+    """Queued for an offline session: a message whose expiry interval passed is never delivered, to a v5 or a
+    3.1.1 client [MQTT-3.3.2-5]; one still valid arrives with its interval minus the time it waited
+    [MQTT-3.3.2-6]."""
+    port, topic = open_stack.mqtt_port, _topic()
+    keep = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
+    v5_id, v3_id = f"exp5-{secrets.token_hex(3)}", f"exp3-{secrets.token_hex(3)}"
+    away = clients(port, v5_id)
+    away.connect(properties=keep)
+    away.subscribe((topic, 1))
+    away.disconnect()
+    old = raw(port)
+    old.connect(v3_id, clean=False)
+    old.subscribe((topic, 1))
+    old.disconnect()
+    publisher = clients(port)
+    publisher.connect()
+    publisher.publish(topic, b"short", 1, props(PacketTypes.PUBLISH, MessageExpiryInterval=1))
+    publisher.publish(topic, b"long", 1, props(PacketTypes.PUBLISH, MessageExpiryInterval=100))
+    time.sleep(2.5)  # the first message's interval passes while both subscribers are away
+    back = clients(port, v5_id)
+    assert back.connect(clean_start=False, properties=keep)[0].session_present
+    got = back.message()
+    assert got.payload == b"long" and 90 <= got.properties.MessageExpiryInterval <= 98
+    assert back.no_message(1.0)
+    old = raw(port)
+    old.connect(v3_id, clean=False)
+    first = old.expect(PUBLISH)
+    assert first.payload == b"long"
+    assert first.publish_id is not None
+    old.ack(PUBACK, first.publish_id)
+    with pytest.raises(TimeoutError):
+        old.read(1.0)
