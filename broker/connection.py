@@ -230,9 +230,10 @@ class Connection(FramedProtocol):
                     self.reason,
                     extra={"client_id": session.client_id, "user": session.username},
                 )
-                await self.hub.disconnected(
-                    session, will=self.will if will else None, announce=state is not Close.TAKEN_OVER
-                )
+                last_will = self.will if will else None
+                if self.v5 is not None:
+                    last_will = v5.hold_will(self.hub, session, last_will, self.v5)  # its Will Delay Interval
+                await self.hub.disconnected(session, will=last_will, announce=state is not Close.TAKEN_OVER)
                 if self.v5 is not None:
                     v5.session_ended(self.hub, session, self.v5)
             elif session is None and state is not Close.LOST:

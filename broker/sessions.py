@@ -135,7 +135,7 @@ class Session:
     journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0
-    expiry_timer: Any = None  # MQTT 5: ends the session once its expiry interval has passed offline (broker.v5)
+    timers: Any = None  # MQTT 5: its session expiry and will delay timers while offline (broker.v5.Timers)
     _journaled: set[int] = field(default_factory=set)  # rows written while queued (their packet id comes later)
 
     @property

@@ -10,6 +10,8 @@ hook is one attribute check, so the 3.1.1 path stays as it was.
   malformed packet, 0x82 protocol error, 0x95 packet too large; never before a successful CONNACK
   [MQTT-3.14.0-1].
 - Receive Maximum: the client's narrows the session's in-flight window while it is connected [MQTT-3.3.4-9].
+- Will delay [MQTT 5.0 §3.1.3.2.2]: the will of a client that went away waits min(Will Delay Interval,
+  Session Expiry Interval); a client back within it publishes none [MQTT-3.1.3-9].
 - Session expiry [MQTT 5.0 §3.1.2.11]: a session with an interval is discarded once its client has been
   away that long; 0 ends it at disconnect (``Session.clean``).
 """
@@ -20,7 +22,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broker.codec_v5 import Reason, encode_disconnect, encode_publish
 from broker.properties import P, Properties, encode_fields
@@ -29,7 +31,7 @@ from broker.sessions import Limits
 if TYPE_CHECKING:
     from broker.connection import Close
     from broker.hub import Hub
-    from broker.sessions import Outgoing, Session, V5Properties
+    from broker.sessions import Outgoing, Session, V5Properties, Will
 
 #: Session Expiry Interval meaning "never expires" [MQTT 5.0 §3.1.2.11.2].
 NEVER = 0xFFFFFFFF
@@ -132,6 +134,44 @@ def apply_receive_maximum(session: Session, state: V5State) -> None:
         session.limits = Limits(max_inflight=state.receive_maximum, max_queued=limits.max_queued)
 
 
+@dataclass(slots=True)
+class Timers:
+    """What waits for an offline v5 session: its end (session expiry) and its delayed will."""
+
+    expiry: asyncio.TimerHandle | None = None
+    will: asyncio.TimerHandle | None = None
+    pending_will: Will | None = None
+
+
+_RUNNING: set[asyncio.Task[Any]] = set()
+
+
+def hold_will(hub: Hub, session: Session, will: Will | None, state: V5State) -> Will | None:
+    """Hold the will for its Will Delay Interval (at most the session's life): a client back within it publishes
+    none [MQTT-3.1.3-9]. Returns the will to publish now: none held, or no delay (or the session ends now)."""
+    delay = min(state.will_delay, state.session_expiry)
+    if will is None or delay <= 0:
+        return will
+    timers = session.timers = session.timers or Timers()
+    timers.pending_will = will
+    timers.will = asyncio.get_running_loop().call_later(delay, _publish_will, hub, session)
+    return None
+
+
+def _publish_will(hub: Hub, session: Session) -> None:
+    timers = session.timers
+    if timers is None or timers.pending_will is None:
+        return
+    will, timers.pending_will, timers.will = timers.pending_will, None, None
+    if session.connected:
+        return
+    task = asyncio.get_running_loop().create_task(
+        hub.publish(will.topic, will.payload, will.qos, will.retain, properties=will.properties)
+    )
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+
+
 def session_ended(hub: Hub, session: Session, state: V5State) -> None:
     """The client of a v5 session went away: its own bounds come back (a 3.1.1 client may resume it), and the
     session is discarded once its expiry interval has passed."""
@@ -139,17 +179,26 @@ def session_ended(hub: Hub, session: Session, state: V5State) -> None:
         session.limits, state.base_limits = state.base_limits, None
     if session.clean or state.session_expiry == NEVER or hub.sessions.get(session.client_id) is not session:
         return
-    session.expiry_timer = asyncio.get_running_loop().call_later(state.session_expiry, _expire, hub, session)
+    timers = session.timers = session.timers or Timers()
+    timers.expiry = asyncio.get_running_loop().call_later(state.session_expiry, _expire, hub, session)
 
 
 def session_resumed(session: Session) -> None:
-    """The client is back before its session expired: it lives on."""
-    if session.expiry_timer is not None:
-        session.expiry_timer.cancel()
-        session.expiry_timer = None
+    """The client is back before its session expired: it lives on, and its delayed will is not sent."""
+    timers, session.timers = session.timers, None
+    if timers is not None:
+        for handle in (timers.expiry, timers.will):
+            if handle is not None:
+                handle.cancel()
 
 
 def _expire(hub: Hub, session: Session) -> None:
-    session.expiry_timer = None
+    """The session's expiry interval passed: a will still delayed goes now, then the session ends."""
+    timers = session.timers
+    if timers is not None:
+        timers.expiry = None
+        if timers.will is not None:
+            timers.will.cancel()
+            _publish_will(hub, session)
     if not session.connected and hub.sessions.get(session.client_id) is session:
         hub.discard_session(session)

@@ -439,3 +439,41 @@ def test_expired_messages_are_not_delivered_and_the_rest_carry_the_time_left_MQT
     old.ack(PUBACK, first.publish_id)
     with pytest.raises(TimeoutError):
         old.read(1.0)
+
+
+# Will delay -------------------------------------------------------------------------------------------
+
+
+def _connect_with_delayed_will(client_id: str, topic: str, delay: int) -> bytes:
+    """CONNECT (v5, clean start 0, session expiry 60 s) with a QoS 1 will held ``delay`` seconds."""
+    session = b"\x05\x11" + struct.pack("!I", 60)
+    will_props = b"\x05\x18" + struct.pack("!I", delay)
+    body = struct.pack("!H", 4) + b"MQTT" + bytes((5, 0x04 | 0x08)) + struct.pack("!H", 60) + session
+    body += struct.pack("!H", len(client_id)) + client_id.encode() + will_props
+    body += struct.pack("!H", len(topic)) + topic.encode() + struct.pack("!H", 4) + b"gone"
+    return packet(CONNECT, 0, body)
+
+
+def test_will_delay_no_will_when_the_client_is_back_in_time_MQTT_3_1_3_9(
+    open_stack: Stack, raw: Raw, clients: Callable[..., V5Client]
+) -> None:
+    """A client whose connection drops and that reconnects within its Will Delay Interval publishes no will
+    [MQTT-3.1.3-9]; one that stays away publishes it once the interval has passed."""
+    port, topic = open_stack.mqtt_port, _topic()
+    watcher = clients(port)
+    watcher.connect()
+    watcher.subscribe((topic, 1))
+    blip = f"blip-{secrets.token_hex(3)}"
+    first = raw(port)
+    first.send(_connect_with_delayed_will(blip, topic, 3))
+    assert first.expect(CONNACK).body[1] == 0
+    first.drop()  # the network changes
+    again = raw(port)
+    again.send(_connect_with_delayed_will(blip, topic, 3))
+    assert again.expect(CONNACK).body[0] == 1  # session present
+    assert watcher.no_message(5.0)
+    gone = raw(port)
+    gone.send(_connect_with_delayed_will(f"gone-{secrets.token_hex(3)}", topic, 1))
+    assert gone.expect(CONNACK).body[1] == 0
+    gone.drop()
+    assert watcher.message().payload == b"gone"
