@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from switchboard.tables import Role
 from tests.conftest import Users
 from tests.helpers import Stack, _Lines, wait_for
 from tests.mqtt5 import V5Client, props
@@ -477,3 +478,18 @@ def test_will_delay_no_will_when_the_client_is_back_in_time_MQTT_3_1_3_9(
     assert gone.expect(CONNACK).body[1] == 0
     gone.drop()
     assert watcher.message().payload == b"gone"
+
+
+def test_disabled_user_gets_disconnect_0x98_administrative_action(
+    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client]
+) -> None:
+    """An administrator disables the user: its v5 connection gets DISCONNECT 0x98 with a reason string."""
+    admin, admin_password = chat_users.user("admin", role=Role.ADMIN)
+    user, password = chat_users.user("erin")
+    client = clients(chat_stack.mqtt_port, user=user, password=password)
+    assert client.connect()[1].value == 0
+    client.client.reconnect_delay_set(60, 120)  # stay away once thrown out
+    with chat_stack.http(admin, admin_password) as http:
+        assert http.patch(f"/v1/admin/users/{user}", json={"disabled": True}).status_code == 200
+    reason, disconnect = client.disconnects.get(timeout=20)
+    assert reason.value == 0x98 and disconnect.ReasonString
