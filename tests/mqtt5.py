@@ -36,10 +36,23 @@ def props(packet: int, **values: object) -> Properties:
 class V5Client:
     """One paho MQTT 5 connection."""
 
-    def __init__(self, port: int, client_id: str | None = None, user: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        port: int,
+        client_id: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        websocket: bool = False,
+    ):
         self.port = port
         self.client_id = f"v5-{secrets.token_hex(4)}" if client_id is None else client_id
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        transport = "websockets" if websocket else "tcp"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, transport=transport
+        )
+        if websocket:
+            self.client.ws_set_options(path="/mqtt")
         if user is not None:
             self.client.username_pw_set(user, password)
         self.connacks: queue.Queue[tuple[Any, Any, Any]] = queue.Queue()

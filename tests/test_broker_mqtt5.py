@@ -41,8 +41,15 @@ SESSION_TAKEN_OVER, KEEP_ALIVE_TIMEOUT, MALFORMED = 0x8E, 0x8D, 0x81
 def clients() -> Iterator[Callable[..., V5Client]]:
     made: list[V5Client] = []
 
-    def make(port: int, client_id: str | None = None, user: str | None = None, password: str | None = None) -> V5Client:
-        client = V5Client(port, client_id, user, password)
+    def make(
+        port: int,
+        client_id: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        websocket: bool = False,
+    ) -> V5Client:
+        client = V5Client(port, client_id, user, password, websocket=websocket)
         made.append(client)
         return client
 
@@ -149,13 +156,15 @@ def test_clean_start_discards_the_stored_session_MQTT_3_1_2_4(
 # PUBLISH ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "ws"])
 def test_properties_pass_through_unchanged_to_v5_subscribers_MQTT_3_3_2_17_18(
-    open_stack: Stack, clients: Callable[..., V5Client]
+    open_stack: Stack, clients: Callable[..., V5Client], websocket: bool
 ) -> None:
     """User properties in order [MQTT-3.3.2-17, -18], response topic, correlation data [MQTT-3.3.2-15, -16],
-    content type [MQTT-3.3.2-20], payload format indicator [MQTT-3.3.2-4]."""
-    port, topic = open_stack.mqtt_port, _topic()
-    subscriber = clients(port)
+    content type [MQTT-3.3.2-20], payload format indicator [MQTT-3.3.2-4]; over TCP and WebSocket."""
+    port, topic = open_stack.ws_port if websocket else open_stack.mqtt_port, _topic()
+    assert port, "no ws listener announced"
+    subscriber = clients(port, websocket=websocket)
     subscriber.connect()
     subscriber.subscribe((topic, 1))
     sent = props(
@@ -166,7 +175,7 @@ def test_properties_pass_through_unchanged_to_v5_subscribers_MQTT_3_3_2_17_18(
         ContentType="application/json",
         PayloadFormatIndicator=1,
     )
-    publisher = clients(port)
+    publisher = clients(port, websocket=websocket)
     publisher.connect()
     assert publisher.publish(topic, b'{"x":1}', 1, sent)[0].value == 0
     got = subscriber.message()
