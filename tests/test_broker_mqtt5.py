@@ -58,6 +58,16 @@ def clients() -> Iterator[Callable[..., V5Client]]:
         client.close()
 
 
+@pytest.fixture(params=["switchboard", "mosquitto"])
+def port(request: pytest.FixtureRequest, open_stack: Stack) -> int:
+    """Switchboard, and the same test against Mosquitto 2.0 (anonymous): the behaviour both brokers share.
+    (Mosquitto 2.0.11 sends no DISCONNECT on takeover, keep-alive timeout or a malformed packet: those tests
+    run on Switchboard only.)"""
+    if request.param == "switchboard":
+        return open_stack.mqtt_port
+    return int(request.getfixturevalue("mosquitto"))
+
+
 def _topic(prefix: str = "v5") -> str:
     return f"{prefix}/{secrets.token_hex(4)}"
 
@@ -84,9 +94,9 @@ def test_connack_announces_what_the_broker_supports_MQTT_3_2_2(
 
 
 def test_empty_client_id_gets_an_assigned_client_identifier_MQTT_3_2_2_16(
-    open_stack: Stack, clients: Callable[..., V5Client]
+    port: int, clients: Callable[..., V5Client]
 ) -> None:
-    _flags, reason, connack = clients(open_stack.mqtt_port, client_id="").connect(clean_start=False)
+    _flags, reason, connack = clients(port, client_id="").connect(clean_start=False)
     assert reason.value == 0 and connack.AssignedClientIdentifier.startswith("auto-")
 
 
@@ -116,11 +126,11 @@ def test_session_expiry_is_capped_and_announced_MQTT_3_2_2_2(
 
 
 def test_session_with_expiry_keeps_its_queue_and_zero_ends_at_disconnect_MQTT_3_1_2_5(
-    open_stack: Stack, clients: Callable[..., V5Client]
+    port: int, clients: Callable[..., V5Client]
 ) -> None:
     """A session with an expiry interval resumes (session present, queued QoS 1 message delivered)
     [MQTT-3.1.2-5]; with interval 0 it ends at disconnect, so the next CONNECT finds none [MQTT 5.0 §3.1.2.11.2]."""
-    port, topic, client_id = open_stack.mqtt_port, _topic(), f"expiring-{secrets.token_hex(3)}"
+    topic, client_id = _topic(), f"expiring-{secrets.token_hex(3)}"
     keep = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
     first = clients(port, client_id)
     first.connect(properties=keep)
@@ -141,10 +151,8 @@ def test_session_with_expiry_keeps_its_queue_and_zero_ends_at_disconnect_MQTT_3_
     assert not again.connect(clean_start=False)[0].session_present
 
 
-def test_clean_start_discards_the_stored_session_MQTT_3_1_2_4(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
-    port, client_id = open_stack.mqtt_port, f"clean-{secrets.token_hex(3)}"
+def test_clean_start_discards_the_stored_session_MQTT_3_1_2_4(port: int, clients: Callable[..., V5Client]) -> None:
+    client_id = f"clean-{secrets.token_hex(3)}"
     keep = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
     first = clients(port, client_id)
     first.connect(properties=keep)
@@ -285,8 +293,8 @@ def test_suback_has_a_reason_code_per_filter_MQTT_3_9_3(
     assert [code.value for code in codes] == [1, 0x8F, 0x87, 2]
 
 
-def test_unsuback_says_no_subscription_existed_MQTT_3_11_3(open_stack: Stack, clients: Callable[..., V5Client]) -> None:
-    client = clients(open_stack.mqtt_port)
+def test_unsuback_says_no_subscription_existed_MQTT_3_11_3(port: int, clients: Callable[..., V5Client]) -> None:
+    client = clients(port)
     client.connect()
     topic = _topic()
     client.subscribe((topic, 1))
@@ -294,9 +302,9 @@ def test_unsuback_says_no_subscription_existed_MQTT_3_11_3(open_stack: Stack, cl
 
 
 def test_retain_handling_2_sends_no_retained_messages_MQTT_3_3_1_11(
-    open_stack: Stack, clients: Callable[..., V5Client]
+    port: int, clients: Callable[..., V5Client]
 ) -> None:
-    port, topic = open_stack.mqtt_port, _topic()
+    topic = _topic()
     publisher = clients(port)
     publisher.connect()
     publisher.client.publish(topic, b"kept", qos=1, retain=True).wait_for_publish(20)
@@ -314,11 +322,11 @@ def test_retain_handling_2_sends_no_retained_messages_MQTT_3_3_1_11(
 
 
 def test_takeover_sends_disconnect_0x8E_MQTT_3_1_4_3(open_stack: Stack, clients: Callable[..., V5Client]) -> None:
-    port, client_id = open_stack.mqtt_port, f"taken-{secrets.token_hex(3)}"
-    old = clients(port, client_id)
+    client_id = f"taken-{secrets.token_hex(3)}"
+    old = clients(open_stack.mqtt_port, client_id)
     old.connect()
     old.client.reconnect_delay_set(60, 120)  # stay away once thrown out
-    clients(port, client_id).connect()
+    clients(open_stack.mqtt_port, client_id).connect()
     reason, _props = old.disconnects.get(timeout=20)
     assert reason.value == SESSION_TAKEN_OVER
 
@@ -343,12 +351,10 @@ def test_malformed_property_gets_disconnect_0x81_MQTT_1_5_4_1(open_stack: Stack,
     assert client.read(10) is None
 
 
-def test_disconnect_with_will_publishes_the_will_MQTT_3_14_2(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
+def test_disconnect_with_will_publishes_the_will_MQTT_3_14_2(port: int, clients: Callable[..., V5Client]) -> None:
     """DISCONNECT reason 0x04 "disconnect with will message" publishes the will; a normal DISCONNECT does not
     [MQTT-3.14.4-3]."""
-    port, topic = open_stack.mqtt_port, _topic()
+    topic = _topic()
     watcher = clients(port)
     watcher.connect()
     watcher.subscribe((topic, 1))
@@ -373,10 +379,10 @@ def _raw_subscribe(client: RawClient, topic_filter: str, options: int) -> bytes:
 
 
 def test_receive_maximum_bounds_unacknowledged_messages_MQTT_3_3_4_9(
-    open_stack: Stack, raw: Raw, clients: Callable[..., V5Client]
+    port: int, raw: Raw, clients: Callable[..., V5Client]
 ) -> None:
     """A client with Receive Maximum 1 gets its next QoS 1 message only after it acknowledged the last one."""
-    port, topic = open_stack.mqtt_port, _topic()
+    topic = _topic()
     client = raw(port)
     client.send(_raw_connect(f"slow-{secrets.token_hex(3)}", properties=b"\x03\x21\x00\x01"))
     assert client.expect(CONNACK).body[1] == 0
@@ -396,11 +402,11 @@ def test_receive_maximum_bounds_unacknowledged_messages_MQTT_3_3_4_9(
 
 
 def test_message_over_the_clients_maximum_packet_size_is_not_sent_MQTT_3_1_2_25(
-    open_stack: Stack, clients: Callable[..., V5Client]
+    port: int, clients: Callable[..., V5Client]
 ) -> None:
     """A message larger than the client's Maximum Packet Size is discarded for it, as if delivered; the next
     one that fits arrives."""
-    port, topic = open_stack.mqtt_port, _topic()
+    topic = _topic()
     small = clients(port)
     small.connect(properties=props(PacketTypes.CONNECT, MaximumPacketSize=200))
     small.subscribe((topic, 1))
@@ -415,12 +421,12 @@ def test_message_over_the_clients_maximum_packet_size_is_not_sent_MQTT_3_1_2_25(
 
 
 def test_expired_messages_are_not_delivered_and_the_rest_carry_the_time_left_MQTT_3_3_2_5_6(
-    open_stack: Stack, raw: Raw, clients: Callable[..., V5Client]
+    port: int, raw: Raw, clients: Callable[..., V5Client]
 ) -> None:
     """Queued for an offline session: a message whose expiry interval passed is never delivered, to a v5 or a
     3.1.1 client [MQTT-3.3.2-5]; one still valid arrives with its interval minus the time it waited
     [MQTT-3.3.2-6]."""
-    port, topic = open_stack.mqtt_port, _topic()
+    topic = _topic()
     keep = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
     v5_id, v3_id = f"exp5-{secrets.token_hex(3)}", f"exp3-{secrets.token_hex(3)}"
     away = clients(port, v5_id)
@@ -465,11 +471,11 @@ def _connect_with_delayed_will(client_id: str, topic: str, delay: int) -> bytes:
 
 
 def test_will_delay_no_will_when_the_client_is_back_in_time_MQTT_3_1_3_9(
-    open_stack: Stack, raw: Raw, clients: Callable[..., V5Client]
+    port: int, raw: Raw, clients: Callable[..., V5Client]
 ) -> None:
     """A client whose connection drops and that reconnects within its Will Delay Interval publishes no will
     [MQTT-3.1.3-9]; one that stays away publishes it once the interval has passed."""
-    port, topic = open_stack.mqtt_port, _topic()
+    topic = _topic()
     watcher = clients(port)
     watcher.connect()
     watcher.subscribe((topic, 1))
