@@ -58,6 +58,8 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
         end += 2
     props, end = properties.decode(body, end, PUBLISH)
     if P.TOPIC_ALIAS in props.values:
+        if conn.v5 is not None:
+            conn.v5.disconnect_code = Reason.TOPIC_ALIAS_INVALID
         raise ProtocolViolation("Topic Alias sent, but the broker's Topic Alias Maximum is 0 [MQTT-3.3.2-9]")
     if not topic or "+" in topic or "#" in topic or "\x00" in topic:
         raise ProtocolViolation(f"PUBLISH to {topic!r}: topic names may not be empty or hold wildcards [MQTT-3.3.2-2]")

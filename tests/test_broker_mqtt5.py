@@ -508,3 +508,37 @@ def test_disabled_user_gets_disconnect_0x98_administrative_action(
         assert http.patch(f"/v1/admin/users/{user}", json={"disabled": True}).status_code == 200
     reason, disconnect = client.disconnects.get(timeout=20)
     assert reason.value == 0x98 and disconnect.ReasonString
+
+
+# What the broker does not take ------------------------------------------------------------------------
+
+
+def test_packet_over_the_maximum_gets_disconnect_0x95_MQTT_3_2_2_15(open_stack: Stack, raw: Raw) -> None:
+    """A PUBLISH over the Maximum Packet Size the broker announced (mqtt.max_packet_bytes, 2048 here):
+    DISCONNECT 0x95 "packet too large" [MQTT 5.0 §4.13.2]."""
+    client = raw(open_stack.mqtt_port)
+    client.send(_raw_connect(f"big-{secrets.token_hex(3)}"))
+    assert client.expect(CONNACK).body[1] == 0
+    client.send(packet(PUBLISH, 0, struct.pack("!H", 3) + b"a/b" + b"\x00" + b"x" * 3000))
+    assert client.expect(DISCONNECT).body[0] == 0x95
+
+
+def test_topic_alias_gets_disconnect_0x94_MQTT_3_3_2_9(open_stack: Stack, raw: Raw) -> None:
+    """The broker announces Topic Alias Maximum 0: a PUBLISH with a Topic Alias gets DISCONNECT 0x94."""
+    client = raw(open_stack.mqtt_port)
+    client.send(_raw_connect(f"alias-{secrets.token_hex(3)}"))
+    assert client.expect(CONNACK).body[1] == 0
+    client.send(packet(PUBLISH, 0, struct.pack("!H", 3) + b"a/b" + b"\x03\x23\x00\x01" + b"x"))
+    assert client.expect(DISCONNECT).body[0] == 0x94
+
+
+def test_subscription_identifier_gets_disconnect_0xA1_MQTT_3_8_2(
+    open_stack: Stack, clients: Callable[..., V5Client]
+) -> None:
+    """Subscription Identifier Available 0 in CONNACK: a SUBSCRIBE with one gets DISCONNECT 0xA1."""
+    client = clients(open_stack.mqtt_port)
+    client.connect()
+    client.client.reconnect_delay_set(60, 120)
+    client.client.subscribe(_topic(), 1, properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=5))
+    reason, _props = client.disconnects.get(timeout=20)
+    assert reason.value == 0xA1
