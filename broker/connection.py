@@ -377,7 +377,7 @@ class Connection(FramedProtocol):
                 self.hub.stats.dropped_qos0 += 1  # QoS 0 may be lost; memory may not grow
                 return
         if self.v5 is not None:
-            data = v5.publish_bytes(self.v5, message, packet_id, dup)
+            data = v5.publish_bytes(self.v5, self.session, message, packet_id, dup)
             if data is None:  # over the client's Maximum Packet Size [MQTT-3.1.2-25]
                 self.loop.call_soon(v5.skip_oversized, self.session, packet_id)
                 return

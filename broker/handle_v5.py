@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from broker import v5
 from broker.codec import (
     CONNECT,
     DISCONNECT,
@@ -211,6 +212,9 @@ def _apply(
             continue
         new = topic_filter not in session.subscriptions
         conn.hub.add_subscription(session, topic_filter, request.qos)
+        v5.set_options(
+            session, topic_filter, no_local=request.no_local, retain_as_published=request.retain_as_published
+        )
         codes.append(request.qos)
         if request.retain_handling == 0 or (request.retain_handling == 1 and new):
             retained.append((topic_filter, request.qos))
@@ -245,6 +249,7 @@ def on_unsubscribe(conn: Connection, flags: int, body: bytes) -> None:
     for topic_filter in filters:
         existed = topic_filter in session.subscriptions
         conn.hub.unsubscribe(session, topic_filter)
+        v5.set_options(session, topic_filter, no_local=False, retain_as_published=False)
         codes.append(Reason.SUCCESS if existed else Reason.NO_SUBSCRIPTION_EXISTED)
     conn.write(encode_unsuback(packet_id, codes))
 

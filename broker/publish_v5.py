@@ -75,8 +75,10 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
     if topic[0] == "$":
         _refuse(conn, session, qos, packet_id, Reason.NOT_AUTHORIZED, f"{topic}: $ topics are the broker's")
         return None
-    fields = v5.message_properties(properties.forwarded(props), props.get_int(P.MESSAGE_EXPIRY_INTERVAL))
     retain = bool(flags & 0x01)
+    origin = session.client_id if v5.has_no_local(session) else None
+    expiry = props.get_int(P.MESSAGE_EXPIRY_INTERVAL)
+    fields = v5.message_properties(properties.forwarded(props), expiry, origin, retain)
     decision = conn.ctx.access.check_now(conn.principal, topic, Action.PUBLISH)
     if decision is None:
         return _publish_later(conn, session, topic, payload, qos, retain, packet_id, fields)

@@ -29,10 +29,13 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True, frozen=True)
 class V5Properties:
     """The MQTT 5 part of a message: the property fields passed on to v5 subscribers unchanged
-    (``broker.properties.forwarded``) and when it expires (``time.monotonic()``; 0: never) [MQTT-3.3.2-5]."""
+    (``broker.properties.forwarded``), when it expires (``time.monotonic()``; 0: never) [MQTT-3.3.2-5], and what
+    No Local and Retain As Published need [MQTT 5.0 §3.8.3.1]."""
 
     fields: bytes = b""
     expires: float = 0.0
+    origin: str | None = None  # the publisher's client id, when one of its subscriptions has No Local
+    retain: bool = False  # the RETAIN flag as published (for Retain As Published)
 
 
 @dataclass(slots=True)
@@ -135,7 +138,7 @@ class Session:
     journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0
-    timers: Any = None  # MQTT 5: its session expiry and will delay timers while offline (broker.v5.Timers)
+    v5: Any = None  # MQTT 5: subscription options, session expiry and will delay timers (broker.v5.SessionV5)
     _journaled: set[int] = field(default_factory=set)  # rows written while queued (their packet id comes later)
 
     @property

@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from broker.codec_v5 import Reason, encode_disconnect, encode_publish
 from broker.properties import P, Properties, encode_fields
+from broker.routing import filter_matches
 from broker.sessions import Limits
+from switchboard.topics import split_shared
 
 if TYPE_CHECKING:
     from broker.connection import Close
@@ -50,12 +52,21 @@ class V5State:
     base_limits: Limits | None = None  # the session's own bounds, while the client's Receive Maximum narrows them
 
 
-def publish_bytes(state: V5State, message: Outgoing, packet_id: int | None, dup: bool) -> bytes | None:
-    """The v5 PUBLISH for ``message``, its Message Expiry Interval counted down to what is left [MQTT-3.3.2-6];
-    None when it has expired [MQTT-3.3.2-5] or is over the client's Maximum Packet Size [MQTT-3.1.2-25]."""
+def publish_bytes(
+    state: V5State, session: Session | None, message: Outgoing, packet_id: int | None, dup: bool
+) -> bytes | None:
+    """The v5 PUBLISH for ``message``, its Message Expiry Interval counted down to what is left [MQTT-3.3.2-6],
+    its RETAIN flag as published where the subscription asks [MQTT-3.3.1-12]; None when it has expired
+    [MQTT-3.3.2-5], is over the client's Maximum Packet Size [MQTT-3.1.2-25], or is the client's own message
+    and its subscriptions have No Local [MQTT-3.8.3-3]."""
     extra = message.properties
-    fields = b""
+    fields, retain = b"", message.retain
     if extra is not None:
+        if session is not None and (extra.origin is not None or extra.retain):
+            no_local, as_published = _options(session, message.topic)
+            if no_local and extra.origin == session.client_id:
+                return None
+            retain = retain or (as_published and extra.retain)
         fields = extra.fields
         if extra.expires:
             left = math.ceil(extra.expires - time.monotonic())
@@ -68,7 +79,7 @@ def publish_bytes(state: V5State, message: Outgoing, packet_id: int | None, dup:
         message.qos,
         packet_id,
         dup=dup,
-        retain=message.retain,
+        retain=retain,
         fields=fields,
     )
     return None if len(data) > state.max_packet_size else data
@@ -79,14 +90,14 @@ def expired(extra: V5Properties) -> bool:
     return bool(extra.expires) and extra.expires <= time.monotonic()
 
 
-def message_properties(fields: bytes, expiry: int | None) -> V5Properties | None:
-    """What a v5 PUBLISH hands the hub: its forwarded property fields and its expiry deadline (an interval of 0
-    or none: it does not expire, as Mosquitto reads it)."""
+def message_properties(fields: bytes, expiry: int | None, origin: str | None, retain: bool) -> V5Properties | None:
+    """What a v5 PUBLISH hands the hub: its forwarded property fields, its expiry deadline (an interval of 0 or
+    none: it does not expire, as Mosquitto reads it), its publisher (for No Local) and RETAIN flag."""
     from broker.sessions import V5Properties
 
-    if not fields and not expiry:
+    if not fields and not expiry and origin is None and not retain:
         return None
-    return V5Properties(fields, time.monotonic() + expiry if expiry else 0.0)
+    return V5Properties(fields, time.monotonic() + expiry if expiry else 0.0, origin, retain)
 
 
 def skip_oversized(session: Session | None, packet_id: int | None) -> None:
@@ -135,12 +146,54 @@ def apply_receive_maximum(session: Session, state: V5State) -> None:
 
 
 @dataclass(slots=True)
-class Timers:
-    """What waits for an offline v5 session: its end (session expiry) and its delayed will."""
+class SessionV5:
+    """The MQTT 5 state of a session: its subscriptions' No Local / Retain As Published options, and what waits
+    for it while offline (its end, its delayed will)."""
 
+    options: dict[str, int] = field(default_factory=dict)  # filter -> NO_LOCAL | RETAIN_AS_PUBLISHED
     expiry: asyncio.TimerHandle | None = None
     will: asyncio.TimerHandle | None = None
     pending_will: Will | None = None
+
+
+NO_LOCAL, RETAIN_AS_PUBLISHED = 0x04, 0x08
+
+
+def session_state(session: Session) -> SessionV5:
+    if session.v5 is None:
+        session.v5 = SessionV5()
+    state: SessionV5 = session.v5
+    return state
+
+
+def set_options(session: Session, topic_filter: str, *, no_local: bool, retain_as_published: bool) -> None:
+    """Record a subscription's options (a shared subscription's are not kept: No Local is refused there)."""
+    bits = (NO_LOCAL if no_local else 0) | (RETAIN_AS_PUBLISHED if retain_as_published else 0)
+    if bits and split_shared(topic_filter) is None:
+        session_state(session).options[topic_filter] = bits
+    elif session.v5 is not None:
+        session.v5.options.pop(topic_filter, None)
+
+
+def has_no_local(session: Session) -> bool:
+    state = session.v5
+    return state is not None and any(bits & NO_LOCAL for bits in state.options.values())
+
+
+def _options(session: Session, topic: str) -> tuple[bool, bool]:
+    """For a message on ``topic``: whether every subscription of ``session`` it matches has No Local, and whether
+    one has Retain As Published."""
+    state = session.v5
+    if state is None or not state.options:
+        return False, False
+    matched, no_local, as_published = False, True, False
+    for topic_filter in session.subscriptions:
+        if split_shared(topic_filter) is None and filter_matches(topic_filter, topic):
+            bits = state.options.get(topic_filter, 0)
+            matched = True
+            no_local = no_local and bool(bits & NO_LOCAL)
+            as_published = as_published or bool(bits & RETAIN_AS_PUBLISHED)
+    return matched and no_local, as_published
 
 
 _RUNNING: set[asyncio.Task[Any]] = set()
@@ -152,14 +205,14 @@ def hold_will(hub: Hub, session: Session, will: Will | None, state: V5State) -> 
     delay = min(state.will_delay, state.session_expiry)
     if will is None or delay <= 0:
         return will
-    timers = session.timers = session.timers or Timers()
+    timers = session_state(session)
     timers.pending_will = will
     timers.will = asyncio.get_running_loop().call_later(delay, _publish_will, hub, session)
     return None
 
 
 def _publish_will(hub: Hub, session: Session) -> None:
-    timers = session.timers
+    timers = session.v5
     if timers is None or timers.pending_will is None:
         return
     will, timers.pending_will, timers.will = timers.pending_will, None, None
@@ -179,22 +232,23 @@ def session_ended(hub: Hub, session: Session, state: V5State) -> None:
         session.limits, state.base_limits = state.base_limits, None
     if session.clean or state.session_expiry == NEVER or hub.sessions.get(session.client_id) is not session:
         return
-    timers = session.timers = session.timers or Timers()
+    timers = session_state(session)
     timers.expiry = asyncio.get_running_loop().call_later(state.session_expiry, _expire, hub, session)
 
 
 def session_resumed(session: Session) -> None:
     """The client is back before its session expired: it lives on, and its delayed will is not sent."""
-    timers, session.timers = session.timers, None
+    timers = session.v5
     if timers is not None:
         for handle in (timers.expiry, timers.will):
             if handle is not None:
                 handle.cancel()
+        timers.expiry = timers.will = timers.pending_will = None
 
 
 def _expire(hub: Hub, session: Session) -> None:
     """The session's expiry interval passed: a will still delayed goes now, then the session ends."""
-    timers = session.timers
+    timers = session.v5
     if timers is not None:
         timers.expiry = None
         if timers.will is not None:

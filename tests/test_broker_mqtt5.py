@@ -542,3 +542,38 @@ def test_subscription_identifier_gets_disconnect_0xA1_MQTT_3_8_2(
     client.client.subscribe(_topic(), 1, properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=5))
     reason, _props = client.disconnects.get(timeout=20)
     assert reason.value == 0xA1
+
+
+# Subscription options ---------------------------------------------------------------------------------
+
+
+def test_no_local_keeps_a_clients_own_messages_from_it_MQTT_3_8_3_3(
+    port: int, clients: Callable[..., V5Client]
+) -> None:
+    topic = _topic()
+    me = clients(port)
+    me.connect()
+    me.subscribe((topic, SubscribeOptions(qos=1, noLocal=True)))
+    me.publish(topic, b"mine", 1)
+    other = clients(port)
+    other.connect()
+    other.publish(topic, b"theirs", 1)
+    assert me.message().payload == b"theirs"
+    assert me.no_message(1.0)
+
+
+def test_retain_as_published_keeps_the_retain_flag_MQTT_3_3_1_12_13(
+    port: int, clients: Callable[..., V5Client]
+) -> None:
+    """Retain As Published: a live retained message arrives with RETAIN 1 [MQTT-3.3.1-12]; without it, 0
+    [MQTT-3.3.1-13]."""
+    topic = _topic()
+    as_published, plain = clients(port), clients(port)
+    for client, flag in ((as_published, True), (plain, False)):
+        client.connect()
+        client.subscribe((topic, SubscribeOptions(qos=1, retainAsPublished=flag)))
+    publisher = clients(port)
+    publisher.connect()
+    publisher.client.publish(topic, b"kept", qos=1, retain=True).wait_for_publish(20)
+    assert as_published.message().retain is True
+    assert plain.message().retain is False
