@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import secrets
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from tests.rawmqtt import CONNECT, packet
 
 TIMEOUT = 20.0
 
@@ -23,6 +26,16 @@ class Received:
     qos: int
     retain: bool
     properties: Any
+
+
+def new_topic(prefix: str = "v5") -> str:
+    return f"{prefix}/{secrets.token_hex(4)}"
+
+
+def raw_connect(client_id: str, keepalive: int = 60, properties: bytes = b"\x00") -> bytes:
+    """An MQTT 5 CONNECT (clean start) as raw bytes, for tests that drive a RawClient; ``properties`` with length."""
+    body = struct.pack("!H", 4) + b"MQTT" + bytes((5, 0x02)) + struct.pack("!H", keepalive) + properties
+    return packet(CONNECT, 0, body + struct.pack("!H", len(client_id)) + client_id.encode())
 
 
 def props(packet: int, **values: object) -> Properties:
