@@ -253,7 +253,7 @@ class Hub:
         if not internal:
             self.stats.messages_in[qos] += 1
         if retain and may_be_retained(topic):
-            self._retain(topic, payload, qos, persist=not internal)
+            self._retain(topic, payload, qos, persist=not internal, properties=properties)
         return await self._route(topic, payload, qos, properties)
 
     def publish_now(
@@ -263,7 +263,7 @@ class Hub:
         (None); otherwise the coroutine that finishes routing it (the caller awaits it before its next packet)."""
         self.stats.messages_in[qos] += 1
         if retain and may_be_retained(topic):
-            self._retain(topic, payload, qos)
+            self._retain(topic, payload, qos, properties=properties)
         routed = self._route_now(topic, payload, qos, properties)
         return None if isinstance(routed, int) else routed
 
@@ -331,8 +331,10 @@ class Hub:
             offered += 1
         return offered
 
-    def _retain(self, topic: str, payload: bytes, qos: int, *, persist: bool = True) -> None:
-        if self.retained.put(topic, payload, qos) and persist and self.store is not None:
+    def _retain(
+        self, topic: str, payload: bytes, qos: int, *, persist: bool = True, properties: V5Properties | None = None
+    ) -> None:
+        if self.retained.put(topic, payload, qos, properties) and persist and self.store is not None:
             self.store.retained(topic, payload, qos)
 
     def _deliver(self, session: Session, message: Outgoing) -> None:
@@ -361,7 +363,10 @@ class Hub:
             return
         for retained in self.retained.matching(topic_filter):
             if await self.access.may_receive(session.principal, retained.topic):
-                self._deliver(session, Outgoing(retained.topic, retained.payload, min(qos, retained.qos), True))
+                message = Outgoing(
+                    retained.topic, retained.payload, min(qos, retained.qos), True, 0, None, retained.properties
+                )
+                self._deliver(session, message)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:

@@ -230,6 +230,22 @@ def test_pubrec_refusal_ends_the_qos2_exchange_MQTT_4_3_3(open_stack: Stack, raw
     assert client.expect(PUBCOMP).body[:3] == b"\x00\x07\x92"
 
 
+def test_retained_message_keeps_its_properties_MQTT_3_3_2_4(v5_port: int, clients: Callable[..., V5Client]) -> None:
+    """A retained message sent to a new subscription carries the properties it was published with (its expiry
+    counted down) [MQTT-3.3.2-4, MQTT-3.3.2-6]."""
+    topic = new_topic()
+    publisher = clients(v5_port)
+    publisher.connect()
+    sent = props(PacketTypes.PUBLISH, UserProperty=[("room", "lobby")], MessageExpiryInterval=600)
+    publisher.client.publish(topic, b"kept", qos=1, retain=True, properties=sent).wait_for_publish(20)
+    late = clients(v5_port)
+    late.connect()
+    late.subscribe((topic, 1))
+    got = late.message()
+    assert got.retain and got.properties.UserProperty == [("room", "lobby")]
+    assert 590 <= got.properties.MessageExpiryInterval <= 600
+
+
 # SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------------------
 
 
