@@ -378,13 +378,13 @@ class Connection(FramedProtocol):
                 return
         if self.v5 is not None:
             data = v5.publish_bytes(self.v5, self.session, message, packet_id, dup)
-            if data is None:  # over the client's Maximum Packet Size [MQTT-3.1.2-25]
-                self.loop.call_soon(v5.skip_oversized, self.session, packet_id)
+            if data is None:  # expired, over the client's Maximum Packet Size, or No Local (broker.v5)
+                self.loop.call_soon(v5.skip_undeliverable, self.session, packet_id)
                 return
             self.write(data)
             return
         if message.properties is not None and v5.expired(message.properties):  # [MQTT-3.3.2-5]
-            self.loop.call_soon(v5.skip_oversized, self.session, packet_id)
+            self.loop.call_soon(v5.skip_undeliverable, self.session, packet_id)
             return
         self.write(
             _ENCODER.encode(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)

@@ -100,7 +100,7 @@ def message_properties(fields: bytes, expiry: int | None, origin: str | None, re
     return V5Properties(fields, time.monotonic() + expiry if expiry else 0.0, origin, retain)
 
 
-def skip_oversized(session: Session | None, packet_id: int | None) -> None:
+def skip_undeliverable(session: Session | None, packet_id: int | None) -> None:
     """A message the client cannot take, or that expired, is treated as delivered [MQTT-3.1.2-25, MQTT-3.3.2-5]:
     its in-flight slot is freed."""
     if session is None or packet_id is None:
