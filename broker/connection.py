@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from broker import handle_acks, handle_connect, handle_publish, handle_subscribe
+from broker import handle_acks, handle_connect, handle_publish, handle_subscribe, v5
 from broker.codec import NAMES, PUBREL_BYTE, Malformed, ProtocolViolation, PublishEncoder, encode_ack
 from broker.hub import Hub
 from broker.principal import Principal
@@ -53,6 +53,7 @@ class Close(Enum):
     OPEN = "open"
     LOST = "connection closed by the client"
     DISCONNECT = "DISCONNECT"
+    DISCONNECT_WITH_WILL = "DISCONNECT with will (MQTT 5 reason 0x04)"
     VIOLATION = "protocol violation"
     SILENT = "keep-alive expired"
     ERROR = "internal error"
@@ -63,7 +64,7 @@ class Close(Enum):
 
     @property
     def publishes_will(self) -> bool:
-        return self in (Close.LOST, Close.VIOLATION, Close.SILENT, Close.ERROR)
+        return self in (Close.LOST, Close.VIOLATION, Close.SILENT, Close.ERROR, Close.DISCONNECT_WITH_WILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ConnectionLimits:
     max_subscriptions: int = 1000
     connect_timeout: float = 10.0
     max_connections: int = 10_000
+    max_session_expiry: int = 7 * 24 * 3600  # MQTT 5 session expiry interval cap, seconds
 
 
 @dataclass(slots=True)
@@ -110,12 +112,14 @@ class Connection(FramedProtocol):
         "_timer",
         "close_state",
         "ctx",
+        "handlers",
         "hub",
         "keep_alive",
         "peer",
         "principal",
         "reason",
         "session",
+        "v5",
         "will",
     )
 
@@ -135,6 +139,8 @@ class Connection(FramedProtocol):
         self._finished: asyncio.Future[None] | None = None
         self._blocked: list[Connection] | None = None
         self._backlog_held = False
+        self.handlers = HANDLERS
+        self.v5: v5.V5State | None = None  # set by an MQTT 5 CONNECT (broker.connect_v5)
 
     # Life cycle -----------------------------------------------------------------------------------
 
@@ -183,6 +189,8 @@ class Connection(FramedProtocol):
         if self.close_state is not Close.OPEN:
             return
         self.close_state, self.reason = close, reason
+        if self.v5 is not None:
+            self._disconnect_v5(close, reason)
         self.close_transport(abort=False)
 
     def abort(self, close: Close, reason: str) -> None:
@@ -190,7 +198,18 @@ class Connection(FramedProtocol):
         if self.close_state is not Close.OPEN:
             return
         self.close_state, self.reason = close, reason
+        if self.v5 is not None and self._disconnect_v5(close, reason):
+            self.close_transport(abort=False)  # the DISCONNECT goes out first (bounded by FLUSH_SECONDS)
+            return
         self.close_transport(abort=True)
+
+    def _disconnect_v5(self, close: Close, reason: str) -> bool:
+        """Queue the DISCONNECT a v5 client gets for ``close``, once its CONNACK went out [MQTT-3.14.0-1]."""
+        assert self.v5 is not None
+        data = v5.server_disconnect(self.v5, close, reason) if self.session is not None else None
+        if data is not None:
+            self.write(data)
+        return data is not None
 
     def frame_error(self, reason: str) -> None:
         self.fail(Close.VIOLATION, reason)
@@ -211,9 +230,12 @@ class Connection(FramedProtocol):
                     self.reason,
                     extra={"client_id": session.client_id, "user": session.username},
                 )
-                await self.hub.disconnected(
-                    session, will=self.will if will else None, announce=state is not Close.TAKEN_OVER
-                )
+                last_will = self.will if will else None
+                if self.v5 is not None:
+                    last_will = v5.hold_will(self.hub, session, last_will, self.v5)  # its Will Delay Interval
+                await self.hub.disconnected(session, will=last_will, announce=state is not Close.TAKEN_OVER)
+                if self.v5 is not None:
+                    v5.session_ended(self.hub, session, self.v5)
             elif session is None and state is not Close.LOST:
                 log.warning("refused connection from %s: %s", self.peer, self.reason)
         finally:
@@ -261,7 +283,7 @@ class Connection(FramedProtocol):
 
     def _handle(self, kind: int, flags: int, body: bytes) -> Awaitable[None] | None:
         """Run one packet's handler; an awaitable when it must wait. Failures close this connection only."""
-        handler = HANDLERS.get(kind)
+        handler = self.handlers.get(kind)
         _Routing.source = self
         try:
             if handler is None:
@@ -354,6 +376,16 @@ class Connection(FramedProtocol):
             if message.qos == 0:
                 self.hub.stats.dropped_qos0 += 1  # QoS 0 may be lost; memory may not grow
                 return
+        if self.v5 is not None:
+            data = v5.publish_bytes(self.v5, self.session, message, packet_id, dup)
+            if data is None:  # expired, over the client's Maximum Packet Size, or No Local (broker.v5)
+                self.loop.call_soon(v5.skip_undeliverable, self.session, packet_id)
+                return
+            self.write(data)
+            return
+        if message.properties is not None and v5.expired(message.properties):  # [MQTT-3.3.2-5]
+            self.loop.call_soon(v5.skip_undeliverable, self.session, packet_id)
+            return
         self.write(
             _ENCODER.encode(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)
         )

@@ -3,7 +3,8 @@
 - Credentials are checked before any session is touched; a client id that belongs to another user's
   session is refused with CONNACK 0x02, so no one can resume, replace or wipe another user's session.
 - A zero-length client id with clean session 0 gets CONNACK 0x02 [MQTT-3.1.3-8]; a second CONNECT on
-  one connection is a violation [MQTT-3.1.0-2]; only protocol level 4 (3.1.1) is served [MQTT-3.1.2-2].
+  one connection is a violation [MQTT-3.1.0-2]; protocol level 4 (3.1.1) is served here, level 5 (MQTT 5) by
+  ``broker.connect_v5``, any other gets CONNACK 0x01 [MQTT-3.1.2-2].
 - A connection that takes over a client id (same user) closes the old one without its will [MQTT-3.1.4-2].
 """
 
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from broker import connect_v5
 from broker.codec import (
     ACCEPTED,
     BAD_USERNAME_PASSWORD,
@@ -26,6 +28,7 @@ from broker.codec import (
     decode_connect,
     encode_connack,
 )
+from broker.codec_v5 import protocol_level
 from broker.conformance import rejected_client_id
 from broker.principal import Principal
 from broker.routing import is_valid_topic
@@ -44,6 +47,8 @@ def on_connect(conn: Connection, flags: int, body: bytes) -> Awaitable[None]:
     if conn.principal is not None:
         raise ProtocolViolation("a second CONNECT on one connection [MQTT-3.1.0-2]")
     conn.start_keepalive(0)  # the connect timeout is over; keep-alive starts once accepted
+    if protocol_level(body) == 5:
+        return connect_v5.on_connect(conn, flags, body)
     refused = rejected_client_id(body)
     if refused is not None:
         conn.write(encode_connack(False, IDENTIFIER_REJECTED))
@@ -53,7 +58,7 @@ def on_connect(conn: Connection, flags: int, body: bytes) -> Awaitable[None]:
         raise ProtocolViolation(f"unknown protocol name {packet.protocol_name!r} [MQTT-3.1.2-1]")
     if packet.level != 4:
         conn.write(encode_connack(False, UNACCEPTABLE_PROTOCOL_VERSION))
-        raise ProtocolViolation(f"protocol level {packet.level}: only MQTT 3.1.1 (4) is served [MQTT-3.1.2-2]")
+        raise ProtocolViolation(f"protocol level {packet.level}: MQTT 3.1.1 (4) and 5 are served [MQTT-3.1.2-2]")
     if packet.flags & 0x01:
         raise ProtocolViolation("CONNECT reserved flag is set [MQTT-3.1.2-3]")
     if packet.password_flag and not packet.username_flag:

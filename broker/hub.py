@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
-from broker.sessions import InFlight, Limits, Outgoing, Session, Will
+from broker.sessions import InFlight, Limits, Outgoing, Session, V5Properties, Will
 from broker.share_delivery import ShareDelivery
 from broker.shared import SharedSubscriptions, ShareGroup
 from switchboard.payloads import Rejection, parse_presence, presence_payload
@@ -208,7 +208,7 @@ class Hub:
             if last:
                 del self._online[user]
         if will is not None and not self._is_own_presence(session, will.topic):
-            await self.publish(will.topic, will.payload, will.qos, will.retain)
+            await self.publish(will.topic, will.payload, will.qos, will.retain, properties=will.properties)
         if user is not None and last and announce:
             await self._announce(user, "offline")
         if self.shared and not self.stopping:
@@ -237,39 +237,55 @@ class Hub:
 
     # Messages -------------------------------------------------------------------------------------
 
-    async def publish(self, topic: str, payload: bytes, qos: int, retain: bool, *, internal: bool = False) -> int:
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        *,
+        internal: bool = False,
+        properties: V5Properties | None = None,
+    ) -> int:
         """Route one message to every matching session; return how many sessions it was offered to.
-        ``internal``: the broker's own ($SYS), not counted as a client message and not persisted."""
+        ``internal``: the broker's own ($SYS), not counted as a client message and not persisted.
+        ``properties``: the MQTT 5 part (properties passed on to v5 subscribers, expiry), if any."""
         if not internal:
             self.stats.messages_in[qos] += 1
         if retain and may_be_retained(topic):
-            self._retain(topic, payload, qos, persist=not internal)
-        return await self._route(topic, payload, qos)
+            self._retain(topic, payload, qos, persist=not internal, properties=properties)
+        return await self._route(topic, payload, qos, properties)
 
-    def publish_now(self, topic: str, payload: bytes, qos: int, retain: bool) -> Coroutine[Any, Any, int] | None:
+    def publish_now(
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: V5Properties | None = None
+    ) -> Coroutine[Any, Any, int] | None:
         """A client's message, routed without waiting where the ACL's cache answers every receive check
         (None); otherwise the coroutine that finishes routing it (the caller awaits it before its next packet)."""
         self.stats.messages_in[qos] += 1
         if retain and may_be_retained(topic):
-            self._retain(topic, payload, qos)
-        routed = self._route_now(topic, payload, qos)
+            self._retain(topic, payload, qos, properties=properties)
+        routed = self._route_now(topic, payload, qos, properties)
         return None if isinstance(routed, int) else routed
 
-    async def _route(self, topic: str, payload: bytes, qos: int) -> int:
+    async def _route(self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None) -> int:
         """Offer the message to every matching session the ACL lets read it, and to one member of each matching
         share group; return how many sessions it was offered to."""
-        routed = self._route_now(topic, payload, qos)
+        routed = self._route_now(topic, payload, qos, properties)
         return routed if isinstance(routed, int) else await routed
 
-    def _route_now(self, topic: str, payload: bytes, qos: int) -> int | Coroutine[Any, Any, int]:
+    def _route_now(
+        self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None
+    ) -> int | Coroutine[Any, Any, int]:
         """Route as far as the ACL's cache allows; at the first receive check it cannot answer, the rest."""
         offered = 0
         if self.shared.groups:
             shares = self.shared.match(topic)
             for index, share in enumerate(shares):
-                given = self.share_delivery.deliver_now(share, Outgoing(topic, payload, qos, share=share.key))
+                message = Outgoing(topic, payload, qos, False, 0, share.key, properties)
+                given = self.share_delivery.deliver_now(share, message)
                 if not isinstance(given, bool):
-                    return self._route_after_shares(topic, payload, qos, given, shares[index + 1 :], offered)
+                    rest = shares[index + 1 :]
+                    return self._route_after_shares(topic, payload, qos, given, rest, offered, properties)
                 offered += given
         matches = self.tree.match(topic)
         if not matches:
@@ -285,10 +301,10 @@ class Hub:
             if check_wildcard if session.root_wildcards > 0 else check_plain:
                 allowed = self.access.may_receive_now(session.principal, topic)
                 if allowed is None:
-                    return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered)
+                    return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered, properties)
                 if not allowed:
                     continue
-            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
+            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos), False, 0, None, properties))
             offered += 1
         return offered
 
@@ -300,6 +316,7 @@ class Hub:
         first: tuple[str, int],
         rest: Iterator[tuple[str, int]],
         offered: int,
+        properties: V5Properties | None = None,
     ) -> int:
         check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
         check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
@@ -310,12 +327,14 @@ class Hub:
             check = check_wildcard if session.root_wildcards > 0 else check_plain
             if check and not await self.access.may_receive(session.principal, topic):
                 continue
-            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
+            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos), False, 0, None, properties))
             offered += 1
         return offered
 
-    def _retain(self, topic: str, payload: bytes, qos: int, *, persist: bool = True) -> None:
-        if self.retained.put(topic, payload, qos) and persist and self.store is not None:
+    def _retain(
+        self, topic: str, payload: bytes, qos: int, *, persist: bool = True, properties: V5Properties | None = None
+    ) -> None:
+        if self.retained.put(topic, payload, qos, properties) and persist and self.store is not None:
             self.store.retained(topic, payload, qos)
 
     def _deliver(self, session: Session, message: Outgoing) -> None:
@@ -344,7 +363,10 @@ class Hub:
             return
         for retained in self.retained.matching(topic_filter):
             if await self.access.may_receive(session.principal, retained.topic):
-                self._deliver(session, Outgoing(retained.topic, retained.payload, min(qos, retained.qos), True))
+                message = Outgoing(
+                    retained.topic, retained.payload, min(qos, retained.qos), True, 0, None, retained.properties
+                )
+                self._deliver(session, message)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
@@ -377,14 +399,18 @@ class Hub:
         given: Coroutine[Any, Any, bool],
         shares: list[ShareGroup],
         offered: int,
+        properties: V5Properties | None = None,
     ) -> int:
         """The rest of ``_route_now`` once a share group's choice had to ask the database."""
         offered += await given
         for share in shares:
-            offered += await self.share_delivery.deliver(share, Outgoing(topic, payload, qos, share=share.key))
+            message = Outgoing(topic, payload, qos, False, 0, share.key, properties)
+            offered += await self.share_delivery.deliver(share, message)
         pending = iter(self.tree.match(topic).items())
         first = next(pending, None)
-        return offered if first is None else await self._route_rest(topic, payload, qos, first, pending, offered)
+        if first is None:
+            return offered
+        return await self._route_rest(topic, payload, qos, first, pending, offered, properties)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

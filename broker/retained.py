@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from broker.sessions import V5Properties
+
 
 @dataclass(slots=True, frozen=True)
 class Retained:
@@ -19,6 +21,7 @@ class Retained:
     topic: str
     payload: bytes
     qos: int
+    properties: V5Properties | None = None  # an MQTT 5 publisher's properties (kept in memory, not in the state file)
 
 
 class _Level:
@@ -39,7 +42,7 @@ class RetainedStore:
     def __len__(self) -> int:
         return self._count
 
-    def put(self, topic: str, payload: bytes, qos: int) -> bool:
+    def put(self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None) -> bool:
         """Keep (or, for an empty payload, clear) the topic's retained message; True when something changed."""
         if not payload:
             return self._clear(topic)
@@ -51,7 +54,7 @@ class RetainedStore:
             node = child
         if node.message is None:
             self._count += 1
-        node.message = Retained(topic, payload, qos)
+        node.message = Retained(topic, payload, qos, properties)
         return True
 
     def _clear(self, topic: str) -> bool:

@@ -67,6 +67,7 @@ class SwitchboardBroker:
                 max_packet_bytes=settings.max_packet_bytes,
                 max_subscriptions=settings.max_subscriptions,
                 max_connections=settings.max_connections,
+                max_session_expiry=settings.max_session_expiry_seconds,
             ),
             connections=self._connections,
         )

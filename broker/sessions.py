@@ -26,12 +26,25 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True, frozen=True)
+class V5Properties:
+    """The MQTT 5 part of a message: the property fields passed on to v5 subscribers unchanged
+    (``broker.properties.forwarded``), when it expires (``time.monotonic()``; 0: never) [MQTT-3.3.2-5], and what
+    No Local and Retain As Published need [MQTT 5.0 §3.8.3.1]."""
+
+    fields: bytes = b""
+    expires: float = 0.0
+    origin: str | None = None  # the publisher's client id, when one of its subscriptions has No Local
+    retain: bool = False  # the RETAIN flag as published (for Retain As Published)
+
+
 @dataclass(slots=True)
 class Outgoing:
     """A message on its way to one client, at the QoS it is delivered with.
 
     ``row`` is its id in the broker's state file while it waits (persistent sessions only); ``share`` the
-    shared subscription (``$share/{group}/{filter}``) it came through, so another member can take it over.
+    shared subscription (``$share/{group}/{filter}``) it came through, so another member can take it over;
+    ``properties`` its MQTT 5 part, when its publisher gave one (``broker.v5`` sends it).
     """
 
     topic: str
@@ -40,6 +53,7 @@ class Outgoing:
     retain: bool = False
     row: int = 0
     share: str | None = None
+    properties: V5Properties | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +73,7 @@ class Will:
     payload: bytes
     qos: int
     retain: bool
+    properties: V5Properties | None = None  # MQTT 5 will properties passed on
 
 
 @dataclass(slots=True, frozen=True)
@@ -123,6 +138,7 @@ class Session:
     journal: Journal | None = None  # set for persistent sessions when the broker keeps state
     dropped: int = 0
     last_packet_id: int = 0
+    v5: Any = None  # MQTT 5: subscription options, session expiry and will delay timers (broker.v5.SessionV5)
     _journaled: set[int] = field(default_factory=set)  # rows written while queued (their packet id comes later)
 
     @property
@@ -288,4 +304,4 @@ class Session:
             if message.row and self.journal is not None:
                 self._journaled.discard(message.row)
                 self.journal.done(message.row)
-        return [Outgoing(m.topic, m.payload, m.qos, m.retain, share=m.share) for m in taken]
+        return [Outgoing(m.topic, m.payload, m.qos, m.retain, share=m.share, properties=m.properties) for m in taken]

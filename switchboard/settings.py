@@ -132,6 +132,13 @@ class MqttSettings(_Section):
     max_subscriptions: int = Field(
         1000, ge=1, description="Most subscriptions per client; further filters get SUBACK 0x80."
     )
+    max_session_expiry_seconds: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=0xFFFFFFFF,
+        description="MQTT 5: longest session expiry interval granted; a client asking for more (or for "
+        "'never', 0xFFFFFFFF) gets this, announced in CONNACK. Its offline queue is kept that long.",
+    )
 
     @model_validator(mode="after")
     def _tls_complete(self) -> MqttSettings:

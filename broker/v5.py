@@ -1,0 +1,258 @@
+"""What an MQTT 5 connection keeps and does beyond 3.1.1, called from ``broker.connection`` at a few hooks.
+
+A connection is v5 when its ``v5`` attribute holds a :class:`V5State` (set by ``broker.connect_v5``); every
+hook is one attribute check, so the 3.1.1 path stays as it was.
+
+- Outgoing PUBLISH carries the properties the publisher gave (``Outgoing.properties``); a message larger
+  than the client's Maximum Packet Size is not sent and counts as delivered [MQTT-3.1.2-25].
+- The broker ends a v5 connection with DISCONNECT and a reason code [MQTT 5.0 §3.14.2.1]: 0x8E session
+  taken over, 0x8D keep-alive timeout, 0x98 administrative action, 0x8B server shutting down, 0x81
+  malformed packet, 0x82 protocol error, 0x95 packet too large; never before a successful CONNACK
+  [MQTT-3.14.0-1].
+- Receive Maximum: the client's narrows the session's in-flight window while it is connected [MQTT-3.3.4-9].
+- Will delay [MQTT 5.0 §3.1.3.2.2]: the will of a client that went away waits min(Will Delay Interval,
+  Session Expiry Interval); a client back within it publishes none [MQTT-3.1.3-9].
+- Session expiry [MQTT 5.0 §3.1.2.11]: a session with an interval is discarded once its client has been
+  away that long; 0 ends it at disconnect (``Session.clean``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from broker.codec_v5 import Reason, encode_disconnect, encode_publish
+from broker.properties import P, Properties, encode_fields
+from broker.routing import filter_matches
+from broker.sessions import Limits
+from switchboard.topics import split_shared
+
+if TYPE_CHECKING:
+    from broker.connection import Close
+    from broker.hub import Hub
+    from broker.sessions import Outgoing, Session, V5Properties, Will
+
+#: Session Expiry Interval meaning "never expires" [MQTT 5.0 §3.1.2.11.2].
+NEVER = 0xFFFFFFFF
+
+
+@dataclass(slots=True)
+class V5State:
+    """The MQTT 5 facts of one connection, from its CONNECT."""
+
+    session_expiry: int = 0
+    max_packet_size: int = 268_435_460  # the protocol's own limit when the client names none
+    receive_maximum: int = 65_535
+    problem_info: bool = True  # Request Problem Information: reason strings on acknowledgements allowed
+    will_delay: int = 0
+    disconnect_code: int | None = None  # set by a handler before it raises: the DISCONNECT reason to send
+    base_limits: Limits | None = None  # the session's own bounds, while the client's Receive Maximum narrows them
+
+
+def publish_bytes(
+    state: V5State, session: Session | None, message: Outgoing, packet_id: int | None, dup: bool
+) -> bytes | None:
+    """The v5 PUBLISH for ``message``, its Message Expiry Interval counted down to what is left [MQTT-3.3.2-6],
+    its RETAIN flag as published where the subscription asks [MQTT-3.3.1-12]; None when it has expired
+    [MQTT-3.3.2-5], is over the client's Maximum Packet Size [MQTT-3.1.2-25], or is the client's own message
+    and its subscriptions have No Local [MQTT-3.8.3-3]."""
+    extra = message.properties
+    fields, retain = b"", message.retain
+    if extra is not None:
+        if session is not None and (extra.origin is not None or extra.retain):
+            no_local, as_published = _options(session, message.topic)
+            if no_local and extra.origin == session.client_id:
+                return None
+            retain = retain or (as_published and extra.retain)
+        fields = extra.fields
+        if extra.expires:
+            left = math.ceil(extra.expires - time.monotonic())
+            if left <= 0:
+                return None
+            fields += encode_fields(Properties({P.MESSAGE_EXPIRY_INTERVAL: left}))
+    data = encode_publish(
+        message.topic,
+        message.payload,
+        message.qos,
+        packet_id,
+        dup=dup,
+        retain=retain,
+        fields=fields,
+    )
+    return None if len(data) > state.max_packet_size else data
+
+
+def expired(extra: V5Properties) -> bool:
+    """Whether a message's Message Expiry Interval has passed (checked for 3.1.1 clients too)."""
+    return bool(extra.expires) and extra.expires <= time.monotonic()
+
+
+def message_properties(fields: bytes, expiry: int | None, origin: str | None, retain: bool) -> V5Properties | None:
+    """What a v5 PUBLISH hands the hub: its forwarded property fields, its expiry deadline (an interval of 0 or
+    none: it does not expire, as Mosquitto reads it), its publisher (for No Local) and RETAIN flag."""
+    from broker.sessions import V5Properties
+
+    if not fields and not expiry and origin is None and not retain:
+        return None
+    return V5Properties(fields, time.monotonic() + expiry if expiry else 0.0, origin, retain)
+
+
+def skip_undeliverable(session: Session | None, packet_id: int | None) -> None:
+    """A message the client cannot take, or that expired, is treated as delivered [MQTT-3.1.2-25, MQTT-3.3.2-5]:
+    its in-flight slot is freed."""
+    if session is None or packet_id is None:
+        return
+    flight = session.inflight.get(packet_id)
+    if flight is not None:
+        flight.released = True
+        session.acknowledged(packet_id, qos=flight.message.qos)
+
+
+def server_disconnect(state: V5State, close: Close, reason: str) -> bytes | None:
+    """The DISCONNECT the broker sends a v5 client before closing for ``close``; None when it sends none."""
+    from broker.connection import Close  # the module that imports this one
+
+    code = {
+        Close.TAKEN_OVER: Reason.SESSION_TAKEN_OVER,
+        Close.SILENT: Reason.KEEP_ALIVE_TIMEOUT,
+        Close.REVOKED: Reason.ADMINISTRATIVE_ACTION,
+        Close.SHUTDOWN: Reason.SERVER_SHUTTING_DOWN,
+        Close.ERROR: Reason.IMPLEMENTATION_SPECIFIC_ERROR,
+    }.get(close)
+    if close is Close.VIOLATION and state.disconnect_code is not None:
+        code = Reason(state.disconnect_code)
+    elif close is Close.VIOLATION:
+        if "over the limit" in reason:
+            code = Reason.PACKET_TOO_LARGE
+        elif reason.startswith("malformed") or "Malformed" in reason:
+            code = Reason.MALFORMED_PACKET
+        else:
+            code = Reason.PROTOCOL_ERROR
+    if code is None:
+        return None
+    return encode_disconnect(code, reason)
+
+
+def apply_receive_maximum(session: Session, state: V5State) -> None:
+    """At most the client's Receive Maximum QoS 1/2 messages in flight to it [MQTT-3.3.4-9]; the rest wait in
+    the session's queue as usual."""
+    limits = session.limits
+    if state.receive_maximum < limits.max_inflight:
+        state.base_limits = limits
+        session.limits = Limits(max_inflight=state.receive_maximum, max_queued=limits.max_queued)
+
+
+@dataclass(slots=True)
+class SessionV5:
+    """The MQTT 5 state of a session: its subscriptions' No Local / Retain As Published options, and what waits
+    for it while offline (its end, its delayed will)."""
+
+    options: dict[str, int] = field(default_factory=dict)  # filter -> NO_LOCAL | RETAIN_AS_PUBLISHED
+    expiry: asyncio.TimerHandle | None = None
+    will: asyncio.TimerHandle | None = None
+    pending_will: Will | None = None
+
+
+NO_LOCAL, RETAIN_AS_PUBLISHED = 0x04, 0x08
+
+
+def session_state(session: Session) -> SessionV5:
+    if session.v5 is None:
+        session.v5 = SessionV5()
+    state: SessionV5 = session.v5
+    return state
+
+
+def set_options(session: Session, topic_filter: str, *, no_local: bool, retain_as_published: bool) -> None:
+    """Record a subscription's options (a shared subscription's are not kept: No Local is refused there)."""
+    bits = (NO_LOCAL if no_local else 0) | (RETAIN_AS_PUBLISHED if retain_as_published else 0)
+    if bits and split_shared(topic_filter) is None:
+        session_state(session).options[topic_filter] = bits
+    elif session.v5 is not None:
+        session.v5.options.pop(topic_filter, None)
+
+
+def has_no_local(session: Session) -> bool:
+    state = session.v5
+    return state is not None and any(bits & NO_LOCAL for bits in state.options.values())
+
+
+def _options(session: Session, topic: str) -> tuple[bool, bool]:
+    """For a message on ``topic``: whether every subscription of ``session`` it matches has No Local, and whether
+    one has Retain As Published."""
+    state = session.v5
+    if state is None or not state.options:
+        return False, False
+    matched, no_local, as_published = False, True, False
+    for topic_filter in session.subscriptions:
+        if split_shared(topic_filter) is None and filter_matches(topic_filter, topic):
+            bits = state.options.get(topic_filter, 0)
+            matched = True
+            no_local = no_local and bool(bits & NO_LOCAL)
+            as_published = as_published or bool(bits & RETAIN_AS_PUBLISHED)
+    return matched and no_local, as_published
+
+
+_RUNNING: set[asyncio.Task[Any]] = set()
+
+
+def hold_will(hub: Hub, session: Session, will: Will | None, state: V5State) -> Will | None:
+    """Hold the will for its Will Delay Interval (at most the session's life): a client back within it publishes
+    none [MQTT-3.1.3-9]. Returns the will to publish now: none held, or no delay (or the session ends now)."""
+    delay = min(state.will_delay, state.session_expiry)
+    if will is None or delay <= 0:
+        return will
+    timers = session_state(session)
+    timers.pending_will = will
+    timers.will = asyncio.get_running_loop().call_later(delay, _publish_will, hub, session)
+    return None
+
+
+def _publish_will(hub: Hub, session: Session) -> None:
+    timers = session.v5
+    if timers is None or timers.pending_will is None:
+        return
+    will, timers.pending_will, timers.will = timers.pending_will, None, None
+    if session.connected:
+        return
+    task = asyncio.get_running_loop().create_task(
+        hub.publish(will.topic, will.payload, will.qos, will.retain, properties=will.properties)
+    )
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+
+
+def session_ended(hub: Hub, session: Session, state: V5State) -> None:
+    """The client of a v5 session went away: its own bounds come back (a 3.1.1 client may resume it), and the
+    session is discarded once its expiry interval has passed."""
+    if state.base_limits is not None:
+        session.limits, state.base_limits = state.base_limits, None
+    if session.clean or state.session_expiry == NEVER or hub.sessions.get(session.client_id) is not session:
+        return
+    timers = session_state(session)
+    timers.expiry = asyncio.get_running_loop().call_later(state.session_expiry, _expire, hub, session)
+
+
+def session_resumed(session: Session) -> None:
+    """The client is back before its session expired: it lives on, and its delayed will is not sent."""
+    timers = session.v5
+    if timers is not None:
+        for handle in (timers.expiry, timers.will):
+            if handle is not None:
+                handle.cancel()
+        timers.expiry = timers.will = timers.pending_will = None
+
+
+def _expire(hub: Hub, session: Session) -> None:
+    """The session's expiry interval passed: a will still delayed goes now, then the session ends."""
+    timers = session.v5
+    if timers is not None:
+        timers.expiry = None
+        if timers.will is not None:
+            timers.will.cancel()
+            _publish_will(hub, session)
+    if not session.connected and hub.sessions.get(session.client_id) is session:
+        hub.discard_session(session)
