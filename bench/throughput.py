@@ -191,7 +191,10 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
             generators.tell(f"GO {start} {end}")
             await asyncio.sleep((start - time.monotonic_ns()) / 1e9)
             broker_cpu, generator_cpu = tree_cpu_seconds(broker.process.pid), generators.cpu_seconds()
+            profiler = await start_profiler(args, broker, f"{workload}-{name}-{users}")
             await asyncio.sleep((end - time.monotonic_ns()) / 1e9)
+            if profiler is not None:
+                await profiler.wait()
             broker_cpu = tree_cpu_seconds(broker.process.pid) - broker_cpu
             generator_cpu = generators.cpu_seconds() - generator_cpu
             rss = resident_bytes(broker.process.pid)
@@ -214,6 +217,22 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
         p99_ms=max(r["p99_ms"] for r in results),
         connect_s=max(r["suback_s"] for r in ready),
         extra={k: sum(r[k] for r in results) for k in ("lost", "duplicates", "disconnects")},
+    )
+
+
+async def start_profiler(
+    args: argparse.Namespace, broker: RunningBroker, tag: str
+) -> asyncio.subprocess.Process | None:
+    """py-spy over the measured window (``--profile DIR``, Switchboard's brokers only), raw collapsed stacks
+    in ``DIR/{tag}.txt``; its sampling costs the broker a little CPU, so profile in runs of their own."""
+    if args.profile is None or broker.name in ("mosquitto", "amqtt") or broker.process is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        *("py-spy", "record", "--pid", str(broker.process.pid), "--rate", "200", "--nonblocking", "--subprocesses"),
+        *("--duration", str(int(args.duration)), "--format", "raw", "-o", str(args.profile / f"{tag}.txt")),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
 
 
@@ -337,6 +356,9 @@ def main() -> None:
     parser.add_argument("--connect-timeout", type=float, default=300.0)
     parser.add_argument("--amqtt-max-users", type=int, default=1000, help="skip plain amqtt above this U")
     parser.add_argument("--json", type=Path, help="append the rows to this JSON-lines file")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy each Switchboard broker over the window into DIR"
+    )
     parser.add_argument(
         "--variant",
         action="append",

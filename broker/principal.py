@@ -7,6 +7,7 @@ with only the username.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -20,3 +21,6 @@ class Principal:
     will_topic: str | None = None
     #: The client's IP address (the login throttle's key, with the username).
     address: str | None = None
+    #: Receive decisions already made for this client, by topic (``AccessControl.may_receive_now``); None until
+    #: the first, so an idle connection holds no dictionary.
+    decisions: dict[str, Any] | None = None
