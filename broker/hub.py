@@ -296,7 +296,7 @@ class Hub:
                     return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered)
                 if not allowed:
                     continue
-            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos)))
+            self._deliver(session, Outgoing(topic, payload, qos if qos < sub_qos else sub_qos))
             offered += 1
         return offered
 
@@ -327,7 +327,7 @@ class Hub:
             self.store.retained(topic, payload, qos)
 
     def _deliver(self, session: Session, message: Outgoing) -> None:
-        if session.connected or (message.qos > 0 and not session.clean):
+        if session.outbox is not None or (message.qos > 0 and not session.clean):  # session.connected
             self.stats.messages_out[message.qos] += 1
         session.offer(message)
 
