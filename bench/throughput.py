@@ -54,8 +54,9 @@ def build_loadgen(directory: Path) -> Path:
     return binary
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime + stime of ``root`` and every live descendant (and of children it has waited for)."""
+def tree_cpu_seconds(root: int, *, system_only: bool = False) -> float:
+    """utime + stime of ``root`` and every live descendant (and of children it has waited for); ``system_only``:
+    stime alone (the kernel's share: system calls, the loopback TCP stack)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -67,7 +68,8 @@ def tree_cpu_seconds(root: int) -> float:
             continue
         pid = int(entry.name)
         parents[pid] = int(fields[1])
-        times[pid] = sum(int(x) for x in fields[11:15]) / TICKS  # utime stime cutime cstime
+        wanted = fields[12:15:2] if system_only else fields[11:15]  # utime stime cutime cstime
+        times[pid] = sum(int(x) for x in wanted) / TICKS
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
@@ -191,11 +193,13 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
             generators.tell(f"GO {start} {end}")
             await asyncio.sleep((start - time.monotonic_ns()) / 1e9)
             broker_cpu, generator_cpu = tree_cpu_seconds(broker.process.pid), generators.cpu_seconds()
+            broker_sys = tree_cpu_seconds(broker.process.pid, system_only=True)
             profiler = await start_profiler(args, broker, f"{workload}-{name}-{users}")
             await asyncio.sleep((end - time.monotonic_ns()) / 1e9)
             if profiler is not None:
                 await profiler.wait()
             broker_cpu = tree_cpu_seconds(broker.process.pid) - broker_cpu
+            broker_sys = tree_cpu_seconds(broker.process.pid, system_only=True) - broker_sys
             generator_cpu = generators.cpu_seconds() - generator_cpu
             rss = resident_bytes(broker.process.pid)
             results = await generators.lines("RESULT", 60)
@@ -216,7 +220,10 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
         p50_ms=max(r["p50_ms"] for r in results),
         p99_ms=max(r["p99_ms"] for r in results),
         connect_s=max(r["suback_s"] for r in ready),
-        extra={k: sum(r[k] for r in results) for k in ("lost", "duplicates", "disconnects")},
+        extra={
+            **{k: sum(r[k] for r in results) for k in ("lost", "duplicates", "disconnects")},
+            "broker_system_us_per_msg": round(broker_sys / delivered * 1e6, 1) if delivered else 0.0,
+        },
     )
 
 
