@@ -31,8 +31,8 @@ from switchboard.topics import is_chat_topic
 
 log = logging.getLogger(__name__)
 
-#: Receive decisions kept per client (``AccessControl.may_receive_now``): a member of a few groups receives a few
-#: dozen topics; past this many the client's are forgotten and made again.
+#: Decisions kept per client and action (``AccessControl.check_kept``): a member of a few groups receives and
+#: publishes to a few dozen topics; past this many the client's are forgotten and made again.
 DECISIONS_PER_CLIENT = 64
 
 
@@ -309,30 +309,40 @@ class AccessControl:
         """Whether this client may receive ``topic``, from the cache; None when the database must be asked.
 
         Every delivery is decided, but a fan-out asks the same question of the same client again and again (each
-        message to a group, to each member): the decision is kept on the client's principal, by topic, while it
-        still holds: same identity, no directory event since (a removed member stops receiving at once), and
-        none of the facts it read has expired (a change made behind the broker's back counts after
-        ``cache_seconds``, as without this)."""
+        message to a group, to each member): the decision is kept on the client's principal, by topic (see
+        :meth:`check_kept`)."""
+        decision = self.check_kept(principal, topic, Action.RECEIVE)
+        return None if decision is None else decision.allowed
+
+    def check_kept(self, principal: Principal, topic: str, action: Action) -> Decision | None:
+        """:meth:`check_now` for PUBLISH or RECEIVE, answered from the decisions this client keeps by topic while
+        they still hold: same identity, no directory event since (a removed member stops receiving at once), and
+        none of the facts a decision read has expired (a change made behind the broker's back counts after
+        ``cache_seconds``, as without kept decisions)."""
         who = self.identity(principal)
-        decisions = principal.decisions
+        receive = action is Action.RECEIVE
+        decisions = principal.decisions if receive else principal.publish_decisions
         if decisions is not None:
             known = decisions.get(topic)
             if known is not None and known[1] is who and known[2] == self._generation and known[3] > time.monotonic():
                 decision: Decision = known[0]
                 if not decision.allowed:
-                    _log_denial(principal, topic, Action.RECEIVE, decision)
-                return decision.allowed
+                    _log_denial(principal, topic, action, decision)
+                return decision
         self._directory.start_decision()
-        found = self.check_now(principal, topic, Action.RECEIVE)
-        if found is None:
-            return None
-        if who is not None:
-            if decisions is None:
-                decisions = principal.decisions = {}
-            elif len(decisions) >= DECISIONS_PER_CLIENT:
-                decisions.clear()
-            decisions[topic] = (found, who, self._generation, self._directory.horizon)
-        return found.allowed
+        found = self.check_now(principal, topic, action)
+        if found is None or who is None:
+            return found
+        if decisions is None:
+            decisions = {}
+            if receive:
+                principal.decisions = decisions
+            else:
+                principal.publish_decisions = decisions
+        elif len(decisions) >= DECISIONS_PER_CLIENT:
+            decisions.clear()
+        decisions[topic] = (found, who, self._generation, self._directory.horizon)
+        return found
 
     async def may_receive(self, principal: Principal, topic: str) -> bool:
         return (await self.check(principal, topic, Action.RECEIVE)).allowed

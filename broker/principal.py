@@ -21,6 +21,7 @@ class Principal:
     will_topic: str | None = None
     #: The client's IP address (the login throttle's key, with the username).
     address: str | None = None
-    #: Receive decisions already made for this client, by topic (``AccessControl.may_receive_now``); None until
-    #: the first, so an idle connection holds no dictionary.
+    #: Receive and publish decisions already made for this client, by topic (``AccessControl.check_kept``); None
+    #: until the first, so an idle connection holds no dictionary.
     decisions: dict[str, Any] | None = None
+    publish_decisions: dict[str, Any] | None = None
