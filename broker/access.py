@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: Decisions kept per client and action (``AccessControl.check_kept``): a member of a few groups receives and
 #: publishes to a few dozen topics; past this many the client's are forgotten and made again.
 DECISIONS_PER_CLIENT = 64
+#: The topics whose publish decisions are kept: a client's own group topics, a few each, published to again and
+#: again. A DM's goes to any of many users, so keeping it would cost memory (per client) for little reuse.
+KEPT_PUBLISH = ("group/", "typing/group:")
 
 
 class _Miss(Exception):
@@ -315,12 +318,14 @@ class AccessControl:
         return None if decision is None else decision.allowed
 
     def check_kept(self, principal: Principal, topic: str, action: Action) -> Decision | None:
-        """:meth:`check_now` for PUBLISH or RECEIVE, answered from the decisions this client keeps by topic while
-        they still hold: same identity, no directory event since (a removed member stops receiving at once), and
-        none of the facts a decision read has expired (a change made behind the broker's back counts after
-        ``cache_seconds``, as without kept decisions)."""
-        who = self.identity(principal)
+        """:meth:`check_now` for RECEIVE, or PUBLISH to a group (``KEPT_PUBLISH``), answered from the decisions
+        this client keeps by topic while they still hold: same identity, no directory event since (a removed member
+        stops receiving at once), and none of the facts a decision read has expired (a change made behind the
+        broker's back counts after ``cache_seconds``, as without kept decisions)."""
         receive = action is Action.RECEIVE
+        if not receive and not topic.startswith(KEPT_PUBLISH):
+            return self.check_now(principal, topic, action)
+        who = self.identity(principal)
         decisions = principal.decisions if receive else principal.publish_decisions
         if decisions is not None:
             known = decisions.get(topic)

@@ -44,6 +44,10 @@ def test_a_receive_decision_is_kept_until_a_directory_event_or_the_expiry_of_its
         assert principal.decisions is not None and topic in principal.decisions  # kept for the next delivery
         assert access.check_kept(principal, own, Action.PUBLISH) == Decision(True, "member of the group")
         assert principal.publish_decisions is not None and own in principal.publish_decisions
+        dm = f"dm/{bob}/{alice}"  # a DM's publish decision is made each time: too many possible targets to keep
+        assert asyncio.run(access.check(principal, dm, Action.PUBLISH)).allowed
+        assert access.check_kept(principal, dm, Action.PUBLISH) == Decision(True, "own message to an existing user")
+        assert dm not in principal.publish_decisions
 
         # A directory event (here: alice left the group): the kept decision goes, the database is asked again.
         with Session(engine) as session:
