@@ -54,8 +54,9 @@ def build_loadgen(directory: Path) -> Path:
     return binary
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime + stime of ``root`` and every live descendant (and of children it has waited for)."""
+def tree_cpu_seconds(root: int, *, system_only: bool = False) -> float:
+    """utime + stime of ``root`` and every live descendant (and of children it has waited for); ``system_only``:
+    stime alone (the kernel's share: system calls, the loopback TCP stack)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -67,7 +68,8 @@ def tree_cpu_seconds(root: int) -> float:
             continue
         pid = int(entry.name)
         parents[pid] = int(fields[1])
-        times[pid] = sum(int(x) for x in fields[11:15]) / TICKS  # utime stime cutime cstime
+        wanted = fields[12:15:2] if system_only else fields[11:15]  # utime stime cutime cstime
+        times[pid] = sum(int(x) for x in wanted) / TICKS
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
@@ -83,6 +85,7 @@ class Row:
     users: int
     rate: float = 0.0
     broker_us_per_msg: float = 0.0
+    broker_system_us_per_msg: float = 0.0  # the kernel's share of it (stime)
     broker_cores: float = 0.0
     generator_cores: float = 0.0  # all generator processes together
     generator_processes: int = 1
@@ -191,8 +194,13 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
             generators.tell(f"GO {start} {end}")
             await asyncio.sleep((start - time.monotonic_ns()) / 1e9)
             broker_cpu, generator_cpu = tree_cpu_seconds(broker.process.pid), generators.cpu_seconds()
+            broker_sys = tree_cpu_seconds(broker.process.pid, system_only=True)
+            profiler = await start_profiler(args, broker, f"{workload}-{name}-{users}")
             await asyncio.sleep((end - time.monotonic_ns()) / 1e9)
+            if profiler is not None:
+                await profiler.wait()
             broker_cpu = tree_cpu_seconds(broker.process.pid) - broker_cpu
+            broker_sys = tree_cpu_seconds(broker.process.pid, system_only=True) - broker_sys
             generator_cpu = generators.cpu_seconds() - generator_cpu
             rss = resident_bytes(broker.process.pid)
             results = await generators.lines("RESULT", 60)
@@ -213,7 +221,24 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
         p50_ms=max(r["p50_ms"] for r in results),
         p99_ms=max(r["p99_ms"] for r in results),
         connect_s=max(r["suback_s"] for r in ready),
+        broker_system_us_per_msg=broker_sys / delivered * 1e6 if delivered else 0.0,
         extra={k: sum(r[k] for r in results) for k in ("lost", "duplicates", "disconnects")},
+    )
+
+
+async def start_profiler(
+    args: argparse.Namespace, broker: RunningBroker, tag: str
+) -> asyncio.subprocess.Process | None:
+    """py-spy over the measured window (``--profile DIR``, Switchboard's brokers only), raw collapsed stacks
+    in ``DIR/{tag}.txt``; its sampling costs the broker a little CPU, so profile in runs of their own."""
+    if args.profile is None or broker.name in ("mosquitto", "amqtt") or broker.process is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        *("py-spy", "record", "--pid", str(broker.process.pid), "--rate", "200", "--nonblocking", "--subprocesses"),
+        *("--duration", str(int(args.duration)), "--format", "raw", "-o", str(args.profile / f"{tag}.txt")),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
 
 
@@ -271,7 +296,8 @@ def show(row: Row) -> None:
     )
     print(
         f"{row.workload:<5} {row.broker:<12} U={row.users:<6} {row.rate:9.0f} msg/s  "
-        f"broker {row.broker_us_per_msg:6.1f} us/msg ({row.broker_cores:.2f} cores)  "
+        f"broker {row.broker_us_per_msg:6.1f} us/msg ({row.broker_system_us_per_msg:.1f} system, "
+        f"{row.broker_cores:.2f} cores)  "
         f"generator {row.generator_cores:.2f} cores  RSS {row.rss_mb:6.1f} MB  "
         f"p50 {row.p50_ms:.1f} ms p99 {row.p99_ms:.1f} ms  {row.extra}{warn}",
         flush=True,
@@ -337,6 +363,9 @@ def main() -> None:
     parser.add_argument("--connect-timeout", type=float, default=300.0)
     parser.add_argument("--amqtt-max-users", type=int, default=1000, help="skip plain amqtt above this U")
     parser.add_argument("--json", type=Path, help="append the rows to this JSON-lines file")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy each Switchboard broker over the window into DIR"
+    )
     parser.add_argument(
         "--variant",
         action="append",

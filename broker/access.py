@@ -31,6 +31,13 @@ from switchboard.topics import is_chat_topic
 
 log = logging.getLogger(__name__)
 
+#: Decisions kept per client and action (``AccessControl.check_kept``): a member of a few groups receives and
+#: publishes to a few dozen topics; past this many the client's are forgotten and made again.
+DECISIONS_PER_CLIENT = 64
+#: The topics whose publish decisions are kept: a client's own group topics, a few each, published to again and
+#: again. A DM's goes to any of many users, so keeping it would cost memory (per client) for little reuse.
+KEPT_PUBLISH = ("group/", "typing/group:")
+
 
 class _Miss(Exception):
     """A fact the cache does not hold (or holds too old); ``fill`` loads it (blocking: run it in a thread),
@@ -58,16 +65,26 @@ class CachedDirectory:
         self._ttl = ttl
         self._users: dict[str, tuple[bool, float]] = {}
         self._members: dict[tuple[str, str], tuple[bool, float]] = {}
+        #: The earliest expiry of the facts read since :meth:`start_decision`: how long a decision made on them holds.
+        self.horizon = 0.0
+
+    def start_decision(self) -> None:
+        """Track the facts a decision reads from now on (see ``horizon``)."""
+        self.horizon = time.monotonic() + self._ttl
 
     def user_exists(self, name: str) -> bool:
         hit = self._users.get(name)
         if hit is not None and hit[1] > time.monotonic():
+            if hit[1] < self.horizon:
+                self.horizon = hit[1]
             return hit[0]
         raise _Miss(lambda: self._load_user(name), lambda: self._extend(self._users, name))
 
     def is_member(self, group: str, user: str) -> bool:
         hit = self._members.get((group, user))
         if hit is not None and hit[1] > time.monotonic():
+            if hit[1] < self.horizon:
+                self.horizon = hit[1]
             return hit[0]
         raise _Miss(lambda: self._load_member(group, user), lambda: self._extend(self._members, (group, user)))
 
@@ -123,6 +140,8 @@ class AccessControl:
         self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
         self.allow_anonymous = allow_anonymous
         self._identities: dict[str, Identity] = {}
+        #: Bumped by every directory event: the receive decisions clients hold are then made again.
+        self._generation = 0
 
     async def authenticate(self, session: Principal) -> bool:
         """True when the CONNECT's credentials are good (or it is anonymous and that is allowed),
@@ -235,12 +254,14 @@ class AccessControl:
     def forget_member(self, group: str, user: str) -> None:
         """A directory event: the membership changed."""
         self._directory.forget_member(group, user)
+        self._generation += 1
 
     def forget_user(self, name: str) -> None:
         """A directory event: the user was disabled, enabled or deleted. (Its identity stays known: its
         connections are being closed and their presence bookkeeping still needs it.)"""
         self._directory.forget_user(name)
         self._credentials.forget(name)
+        self._generation += 1
 
     def identity(self, session: Principal) -> Identity | None:
         """Who this client logged in as; None if it never authenticated here."""
@@ -288,9 +309,45 @@ class AccessControl:
         return decision
 
     def may_receive_now(self, principal: Principal, topic: str) -> bool | None:
-        """Whether this client may receive ``topic``, from the cache; None when the database must be asked."""
-        decision = self.check_now(principal, topic, Action.RECEIVE)
+        """Whether this client may receive ``topic``, from the cache; None when the database must be asked.
+
+        Every delivery is decided, but a fan-out asks the same question of the same client again and again (each
+        message to a group, to each member): the decision is kept on the client's principal, by topic (see
+        :meth:`check_kept`)."""
+        decision = self.check_kept(principal, topic, Action.RECEIVE)
         return None if decision is None else decision.allowed
+
+    def check_kept(self, principal: Principal, topic: str, action: Action) -> Decision | None:
+        """:meth:`check_now` for RECEIVE, or PUBLISH to a group (``KEPT_PUBLISH``), answered from the decisions
+        this client keeps by topic while they still hold: same identity, no directory event since (a removed member
+        stops receiving at once), and none of the facts a decision read has expired (a change made behind the
+        broker's back counts after ``cache_seconds``, as without kept decisions)."""
+        receive = action is Action.RECEIVE
+        if not receive and not topic.startswith(KEPT_PUBLISH):
+            return self.check_now(principal, topic, action)
+        who = self.identity(principal)
+        decisions = principal.decisions if receive else principal.publish_decisions
+        if decisions is not None:
+            known = decisions.get(topic)
+            if known is not None and known[1] is who and known[2] == self._generation and known[3] > time.monotonic():
+                decision: Decision = known[0]
+                if not decision.allowed:
+                    _log_denial(principal, topic, action, decision)
+                return decision
+        self._directory.start_decision()
+        found = self.check_now(principal, topic, action)
+        if found is None or who is None:
+            return found
+        if decisions is None:
+            decisions = {}
+            if receive:
+                principal.decisions = decisions
+            else:
+                principal.publish_decisions = decisions
+        elif len(decisions) >= DECISIONS_PER_CLIENT:
+            decisions.clear()
+        decisions[topic] = (found, who, self._generation, self._directory.horizon)
+        return found
 
     async def may_receive(self, principal: Principal, topic: str) -> bool:
         return (await self.check(principal, topic, Action.RECEIVE)).allowed

@@ -89,9 +89,16 @@ class Context:
 
 
 class _Routing:
-    """The connection whose PUBLISH is being routed now: the one to pause if a recipient stops reading."""
+    """The connection whose PUBLISH is being routed now: the one to pause if a recipient stops reading.
+    (An instance, not the class: setting a class attribute twice a packet would reset the type's caches.)"""
 
-    source: Connection | None = None
+    __slots__ = ("source",)
+
+    def __init__(self) -> None:
+        self.source: Connection | None = None
+
+
+_ROUTING = _Routing()
 
 
 _ENCODER = PublishEncoder()
@@ -284,7 +291,7 @@ class Connection(FramedProtocol):
     def _handle(self, kind: int, flags: int, body: bytes) -> Awaitable[None] | None:
         """Run one packet's handler; an awaitable when it must wait. Failures close this connection only."""
         handler = self.handlers.get(kind)
-        _Routing.source = self
+        _ROUTING.source = self
         try:
             if handler is None:
                 raise ProtocolViolation(f"a client may not send {NAMES.get(kind, f'reserved packet type {kind}')}")
@@ -298,7 +305,7 @@ class Connection(FramedProtocol):
         except Exception:
             self._crashed()
         finally:
-            _Routing.source = None
+            _ROUTING.source = None
         return None
 
     async def _drain(self, waiting: Awaitable[None] | None) -> None:
@@ -370,7 +377,7 @@ class Connection(FramedProtocol):
         if self.close_state is not Close.OPEN:
             return
         if self.write_paused:
-            source = _Routing.source
+            source = _ROUTING.source
             if source is not None and source is not self:
                 self._block(source)
             if message.qos == 0:

@@ -72,7 +72,7 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
                 extra={"topic": topic, "client_id": session.client_id},
             )
         else:
-            decision = conn.ctx.access.check_now(conn.principal, topic, Action.PUBLISH)
+            decision = conn.ctx.access.check_kept(conn.principal, topic, Action.PUBLISH)
             if decision is None:
                 return _publish_later(conn, topic, body[end:], qos, bool(flags & 0x01), packet_id)
             if decision.allowed:

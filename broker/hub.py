@@ -290,21 +290,30 @@ class Hub:
         matches = self.tree.match(topic)
         if not matches:
             return offered
-        # Whether a delivery needs the receive check depends on the topic, and on one fact per session.
-        check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
-        check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
+        # Whether a delivery needs the receive check depends on the topic, and on one fact per session (the
+        # second answer only asked for when a recipient has a filter starting with a wildcard).
+        access, sessions = self.access, self.sessions
+        check_plain = access.receive_needs_check(topic, root_wildcard=False)
+        check_wildcard: bool | None = None
         pending = iter(matches.items())
         for client_id, sub_qos in pending:
-            session = self.sessions.get(client_id)
+            session = sessions.get(client_id)
             if session is None:
                 continue
-            if check_wildcard if session.root_wildcards > 0 else check_plain:
+            if session.root_wildcards > 0:
+                if check_wildcard is None:
+                    check_wildcard = access.receive_needs_check(topic, root_wildcard=True)
+                check = check_wildcard
+            else:
+                check = check_plain
+            if check:
                 allowed = self.access.may_receive_now(session.principal, topic)
                 if allowed is None:
                     return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered, properties)
                 if not allowed:
                     continue
-            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos), False, 0, None, properties))
+            granted = qos if qos < sub_qos else sub_qos
+            self._deliver(session, Outgoing(topic, payload, granted, False, 0, None, properties))
             offered += 1
         return offered
 
@@ -338,7 +347,7 @@ class Hub:
             self.store.retained(topic, payload, qos)
 
     def _deliver(self, session: Session, message: Outgoing) -> None:
-        if session.connected or (message.qos > 0 and not session.clean):
+        if session.outbox is not None or (message.qos > 0 and not session.clean):  # session.connected
             self.stats.messages_out[message.qos] += 1
         session.offer(message)
 

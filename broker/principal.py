@@ -7,6 +7,7 @@ with only the username.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -20,3 +21,7 @@ class Principal:
     will_topic: str | None = None
     #: The client's IP address (the login throttle's key, with the username).
     address: str | None = None
+    #: Receive and publish decisions already made for this client, by topic (``AccessControl.check_kept``); None
+    #: until the first, so an idle connection holds no dictionary.
+    decisions: dict[str, Any] | None = None
+    publish_decisions: dict[str, Any] | None = None

@@ -240,7 +240,8 @@ class Session:
         del self.inflight[packet_id]
         if flight.message.row and self.journal is not None:
             self.journal.done(flight.message.row)
-        self.pump()
+        if self.queue:
+            self.pump()
         return True
 
     def received(self, packet_id: int) -> bool:

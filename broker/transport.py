@@ -5,8 +5,10 @@ through the listener's transport shim). ``data_received`` appends to a buffer an
 frames (fixed header + remaining length), refusing a frame over ``max_packet_bytes`` as soon as its
 header is read, before its body is buffered; each frame goes to :meth:`frame_received` whole.
 
-Writes are gathered per connection and handed to the transport once per event-loop turn
-(``loop.call_soon`` flush, one ``writelines``), so a burst of deliveries to one client costs one send.
+Writes are gathered per connection and handed to the transport once per event-loop turn (one
+``writelines``), so a burst of deliveries to one client costs one send; one ``loop.call_soon`` callback a
+turn flushes every connection written to in it (a fan-out to a thousand clients schedules one callback,
+not a thousand).
 Reading can be held for several reasons at once (a backlog of packets waiting for an await, a
 subscriber this client publishes to that stopped reading): it resumes when the last is released.
 """
@@ -14,9 +16,13 @@ subscriber this client publishes to that stopped reading): it resumes when the l
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from typing import Any
 
 from broker.codec import CONNECT, Malformed, fixed_header
+
+log = logging.getLogger(__name__)
 
 
 class FrameError(Exception):
@@ -29,6 +35,7 @@ class FramedProtocol(asyncio.Protocol):
     __slots__ = (
         "_buffer",
         "_first",
+        "_flusher",
         "_need",
         "_out",
         "_read_holds",
@@ -50,6 +57,7 @@ class FramedProtocol(asyncio.Protocol):
         self._out: list[bytes] = []
         self._read_holds = 0
         self._first = True
+        self._flusher = _flusher(loop)
 
     # To implement ----------------------------------------------------------------------------------
 
@@ -125,7 +133,7 @@ class FramedProtocol(asyncio.Protocol):
         """Queue ``data``; everything queued in this event-loop turn goes out in one call."""
         out = self._out
         if not out:
-            self.loop.call_soon(self.flush)
+            self._flusher.add(self)
         out.append(data)
 
     def flush(self) -> None:
@@ -164,3 +172,36 @@ class FramedProtocol(asyncio.Protocol):
 
 
 FLUSH_SECONDS = 2.0
+
+
+class _Flusher:
+    """The connections of one event loop with writes queued in this turn, flushed by one callback. (It holds no
+    reference to its loop: the loop is the weak key it is found by.)"""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: list[FramedProtocol] = []
+
+    def add(self, protocol: FramedProtocol) -> None:
+        if not self.pending:
+            protocol.loop.call_soon(self.run)
+        self.pending.append(protocol)
+
+    def run(self) -> None:
+        pending, self.pending = self.pending, []
+        for protocol in pending:
+            try:
+                protocol.flush()
+            except Exception:  # one connection's failure is not the others'
+                log.exception("flushing the writes of a connection failed")
+
+
+_FLUSHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = weakref.WeakKeyDictionary()
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    found = _FLUSHERS.get(loop)
+    if found is None:
+        found = _FLUSHERS[loop] = _Flusher()
+    return found

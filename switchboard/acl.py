@@ -71,7 +71,14 @@ class Decision:
 
 
 def _allow(reason: str) -> Decision:
-    return Decision(True, reason)
+    """Every reason to allow is a fixed text: one Decision each, made once (the broker decides per message)."""
+    found = _ALLOWED.get(reason)
+    if found is None:
+        found = _ALLOWED[reason] = Decision(True, reason)
+    return found
+
+
+_ALLOWED: dict[str, Decision] = {}
 
 
 def _deny(reason: str) -> Decision:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 def options() -> argparse.Namespace:
     return argparse.Namespace(
-        window=20, pending=10, warmup=0.5, duration=1.0, shards=1, connect_timeout=60.0, amqtt_max_users=0
+        window=20, pending=10, warmup=0.5, duration=1.0, shards=1, connect_timeout=60.0, amqtt_max_users=0, profile=None
     )
 
 
