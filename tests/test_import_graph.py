@@ -4,7 +4,8 @@ primary-key reads that SQLAlchemy Core does (switchboard/schema.py).
 
 The real command runs in a subprocess on a SQLite database; a thread of that process waits for it to listen,
 logs in with an API token, with a password and with a wrong password, subscribes to its inbox, publishes a
-DM (the directory lookups), then lists the modules the process has loaded. A guard on what is loaded, not a
+DM (the directory lookups), then lists the modules the process has loaded (metrics and WebSocket off: their
+libraries are not loaded either). A guard on what is loaded, not a
 timing."""
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tests.helpers import REPO, free_port, switchboard_env
 
 #: Package prefixes the broker's process must not load.
 FORBIDDEN = ("alembic", "sqlmodel", "sqlalchemy.orm", "mako", "psycopg", "fastapi", "api", "bridge", "paho", "amqtt")
+#: ... nor, with metrics and the WebSocket listener off, the libraries only they need.
+FORBIDDEN_UNCONFIGURED = ("prometheus_client", "websockets")
 FORBIDDEN_MODULES = ("switchboard.tables", "switchboard.accounts", "switchboard.directory", "switchboard.db_orm")
 
 PROBE = textwrap.dedent("""\
@@ -61,7 +64,9 @@ def test_the_broker_process_loads_no_orm_alembic_or_other_service(tmp_path: Path
         token, _ = tokens.issue(session, "probe", timedelta(hours=1))
     engine.dispose()
     port = free_port()
-    env = switchboard_env(url, SWITCHBOARD_MQTT__PORT=str(port), SWITCHBOARD_MQTT__WS_PORT="null")
+    env = switchboard_env(
+        url, SWITCHBOARD_MQTT__PORT=str(port), SWITCHBOARD_MQTT__WS_PORT="null", SWITCHBOARD_MQTT__METRICS_PORT="null"
+    )
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(port), "probe", "probe-password", token],
         env=env,
@@ -78,6 +83,7 @@ def test_the_broker_process_loads_no_orm_alembic_or_other_service(tmp_path: Path
     loaded = [
         name
         for name in found["modules"]
-        if name in FORBIDDEN_MODULES or any(name == p or name.startswith(p + ".") for p in FORBIDDEN)
+        if name in FORBIDDEN_MODULES
+        or any(name == p or name.startswith(p + ".") for p in (*FORBIDDEN, *FORBIDDEN_UNCONFIGURED))
     ]
     assert loaded == [], f"the broker's process loaded {loaded}: import them only where a rare path needs them"
