@@ -102,6 +102,7 @@ class SwitchboardBroker:
             await self.hub.restore()
             self.store.start()
         self._listeners = await open_listeners(self.settings, self._new_connection)
+        gc.collect()  # start-up's garbage first: frozen, it would never be freed
         gc.freeze()  # what start-up built lives for ever: keep it out of every later collection
         gc.set_threshold(*GC_THRESHOLDS)
         self._sys_task = asyncio.create_task(sysinfo.publish_forever(self.hub, self.settings.sys_interval))
