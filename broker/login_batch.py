@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from switchboard import lookups, tokens
 from switchboard.acl import Identity
@@ -114,13 +113,10 @@ class LoginBatcher:
                 allowed.append(login)
         if not allowed:
             return
-        try:
-            with connection_scope(self._engine) as connection:
-                held = tokens.holders(connection, (login.password for login in allowed))
-                named = [login.name for login in allowed if not tokens.looks_like_token(login.password)]
-                accounts = lookups.password_users(connection, named)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot check logins: {exc}") from exc
+        with connection_scope(self._engine) as connection:  # database errors leave as StoreError
+            held = tokens.holders(connection, (login.password for login in allowed))
+            named = [login.name for login in allowed if not tokens.looks_like_token(login.password)]
+            accounts = lookups.password_users(connection, named)
         now = utcnow()
         for login in allowed:
             login.outcome = _verify(login, held, accounts, now)
