@@ -17,16 +17,16 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
 
+from broker.login_batch import LoginBatcher
 from broker.principal import Principal
-from switchboard import accounts, tokens
+from switchboard import lookups
 from switchboard.acl import ANONYMOUS, Action, Decision, Identity, Policy
 from switchboard.credentials import VerifiedCredentials
 from switchboard.errors import StoreError
 from switchboard.logins import LoginThrottle, Throttled
 from switchboard.rules import OperatorRule
-from switchboard.tables import Role, User, utcnow
+from switchboard.schema import Role
 from switchboard.topics import is_chat_topic
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,13 @@ class CachedDirectory:
         return True
 
     def _load_user(self, name: str) -> None:
-        with Session(self._engine) as session:
-            exists = accounts.user_exists(session, name)
+        with self._engine.connect() as connection:
+            exists = lookups.user_exists(connection, name)
         self._remember(self._users, name, exists)
 
     def _load_member(self, group: str, user: str) -> None:
-        with Session(self._engine) as session:
-            member = accounts.is_member(session, group, user)
+        with self._engine.connect() as connection:
+            member = lookups.is_member(connection, group, user)
         self._remember(self._members, (group, user), member)
 
     def _remember(self, cache: dict[Any, tuple[bool, float]], key: Any, value: bool) -> None:
@@ -134,7 +134,7 @@ class AccessControl:
         credentials_seconds: float = 300.0,
     ) -> None:
         self._engine = engine
-        self._throttle = throttle
+        self._logins = LoginBatcher(engine, throttle)
         self._directory = CachedDirectory(engine, ttl=cache_seconds)
         self._credentials: VerifiedCredentials[Identity] = VerifiedCredentials(credentials_seconds)
         self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
@@ -184,9 +184,7 @@ class AccessControl:
             return remembered
         address = session.address or "unknown"
         try:
-            user = await asyncio.to_thread(
-                self._throttle.attempt, name, address, lambda: self._check_password(name, password)
-            )
+            verified = await self._logins.check(name, password, address)
         except Throttled as exc:
             log.warning(
                 "refused client_id=%s user=%s from %s: %s", session.client_id, name, address, exc, extra=_who(session)
@@ -195,28 +193,13 @@ class AccessControl:
         except StoreError as exc:
             log.error("refused client_id=%s user=%s: %s", session.client_id, name, exc, extra=_who(session))
             return None
-        if user is None:
+        if verified is None:
             log.warning(
                 "refused client_id=%s user=%s: bad username or password", session.client_id, name, extra=_who(session)
             )
-        return user
-
-    def _check_password(self, name: str, password: str) -> Identity | None:
-        left: float | None = None
-        with Session(self._engine) as session:
-            if tokens.looks_like_token(password):
-                found = tokens.holder(session, password)
-                if found is None or found[0] != name:
-                    return None
-                who = Identity(name, Role(found[1]))
-                left = (found[2] - utcnow()).total_seconds()
-            else:
-                user = accounts.authenticate(session, name, password)
-                if user is None:
-                    return None
-                who = Identity(user.name, Role(user.role))
-        self._credentials.remember(name, password, who, seconds=left)
-        return who
+            return None
+        self._credentials.remember(name, password, verified.identity, seconds=verified.seconds_left)
+        return verified.identity
 
     def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
         """Whether delivering ``topic`` must be checked per recipient: group membership can change (group
@@ -243,11 +226,11 @@ class AccessControl:
         return who is not None and not who.is_service
 
     def _load_identity(self, name: str) -> Identity | None:
-        with Session(self._engine) as session:
-            user = session.get(User, name)
-        if user is None or user.disabled:
+        with self._engine.connect() as connection:
+            role = lookups.enabled_role(connection, name)
+        if role is None:
             return None
-        who = Identity(user.name, Role(user.role))
+        who = Identity(name, Role(role))
         self._identities[name] = who
         return who
 

@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
 
 from broker.access import AccessControl
-from switchboard import directory, streams
+from switchboard import lookups, streams
 from switchboard.errors import StoreError
-from switchboard.tables import DirectoryChange, DirectoryEvent
+from switchboard.lookups import DirectoryEvent
+from switchboard.schema import DirectoryChange
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,9 @@ class DirectoryWatch:
             self.position = event.position
 
     def _head(self) -> int:
-        with Session(self._engine) as session:
-            return streams.heads(session)[streams.DIRECTORY]
+        with self._engine.connect() as connection:
+            return lookups.stream_head(connection, streams.DIRECTORY)
 
     def _load(self, position: int) -> Sequence[DirectoryEvent]:
-        with Session(self._engine) as session:
-            events = directory.events_after(session, position)
-            session.expunge_all()
-            return events
+        with self._engine.connect() as connection:
+            return lookups.directory_events_after(connection, position)

@@ -96,6 +96,7 @@ async def _accept(conn: Connection, principal: Principal, packet: Connect) -> No
         conn.write(encode_connack(False, NOT_AUTHORIZED))
         raise ProtocolViolation(f"not authorized (client_id={client_id!r}, user={principal.username!r})")
     principal.password = None  # not needed past this point; do not keep it in memory
+    principal.address = None  # only the login throttle needed it (the connection keeps its peer for logs)
     if conn.close_state is not Close.OPEN:
         return
     existing = hub.sessions.get(client_id)

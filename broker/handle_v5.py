@@ -89,7 +89,7 @@ def on_pubrel(conn: Connection, flags: int, body: bytes) -> None:
     session = conn.session
     assert session is not None
     packet_id = decode_ack(PUBREL, body)[0]
-    if packet_id in session.incoming_qos2:
+    if session.incoming_qos2 is not None and packet_id in session.incoming_qos2:
         session.incoming_released(packet_id)
         conn.write(encode_ack(PUBCOMP_BYTE, packet_id))
     else:

@@ -178,7 +178,7 @@ class Hub:
         orphans = session.take_shared(lambda message: message.share in self.shared.groups) if self.shared else []
         if orphans:
             self._spawn(self.share_delivery.redeliver(session, orphans))
-        session.queue.clear()
+        session.queue = None
         session.inflight.clear()
         if session.journal is not None:
             session.journal = None

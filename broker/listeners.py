@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker.websocket import serve_websocket
 from switchboard.errors import ConfigError
 from switchboard.settings import MqttSettings
 
@@ -99,6 +98,8 @@ async def _websocket(
     context: ssl.SSLContext | None,
     protocol_factory: Callable[[], asyncio.Protocol],
 ) -> Listener:
+    from broker.websocket import serve_websocket  # the websockets library: loaded only for a WebSocket listener
+
     server = await serve_websocket(
         protocol_factory,
         settings.host,

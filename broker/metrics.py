@@ -43,7 +43,7 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily(
             "switchboard_broker_queued_messages",
             "Messages queued for sessions (offline, or beyond their in-flight window).",
-            sum(len(s.queue) for s in sessions),
+            sum(len(s.queue or ()) for s in sessions),
         )
         yield GaugeMetricFamily(
             "switchboard_broker_inflight_messages",

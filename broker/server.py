@@ -20,13 +20,11 @@ from broker.connection import Connection, ConnectionLimits, Context
 from broker.directory_watch import DirectoryWatch
 from broker.hub import Hub
 from broker.listeners import Listener, close_listeners, open_listeners
-from broker.metrics import broker_registry
 from broker.persistence import StateStore
 from broker.principal import Principal
 from broker.sessions import Limits
 from switchboard.errors import ConfigError
 from switchboard.logins import LoginThrottle
-from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
 from switchboard.rules import OperatorRule, RuleAction
 from switchboard.settings import LoginSettings, MqttSettings
@@ -105,6 +103,7 @@ class SwitchboardBroker:
             await self.hub.restore()
             self.store.start()
         self._listeners = await open_listeners(self.settings, self._new_connection)
+        gc.collect()  # start-up's garbage first: frozen, it would never be freed
         gc.freeze()  # what start-up built lives for ever: keep it out of every later collection
         gc.set_threshold(*GC_THRESHOLDS)
         self._sys_task = asyncio.create_task(sysinfo.publish_forever(self.hub, self.settings.sys_interval))
@@ -179,6 +178,9 @@ async def start_broker(settings: MqttSettings, engine: Engine, login: LoginSetti
         raise
     log.info("broker listening on %s", ", ".join(broker.addresses()))
     if settings.metrics_port is not None:
+        from broker.metrics import broker_registry  # prometheus_client: loaded only when metrics are served
+        from switchboard.observability import serve_metrics
+
         try:
             broker.metrics_server = serve_metrics(
                 broker_registry(broker.hub, broker.connection_count),

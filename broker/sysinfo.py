@@ -24,7 +24,7 @@ def snapshot(hub: Hub, started: float) -> dict[str, int | str]:
         "retained/count": len(hub.retained),
         "messages/received": sum(stats.messages_in),
         "messages/sent": sum(stats.messages_out),
-        "messages/queued": sum(len(s.queue) + len(s.inflight) for s in hub.sessions.values()),
+        "messages/queued": sum(len(s.queue or ()) + len(s.inflight) for s in hub.sessions.values()),
         "messages/dropped": sum(s.dropped for s in hub.sessions.values()),
         "messages/dropped/slow_consumer": stats.dropped_qos0,
         "clients/refused": stats.refused_connections,

@@ -15,13 +15,13 @@ import yaml
 from sqlalchemy import Engine
 
 from cli import database_notice
-from switchboard import accounts, config_reference
+from switchboard import config_reference
 from switchboard.db import make_engine, session_scope, upgrade
 from switchboard.errors import AccountError, SwitchboardError
 from switchboard.logs import configure_logging
 from switchboard.openfiles import raise_open_file_limit
+from switchboard.schema import Role
 from switchboard.settings import Settings, check_settings, load_settings
-from switchboard.tables import Role
 
 
 def _config_option() -> argparse.ArgumentParser:
@@ -159,6 +159,8 @@ def _read_password(given: str | None) -> str:
 
 
 def _user_add(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    from switchboard import accounts  # the ORM: only the administration commands load it
+
     password = _read_password(args.password)
     upgrade(engine)
     with session_scope(engine) as session:
@@ -167,6 +169,8 @@ def _user_add(args: argparse.Namespace, _settings: Settings, engine: Engine) -> 
 
 
 def _user_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> None:
+    from switchboard import accounts  # the ORM: only the administration commands load it
+
     upgrade(engine)
     with session_scope(engine) as session:
         users = accounts.list_users(session)
@@ -180,6 +184,8 @@ def _user_list(args: argparse.Namespace, settings: Settings, engine: Engine) -> 
 
 
 def _group_create(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    from switchboard import accounts  # the ORM: only the administration commands load it
+
     upgrade(engine)
     with session_scope(engine) as session:
         accounts.create_group(session, args.group, args.member)
@@ -187,6 +193,8 @@ def _group_create(args: argparse.Namespace, _settings: Settings, engine: Engine)
 
 
 def _group_add_member(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    from switchboard import accounts  # the ORM: only the administration commands load it
+
     upgrade(engine)
     with session_scope(engine) as session:
         accounts.add_member(session, args.group, args.name)
@@ -194,6 +202,8 @@ def _group_add_member(args: argparse.Namespace, _settings: Settings, engine: Eng
 
 
 def _user_disable(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    from switchboard import accounts  # the ORM: only the administration commands load it
+
     upgrade(engine)
     with session_scope(engine) as session:
         accounts.set_disabled(session, args.name, args.action == "disable")
@@ -201,6 +211,8 @@ def _user_disable(args: argparse.Namespace, _settings: Settings, engine: Engine)
 
 
 def _group_remove_member(args: argparse.Namespace, _settings: Settings, engine: Engine) -> None:
+    from switchboard import accounts  # the ORM: only the administration commands load it
+
     upgrade(engine)
     with session_scope(engine) as session:
         removed = accounts.remove_member(session, args.group, args.name)

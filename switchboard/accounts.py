@@ -9,37 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import literal, tuple_, union_all
 from sqlmodel import Session, col, select
 
 from switchboard import directory, tokens
 from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
+from switchboard.passwords import MAX_PASSWORD_CHARS, hash_password, verify_password, waste_time
 from switchboard.tables import ApiToken, DirectoryChange, DmMember, Group, GroupMember, Presence, Role, User
 from switchboard.topics import Conversation, Kind, is_valid_name
-
-_hasher = PasswordHasher()
-#: Verified against when the user does not exist, so unknown names cost the same time as known ones.
-_DUMMY_HASH = _hasher.hash("switchboard-dummy-password")
-MAX_PASSWORD_CHARS = 1024
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash of ``password``."""
-    if not password:
-        raise InvalidAccount("the password is empty: choose one of at least 1 character")
-    if len(password) > MAX_PASSWORD_CHARS:
-        raise InvalidAccount(f"the password is longer than {MAX_PASSWORD_CHARS} characters")
-    return _hasher.hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    """True when ``password`` matches ``password_hash``."""
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 def authenticate(session: Session, name: str, password: str) -> User | None:
@@ -49,7 +26,7 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
         return holder if holder is not None and holder.name == name else None
     user = session.get(User, name) if is_valid_name(name) else None
     if user is None or len(password) > MAX_PASSWORD_CHARS:
-        verify_password(_DUMMY_HASH, password)
+        waste_time(password)
         return None
     if not verify_password(user.password_hash, password) or user.disabled:
         return None

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from switchboard.rules import OperatorRule, decide
-from switchboard.tables import Role
+from switchboard.schema import Role
 from switchboard.topics import (
     Kind,
     is_chat_topic,

@@ -12,10 +12,14 @@ Writers lock streams in one order â€” receipts, then messages, then directory â€
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-from sqlmodel import Session, col
+from typing import TYPE_CHECKING
 
-from switchboard.tables import StreamPosition
+from sqlalchemy import insert, select, update
+
+from switchboard.schema import stream_positions
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 MESSAGES = "messages"
 RECEIPTS = "receipts"
@@ -26,20 +30,19 @@ ALL = (MESSAGES, RECEIPTS, DIRECTORY)
 def advance(session: Session, stream: str, count: int = 1) -> int:
     """Take ``count`` positions of ``stream``; returns the last one (the first is ``last - count + 1``)."""
     position = session.execute(
-        update(StreamPosition)
-        .where(col(StreamPosition.name) == stream)
-        .values(position=col(StreamPosition.position) + count)
-        .returning(col(StreamPosition.position))
+        update(stream_positions)
+        .where(stream_positions.c.name == stream)
+        .values(position=stream_positions.c.position + count)
+        .returning(stream_positions.c.position)
     ).scalar_one_or_none()
     if position is None:  # a database created before the stream existed: start it
-        session.add(StreamPosition(name=stream, position=count))
-        session.flush()
+        session.execute(insert(stream_positions).values(name=stream, position=count))
         return count
     return int(position)
 
 
 def heads(session: Session) -> dict[str, int]:
     """The last committed position of every stream."""
-    rows = session.execute(select(col(StreamPosition.name), col(StreamPosition.position))).all()
+    rows = session.execute(select(stream_positions.c.name, stream_positions.c.position)).all()
     found = {name: int(position) for name, position in rows}
     return {stream: found.get(stream, 0) for stream in ALL}

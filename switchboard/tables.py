@@ -6,20 +6,16 @@ A conversation row carries ``last_seq``, the counter that gives each stored mess
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
-    Dialect,
     Index,
     Integer,
     LargeBinary,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     and_,
     column,
@@ -27,38 +23,18 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware, in UTC."""
-    return datetime.now(UTC)
-
+# Shared with the Core tables of switchboard.schema (re-exported: most modules import them from here).
+from switchboard.schema import DirectoryChange as DirectoryChange
+from switchboard.schema import Role as Role
+from switchboard.schema import UtcDateTime as UtcDateTime
+from switchboard.schema import utcnow as utcnow
 
 #: BIGINT ids on Postgres; SQLite only auto-increments a column declared INTEGER PRIMARY KEY.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware timestamp; SQLite forgets the zone, so values read back are marked UTC."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
 def _timestamp() -> Column[datetime]:
     return Column(UtcDateTime(), nullable=False)
-
-
-class Role(StrEnum):
-    """What an account is for: a person, an administrator, or a Switchboard service (the bridge)."""
-
-    USER = "user"
-    ADMIN = "admin"
-    SERVICE = "service"
 
 
 class User(SQLModel, table=True):
@@ -288,18 +264,6 @@ class StreamPosition(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     position: int = Field(default=0, sa_type=BigInteger)
-
-
-class DirectoryChange(StrEnum):
-    """What happened to a user or a membership; the broker and /v1/sync act on these."""
-
-    USER_CREATED = "user_created"
-    MEMBER_ADDED = "member_added"
-    MEMBER_REMOVED = "member_removed"
-    USER_DISABLED = "user_disabled"
-    USER_ENABLED = "user_enabled"
-    USER_DELETED = "user_deleted"
-    PASSWORD_RESET = "password_reset"  # noqa: S105 (an event name, not a secret)
 
 
 class DirectoryEvent(SQLModel, table=True):

@@ -89,3 +89,19 @@ def test_packet_ids_skip_those_in_flight_and_wrap() -> None:
     for n in range(3):
         session.offer(msg(n))
     assert [s[1] for s in out.sent] == [65535, 1, 2]
+
+
+def test_a_session_that_never_queues_allocates_no_queue_or_qos2_set() -> None:
+    """Issue 14 (10,000 idle connections within 100 MB): an empty deque and two empty sets cost ~1.2 KB a
+    session; they are made on first use, and then work as before (QoS 2 resends recognised, queue drained)."""
+    session = Session("c", "u", clean=False, limits=Limits(max_inflight=1, max_queued=10))
+    out = Recorder()
+    session.attach(out)
+    session.offer(msg(1))  # straight into the window: nothing queued
+    assert session.queue is None and session.incoming_qos2 is None
+    session.offer(msg(2))
+    assert session.queue is not None and [m.topic for m in session.queue] == ["t/2"]
+    assert session.incoming_started(7) and not session.incoming_started(7)  # a resend of packet 7
+    session.incoming_released(7)
+    assert session.incoming_started(7)
+    assert session.acknowledged(1, qos=1) and not session.queue

@@ -1,0 +1,83 @@
+"""The broker's reads of users, groups and directory events: SQLAlchemy Core statements on a connection (no
+ORM objects, no ORM import; see switchboard.schema). Each is one indexed query, compiled once and cached
+by SQLAlchemy. Login checks read many users at once (:func:`password_users`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from switchboard.schema import DirectoryChange, directory_events, group_members, stream_positions, users
+from switchboard.topics import is_valid_name
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """What a login needs to know of an account."""
+
+    name: str
+    password_hash: str
+    role: str
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEvent:
+    """One committed directory event (switchboard.directory writes them)."""
+
+    position: int
+    change: DirectoryChange
+    user_name: str
+    group_name: str | None = None
+
+
+def password_users(connection: Connection, names: Iterable[str]) -> dict[str, UserRow]:
+    """The accounts of these names that exist (enabled or not), by name: one query."""
+    wanted = sorted({name for name in names if is_valid_name(name)})
+    if not wanted:
+        return {}
+    query = select(users.c.name, users.c.password_hash, users.c.role, users.c.disabled)
+    rows = connection.execute(query.where(users.c.name.in_(wanted))).all()
+    return {row[0]: UserRow(row[0], row[1], row[2], bool(row[3])) for row in rows}
+
+
+def enabled_role(connection: Connection, name: str) -> str | None:
+    """The role of the enabled user of this name; None when there is none (or it is disabled)."""
+    if not is_valid_name(name):
+        return None
+    query = select(users.c.role).where(users.c.name == name, users.c.disabled.is_(False))
+    role: str | None = connection.execute(query).scalar()
+    return role
+
+
+def user_exists(connection: Connection, name: str) -> bool:
+    """True for an existing, enabled user."""
+    return enabled_role(connection, name) is not None
+
+
+def is_member(connection: Connection, group: str, user: str) -> bool:
+    """True when ``user`` belongs to ``group``."""
+    query = select(group_members.c.user_name).where(group_members.c.group_name == group)
+    return connection.execute(query.where(group_members.c.user_name == user)).first() is not None
+
+
+def stream_head(connection: Connection, stream: str) -> int:
+    """The last committed position of one change stream (0 before its first change)."""
+    position = connection.execute(select(stream_positions.c.position).where(stream_positions.c.name == stream)).scalar()
+    return int(position or 0)
+
+
+def directory_events_after(connection: Connection, position: int, limit: int = 1000) -> list[DirectoryEvent]:
+    """Committed directory events after ``position``, oldest first."""
+    query = (
+        select(directory_events.c.position, directory_events.c.change, directory_events.c.user_name)
+        .add_columns(directory_events.c.group_name)
+        .where(directory_events.c.position > position)
+        .order_by(directory_events.c.position)
+        .limit(limit)
+    )
+    return [
+        DirectoryEvent(int(row[0]), DirectoryChange(row[1]), row[2], row[3]) for row in connection.execute(query).all()
+    ]
