@@ -14,13 +14,11 @@ import secrets
 import signal
 
 from sqlalchemy import Engine
-from sqlmodel import Session
 
 from broker.server import SwitchboardBroker, start_broker
-from switchboard import accounts, config_reference, logs
+from switchboard import config_reference, logs, lookups
 from switchboard.db import upgrade, wait_for_schema_or_stop
 from switchboard.settings import Settings
-from switchboard.tables import Role
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +62,8 @@ def web_config(addresses: list[str]) -> dict[str, int]:
 
 
 def _has_admin(engine: Engine) -> bool:
-    with Session(engine) as session:
-        return any(user.role == Role.ADMIN for user in accounts.list_users(session))
+    with engine.connect() as connection:
+        return lookups.has_enabled_admin(connection)
 
 
 def _say_pages(host: str, port: int, has_admin: bool) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from switchboard.schema import DirectoryChange, directory_events, group_members, stream_positions, users
+from switchboard.schema import DirectoryChange, Role, directory_events, group_members, stream_positions, users
 from switchboard.topics import is_valid_name
 
 
@@ -50,6 +50,12 @@ def enabled_role(connection: Connection, name: str) -> str | None:
     query = select(users.c.role).where(users.c.name == name, users.c.disabled.is_(False))
     role: str | None = connection.execute(query).scalar()
     return role
+
+
+def has_enabled_admin(connection: Connection) -> bool:
+    """True when some enabled account has the admin role (``switchboard up`` says how to make the first one)."""
+    query = select(users.c.name).where(users.c.role == Role.ADMIN.value, users.c.disabled.is_(False)).limit(1)
+    return connection.execute(query).first() is not None
 
 
 def user_exists(connection: Connection, name: str) -> bool:
