@@ -9,11 +9,13 @@ turn (PUBACKs, the ``ack/{sender}`` replies) leaves in one ``write``. Nothing is
 transaction has committed.
 
 Plain MQTT 3.1.1 (protocol level 4) to any broker (Switchboard's, Mosquitto, EMQX, ...), over TCP or TLS
-(``ssl``). One connection per object: the bridge makes a new one (same client id, clean session 0) to
+(``ssl_context``). One connection per object: the bridge makes a new one (same client id, clean session 0) to
 reconnect, so the broker's session carries what was not acknowledged. Keep-alive: a PINGREQ after
-``keepalive`` seconds without sending; no answer within another ``keepalive`` closes the connection
-[MQTT-3.1.2-24]. Errors are translated here: :class:`BrokerUnavailable` (try again later) and
-:class:`SubscriptionRefused` (the broker said no to a filter: trying again cannot help, the bridge exits).
+``keepalive`` seconds without sending [MQTT-3.1.2-23]; nothing read for another ``keepalive`` after it
+(while reading) closes the connection. :meth:`BrokerConnection.hold_reading` stops reading, so a bridge
+that cannot store leaves the messages queued at the broker. Errors are translated here:
+:class:`BrokerUnavailable` (try again later) and :class:`SubscriptionRefused` (the broker said no to a
+filter: trying again cannot help, the bridge exits).
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ class Message:
         self.packet_id = packet_id
 
 
-class BrokerConnection:
+class BrokerConnection(asyncio.Protocol):
     """One MQTT 3.1.1 connection with a persistent session, handing each read's PUBLISH packets to
-    ``on_messages`` as one list."""
+    ``on_messages`` as one list. It is its own ``asyncio.Protocol``."""
 
     def __init__(
         self,
@@ -91,7 +93,8 @@ class BrokerConnection:
         self._host, self._port, self._username, self._password = host, port, username, password
         self._client_id, self._keepalive, self._ssl = client_id, keepalive, ssl_context
         self._loop = asyncio.get_running_loop()
-        self._wire = _Wire(self, on_messages)
+        self._on_messages = on_messages
+        self._rest = b""
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush: asyncio.Handle | None = None
@@ -114,7 +117,7 @@ class BrokerConnection:
         :class:`BrokerUnavailable` if it cannot be opened or the login is refused."""
         try:
             await asyncio.wait_for(
-                self._loop.create_connection(lambda: self._wire, self._host, self._port, ssl=self._ssl),
+                self._loop.create_connection(lambda: self, self._host, self._port, ssl=self._ssl),
                 CONNECT_TIMEOUT_SECONDS,
             )
         except (OSError, TimeoutError) as exc:
@@ -205,10 +208,56 @@ class BrokerConnection:
             transport.abort()
         self._close("closed by the bridge")
 
-    # -- the protocol's side ----------------------------------------------------------------------------
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------
 
-    def _made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close(f"connection lost ({exc})" if exc else "the connection closed")
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = self._loop.time()
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        messages: list[Message] = []
+        take = messages.append
+        position, size = 0, len(data)
+        try:
+            while position + 1 < size:
+                first, length = data[position], data[position + 1]
+                if length < 0x80:
+                    start = position + 2
+                else:
+                    found = fixed_header(data, position)
+                    if found is None:
+                        break
+                    length, header = found
+                    start = position + header
+                end = start + length
+                if end > size:
+                    break
+                if first >> 4 == PUBLISH:
+                    at = start + 2 + ((data[start] << 8) | data[start + 1])
+                    topic = data[start + 2 : at].decode()
+                    qos = (first >> 1) & 0x03
+                    packet_id = 0
+                    if qos:
+                        packet_id = (data[at] << 8) | data[at + 1]
+                        at += 2
+                    if at > end:
+                        raise Malformed("a PUBLISH whose topic is longer than the packet")
+                    take(Message(topic, data[at:end], bool(first & 0x01), qos, packet_id))
+                else:
+                    self._control(first, data[start:end])
+                position = end
+        except (Malformed, IndexError, UnicodeDecodeError) as exc:
+            self._lost(f"malformed packet from the broker: {exc}")
+            return
+        if position < size:
+            self._rest = data[position:]
+        if messages:
+            self._on_messages(messages)
 
     def _control(self, first: int, body: bytes) -> None:
         """A packet other than PUBLISH."""
@@ -278,63 +327,3 @@ class BrokerConnection:
             self._send(PINGREQ_BYTES)
             self._ping_sent = now
         self._tick = self._loop.call_later(TICK_SECONDS, self._keep_alive)
-
-
-class _Wire(asyncio.Protocol):
-    """Frames from the byte stream: PUBLISH packets decoded here (the hot path), the rest handed to the
-    connection."""
-
-    def __init__(self, connection: BrokerConnection, on_messages: Callable[[list[Message]], None]) -> None:
-        self._connection = connection
-        self._on_messages = on_messages
-        self._loop = connection._loop
-        self._rest = b""
-
-    def connection_made(self, transport: Any) -> None:
-        self._connection._made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._connection._close(f"connection lost ({exc})" if exc else "the connection closed")
-
-    def data_received(self, data: bytes) -> None:
-        self._connection.last_received = self._loop.time()
-        if self._rest:
-            data, self._rest = self._rest + data, b""
-        messages: list[Message] = []
-        take = messages.append
-        position, size = 0, len(data)
-        try:
-            while position + 1 < size:
-                first, length = data[position], data[position + 1]
-                if length < 0x80:
-                    start = position + 2
-                else:
-                    found = fixed_header(data, position)
-                    if found is None:
-                        break
-                    length, header = found
-                    start = position + header
-                end = start + length
-                if end > size:
-                    break
-                if first >> 4 == PUBLISH:
-                    at = start + 2 + ((data[start] << 8) | data[start + 1])
-                    topic = data[start + 2 : at].decode()
-                    qos = (first >> 1) & 0x03
-                    packet_id = 0
-                    if qos:
-                        packet_id = (data[at] << 8) | data[at + 1]
-                        at += 2
-                    if at > end:
-                        raise Malformed("a PUBLISH whose topic is longer than the packet")
-                    take(Message(topic, data[at:end], bool(first & 0x01), qos, packet_id))
-                else:
-                    self._connection._control(first, data[start:end])
-                position = end
-        except (Malformed, IndexError, UnicodeDecodeError) as exc:
-            self._connection._lost(f"malformed packet from the broker: {exc}")
-            return
-        if position < size:
-            self._rest = data[position:]
-        if messages:
-            self._on_messages(messages)

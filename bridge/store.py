@@ -12,7 +12,7 @@ which keeps its original seq), :class:`Recorded` (a presence or receipt update, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -90,23 +90,28 @@ class Replayed:
 Outcome = Stored | Rejected | Recorded | Replayed
 
 
-@dataclass(slots=True)
 class _Valid:
-    index: int
-    topic: ChatTopic
-    payload: ChatPayload
-    conversation: str = field(init=False)
-    key: tuple[str, str] = field(init=False)
-    """``(sender, id)``, looked up several times per message: made once."""
+    """A message that passed every check, with what is looked up several times per message made once."""
 
-    def __post_init__(self) -> None:
-        self.conversation = self.topic.conversation or ""
-        self.key = (self.topic.sender, self.payload.id)
+    __slots__ = ("conversation", "index", "key", "payload", "topic")
+
+    def __init__(self, index: int, topic: ChatTopic, payload: ChatPayload) -> None:
+        self.index = index
+        self.topic = topic
+        self.payload = payload
+        self.conversation = _conversation(topic)
+        self.key = (topic.sender, payload.id)
+        """``(sender, id)``."""
 
 
-#: Topics repeat (one per conversation and direction): each distinct one is parsed and checked once.
-#: ChatTopic is frozen, so sharing one between messages is safe.
+#: Topics repeat (one per conversation and direction): each distinct one is parsed and checked once, and
+#: its conversation named once. ChatTopic is frozen, so sharing one between messages is safe.
 _parse_topic = lru_cache(maxsize=65_536)(parse_topic)
+
+
+@lru_cache(maxsize=65_536)
+def _conversation(topic: ChatTopic) -> str:
+    return topic.conversation or ""
 
 
 def save_batch(session: Session, batch: Sequence[Incoming], *, preview_chars: int | None = None) -> list[Outcome]:
