@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from bridge.metrics import BridgeMetrics
-from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message
+from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message, tls_context
 from bridge.notifier import Notifier
 from bridge.store import Incoming, Outcome, Recorded, Rejected, Replayed, Stored, save_batch
 from switchboard.db import session_scope
@@ -73,6 +73,7 @@ class Bridge:
         self._password = password
         self._host = host
         self._port = port
+        self._tls = tls_context(settings.broker_tls, settings.broker_ca_file)
         self.metrics = metrics or BridgeMetrics()
         self.connected = asyncio.Event()
         self._holding = 0
@@ -148,6 +149,7 @@ class Bridge:
             password=self._password,
             client_id=self._settings.client_id,
             on_messages=self._take,
+            ssl_context=self._tls,
         )
         self._connection = None  # not held before the SUBACK is read
         await connection.connect()

@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from switchboard.errors import SwitchboardError
+from switchboard.errors import ConfigError, SwitchboardError
 from switchboard.mqttwire import Malformed, connect_packet, fixed_header, remaining_length, subscribe_packet
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,19 @@ class BrokerUnavailable(SwitchboardError):
 class SubscriptionRefused(SwitchboardError):
     """The broker refused one of the bridge's subscriptions: the bridge would store nothing for it, and
     trying again cannot help. The message is one line: which filter, which account, what to check."""
+
+
+def tls_context(enabled: bool, ca_file: str | None) -> ssl.SSLContext | None:
+    """The TLS client context for the broker connection (certificate and host name verified), or None."""
+    if not enabled:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"bridge.broker_ca_file = {ca_file!r} cannot be read as PEM CA certificates ({exc}): give the PEM file "
+            "of the CA that signed the broker's certificate"
+        ) from None
 
 
 class Message:
