@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from bridge.metrics import BridgeMetrics
 from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message, tls_context
 from bridge.notifier import Notifier
-from bridge.store import Incoming, Outcome, Recorded, Rejected, Replayed, Stored, save_batch
+from bridge.store import Outcome, Received, Recorded, Rejected, Replayed, Stored, save_batch
 from switchboard.db import session_scope
 from switchboard.errors import StoreError
 from switchboard.partitions import keep_message_partitions
@@ -222,9 +222,9 @@ class Bridge:
 
     async def _store(self, batch: Sequence[Message]) -> list[Outcome]:
         """Commit the batch, waiting out database outages (nothing is acknowledged meanwhile)."""
-        return await self._store_items([Incoming(m.topic, m.payload, m.retained) for m in batch])
+        return await self._store_items(batch)
 
-    async def _store_items(self, items: list[Incoming]) -> list[Outcome]:
+    async def _store_items(self, items: Sequence[Received]) -> list[Outcome]:
         delay, conflicts = 0.5, 0
         while True:
             started = time.monotonic()
@@ -256,7 +256,7 @@ class Bridge:
             self.metrics.commit_seconds.observe(time.monotonic() - started)
             return outcomes
 
-    async def _reject_poison(self, item: Incoming, error: StoreError) -> Outcome:
+    async def _reject_poison(self, item: Received, error: StoreError) -> Outcome:
         """A message the database refuses on its own: keep it in rejected_messages, never stall on it."""
         reason = f"the database refused this message: {error}"
         log.error("bridge: %s (topic=%r)", reason, item.topic, extra={"topic": item.topic})
@@ -268,7 +268,7 @@ class Bridge:
         await asyncio.to_thread(keep)
         return Rejected(reason)
 
-    def _commit(self, items: list[Incoming]) -> list[Outcome]:
+    def _commit(self, items: Sequence[Received]) -> list[Outcome]:
         with session_scope(self._engine) as session:
             return save_batch(session, items, preview_chars=self._notify.preview_chars if self._notify else None)
 

@@ -105,6 +105,7 @@ class BrokerConnection(asyncio.Protocol):
     ) -> None:
         self._host, self._port, self._username, self._password = host, port, username, password
         self._client_id, self._keepalive, self._ssl = client_id, keepalive, ssl_context
+        self._tick_seconds = min(TICK_SECONDS, keepalive / 2) if keepalive else TICK_SECONDS
         self._loop = asyncio.get_running_loop()
         self._on_messages = on_messages
         self._rest = b""
@@ -137,7 +138,7 @@ class BrokerConnection(asyncio.Protocol):
             raise BrokerUnavailable(f"cannot connect to {self.where}: {exc or 'timed out'}") from exc
         login = (self._client_id, self._username, self._password)
         self._send(connect_packet(*login, keepalive=self._keepalive, clean=False))
-        self._tick = self._loop.call_later(TICK_SECONDS, self._keep_alive)
+        self._tick = self._loop.call_later(self._tick_seconds, self._keep_alive)
         try:
             _, code = await asyncio.wait_for(asyncio.shield(self._connack), CONNECT_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -331,12 +332,14 @@ class BrokerConnection(asyncio.Protocol):
             self._last_sent = self._loop.time()
 
     def _keep_alive(self) -> None:
+        """A PINGREQ whenever the next tick would come after ``keepalive`` seconds without sending (also while
+        an earlier one is unanswered, which it stays while reading is held) [MQTT-3.1.2-23]."""
         now = self._loop.time()
         reading = self._transport is not None and self._transport.is_reading()
         if self._ping_sent and reading and now - max(self._ping_sent, self.last_received) > self._keepalive:
             self._lost(f"nothing from {self.where} for {self._keepalive}s after a PINGREQ")
             return
-        if self._keepalive and now - self._last_sent >= self._keepalive and not self._ping_sent:
+        if self._keepalive and now - self._last_sent + self._tick_seconds >= self._keepalive:
             self._send(PINGREQ_BYTES)
-            self._ping_sent = now
-        self._tick = self._loop.call_later(TICK_SECONDS, self._keep_alive)
+            self._ping_sent = self._ping_sent or now
+        self._tick = self._loop.call_later(self._tick_seconds, self._keep_alive)
