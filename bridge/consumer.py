@@ -1,12 +1,12 @@
 """MQTT in: the bridge's connection to the broker, batching, ack-after-commit and ``ack/{sender}`` replies.
 
 The bridge keeps a persistent session (clean_session=0) subscribed at QoS 1 to ``dm/#`` and ``group/#``
-(messages), ``presence/+`` and ``receipt/#`` (watermarks). paho acknowledges a QoS 1 message as soon
-as it is read unless ``manual_ack`` is on; :mod:`bridge.mqtt_client` owns the paho client and turns it on
-through paho's public API. Here a message is acknowledged only after the transaction that stores it has
-committed: a crash before that leaves it unacknowledged, the broker sends it again, and the
-``(sender, id)`` key makes the repeat a no-op. While the database is unreachable the bridge holds its
-batch and retries with capped backoff; it reads nothing new meanwhile, so the broker keeps queueing.
+(messages), ``presence/+`` and ``receipt/#`` (watermarks), through its own MQTT client
+(:mod:`bridge.mqtt_client`), which acknowledges nothing by itself. Here a batch is acknowledged only after
+the transaction that stores it has committed: a crash before that leaves it unacknowledged, the broker
+sends it again, and the ``(sender, id)`` key makes the repeat a no-op. While the database is unreachable
+the bridge holds its batch and retries with capped backoff; once it holds two batches' worth it reads
+nothing more from the socket, so the broker keeps queueing.
 
 :meth:`Bridge.stop` (SIGTERM) takes nothing new, finishes the batch being stored (commit, PUBACKs,
 ``ack/{sender}``), then disconnects cleanly; what it had received but not begun stays unacknowledged
@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from bridge.metrics import BridgeMetrics
-from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message
+from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message, tls_context
 from bridge.notifier import Notifier
-from bridge.store import Incoming, Outcome, Recorded, Rejected, Replayed, Stored, save_batch
+from bridge.store import Outcome, Received, Recorded, Rejected, Replayed, Stored, save_batch
 from switchboard.db import session_scope
 from switchboard.errors import StoreError
 from switchboard.partitions import keep_message_partitions
@@ -73,10 +73,12 @@ class Bridge:
         self._password = password
         self._host = host
         self._port = port
+        self._tls = tls_context(settings.broker_tls, settings.broker_ca_file)
         self.metrics = metrics or BridgeMetrics()
         self.connected = asyncio.Event()
         self._holding = 0
         self._received: deque[Message] = deque()
+        self._connection: BrokerConnection | None = None
         self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
         self._given_up = asyncio.Event()
@@ -130,10 +132,13 @@ class Bridge:
         self.metrics.connected.set(0)
         log.info("bridge: stopped")
 
-    def _take(self, message: Message) -> None:
-        """paho's message, as it is: no per-message wrapper, no queue with waiters to wake each time."""
-        self._received.append(message)
+    def _take(self, messages: list[Message]) -> None:
+        """The messages of one read, as they are: no per-message wrapper, no queue with waiters to wake."""
+        received = self._received
+        received.extend(messages)
         self._arrived.set()
+        if len(received) >= 2 * self._settings.batch_size and self._connection is not None:
+            self._connection.hold_reading()  # resumed by _next_batch
 
     async def _consume_one_connection(self) -> None:
         self._received.clear()  # anything not acknowledged comes again on the new connection
@@ -143,11 +148,16 @@ class Bridge:
             username=self._settings.username,
             password=self._password,
             client_id=self._settings.client_id,
-            on_message=self._take,
+            on_messages=self._take,
+            ssl_context=self._tls,
         )
+        self._connection = None  # not held before the SUBACK is read
         await connection.connect()
         try:
             await connection.subscribe(subscriptions(self._settings.shared_group))
+            self._connection = connection
+            if len(self._received) >= 2 * self._settings.batch_size:
+                connection.hold_reading()
             self.connected.set()
             self.metrics.connected.set(1)
             log.info("bridge: connected to %s:%d as %s", self._host, self._port, self._settings.username)
@@ -166,8 +176,7 @@ class Bridge:
                         len(batch),
                     )
                     break
-                for message in batch:
-                    connection.ack(message)
+                connection.ack(batch)
                 self._holding = 0
                 self._count(batch, outcomes)
                 self._publish_acks(connection, outcomes)
@@ -206,13 +215,16 @@ class Bridge:
                 break
             await asyncio.sleep(min(remaining, 0.001))
         count = min(size, len(received))
-        return [received.popleft() for _ in range(count)]
+        batch = [received.popleft() for _ in range(count)]
+        if len(received) < size:
+            connection.resume_reading()
+        return batch
 
     async def _store(self, batch: Sequence[Message]) -> list[Outcome]:
         """Commit the batch, waiting out database outages (nothing is acknowledged meanwhile)."""
-        return await self._store_items([Incoming(m.topic, bytes(m.payload), bool(m.retain)) for m in batch])
+        return await self._store_items(batch)
 
-    async def _store_items(self, items: list[Incoming]) -> list[Outcome]:
+    async def _store_items(self, items: Sequence[Received]) -> list[Outcome]:
         delay, conflicts = 0.5, 0
         while True:
             started = time.monotonic()
@@ -244,7 +256,7 @@ class Bridge:
             self.metrics.commit_seconds.observe(time.monotonic() - started)
             return outcomes
 
-    async def _reject_poison(self, item: Incoming, error: StoreError) -> Outcome:
+    async def _reject_poison(self, item: Received, error: StoreError) -> Outcome:
         """A message the database refuses on its own: keep it in rejected_messages, never stall on it."""
         reason = f"the database refused this message: {error}"
         log.error("bridge: %s (topic=%r)", reason, item.topic, extra={"topic": item.topic})
@@ -256,7 +268,7 @@ class Bridge:
         await asyncio.to_thread(keep)
         return Rejected(reason)
 
-    def _commit(self, items: list[Incoming]) -> list[Outcome]:
+    def _commit(self, items: Sequence[Received]) -> list[Outcome]:
         with session_scope(self._engine) as session:
             return save_batch(session, items, preview_chars=self._notify.preview_chars if self._notify else None)
 

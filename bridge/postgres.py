@@ -1,12 +1,15 @@
 """Postgres fast paths for the bridge's batch writes.
 
-Fixed statements with array parameters (``unnest``) instead of statements whose text grows with the
-batch: Postgres plans them once and SQLAlchemy compiles nothing per batch. Messages go in by COPY.
-Every value is a bound parameter; no SQL is built from data.
+Fixed statements whose per-row values come in one JSON array parameter (``json_array_elements``) instead of
+statements whose text grows with the batch: Postgres plans them once and SQLAlchemy compiles nothing per
+batch. JSON rather than array parameters: ``json.dumps`` makes the text in C, where psycopg dumps a Python
+list element by element (measured: 2,000 keys as two ``text[]`` took 13-16 ms a batch, as JSON 4-6 ms).
+Messages go in by COPY. Every value is a bound parameter; no SQL is built from data.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -15,23 +18,23 @@ import psycopg
 
 ALREADY_STORED = """
     SELECT m.sender, m.client_msg_id, m.conversation_id, m.seq, m.stored_at
-    FROM message_keys m JOIN unnest(%s::text[], %s::text[]) AS k(sender, id)
+    FROM message_keys m JOIN (SELECT k->>0 AS sender, k->>1 AS id FROM json_array_elements(%s::json) AS k) AS k
       ON m.sender = k.sender AND m.client_msg_id = k.id
 """
 CREATE_CONVERSATIONS = """
     INSERT INTO conversations (id, kind, last_seq, created_at, updated_at)
-    SELECT id, kind, 0, %s, %s FROM unnest(%s::text[], %s::text[]) AS c(id, kind)
-    ORDER BY id
+    SELECT c->>0, c->>1, 0, %s, %s FROM json_array_elements(%s::json) AS c
+    ORDER BY 1
     ON CONFLICT (id) DO NOTHING
 """
 ADD_DM_MEMBERS = """
     INSERT INTO dm_members (conversation_id, user_name)
-    SELECT * FROM unnest(%s::text[], %s::text[])
+    SELECT m->>0, m->>1 FROM json_array_elements(%s::json) AS m
     ON CONFLICT DO NOTHING
 """
 RESERVE_SEQS = """
     UPDATE conversations c SET last_seq = c.last_seq + v.n, updated_at = %s
-    FROM (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS v(id, n) ORDER BY id) AS v
+    FROM (SELECT v->>0 AS id, (v->>1)::bigint AS n FROM json_array_elements(%s::json) AS v ORDER BY 1) AS v
     WHERE c.id = v.id
     RETURNING c.id, c.last_seq
 """
@@ -57,7 +60,7 @@ _KEY_VALUES = itemgetter(*KEY_COLUMNS)
 def already_stored(connection: psycopg.Connection[Any], keys: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
     """Rows (sender, id, conversation, seq, stored_at) of the keys already stored."""
     with connection.cursor() as cursor:
-        cursor.execute(ALREADY_STORED, ([s for s, _ in keys], [i for _, i in keys]))
+        cursor.execute(ALREADY_STORED, (json.dumps(keys),))
         return cursor.fetchall()
 
 
@@ -71,10 +74,10 @@ def reserve_seqs(
     last seqs."""
     ids = sorted(wanted)
     with connection.cursor() as cursor:
-        cursor.execute(CREATE_CONVERSATIONS, (now, now, ids, [wanted[i][0] for i in ids]))
+        cursor.execute(CREATE_CONVERSATIONS, (now, now, json.dumps([(i, wanted[i][0]) for i in ids])))
         if dm_members:
-            cursor.execute(ADD_DM_MEMBERS, ([c for c, _ in dm_members], [u for _, u in dm_members]))
-        cursor.execute(RESERVE_SEQS, (now, ids, [wanted[i][1] for i in ids]))
+            cursor.execute(ADD_DM_MEMBERS, (json.dumps(dm_members),))
+        cursor.execute(RESERVE_SEQS, (now, json.dumps([(i, wanted[i][1]) for i in ids])))
         return {conversation: int(last) for conversation, last in cursor.fetchall()}
 
 

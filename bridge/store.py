@@ -12,10 +12,10 @@ which keeps its original seq), :class:`Recorded` (a presence or receipt update, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import case, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -46,9 +46,20 @@ DM_MEMBERS = DmMember.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
 
 
+class Received(Protocol):
+    """What the store reads of a PUBLISH: the bridge's client's messages are stored as they come."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def retained(self) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One PUBLISH as the bridge received it."""
+    """One PUBLISH as the bridge received it (made by hand: tests, replays)."""
 
     topic: str
     payload: bytes
@@ -90,26 +101,31 @@ class Replayed:
 Outcome = Stored | Rejected | Recorded | Replayed
 
 
-@dataclass(slots=True)
 class _Valid:
-    index: int
-    topic: ChatTopic
-    payload: ChatPayload
-    conversation: str = field(init=False)
-    key: tuple[str, str] = field(init=False)
-    """``(sender, id)``, looked up several times per message: made once."""
+    """A message that passed every check, with what is looked up several times per message made once."""
 
-    def __post_init__(self) -> None:
-        self.conversation = self.topic.conversation or ""
-        self.key = (self.topic.sender, self.payload.id)
+    __slots__ = ("conversation", "index", "key", "payload", "topic")
+
+    def __init__(self, index: int, topic: ChatTopic, payload: ChatPayload) -> None:
+        self.index = index
+        self.topic = topic
+        self.payload = payload
+        self.conversation = _conversation(topic)
+        self.key = (topic.sender, payload.id)
+        """``(sender, id)``."""
 
 
-#: Topics repeat (one per conversation and direction): each distinct one is parsed and checked once.
-#: ChatTopic is frozen, so sharing one between messages is safe.
+#: Topics repeat (one per conversation and direction): each distinct one is parsed and checked once, and
+#: its conversation named once. ChatTopic is frozen, so sharing one between messages is safe.
 _parse_topic = lru_cache(maxsize=65_536)(parse_topic)
 
 
-def save_batch(session: Session, batch: Sequence[Incoming], *, preview_chars: int | None = None) -> list[Outcome]:
+@lru_cache(maxsize=65_536)
+def _conversation(topic: ChatTopic) -> str:
+    return topic.conversation or ""
+
+
+def save_batch(session: Session, batch: Sequence[Received], *, preview_chars: int | None = None) -> list[Outcome]:
     """Add the batch's messages and rejections to ``session``; one outcome per input, in order.
 
     With ``preview_chars`` (notifications are on), also queue a notification for each recipient of a new
@@ -260,7 +276,7 @@ def _already_stored(session: Session, valid: list[_Valid]) -> dict[tuple[str, st
     }
 
 
-def _insert_messages(session: Session, batch: Sequence[Incoming], fresh: list[_Valid]) -> dict[tuple[str, str], Stored]:
+def _insert_messages(session: Session, batch: Sequence[Received], fresh: list[_Valid]) -> dict[tuple[str, str], Stored]:
     """Insert new messages with consecutive seqs per conversation, in batch order."""
     if not fresh:
         return {}
@@ -362,7 +378,7 @@ def _reserve_seqs(session: Session, wanted: dict[str, tuple[Kind, int]]) -> dict
     return {conversation: int(last) for conversation, last in result.all()}
 
 
-def _insert_rejections(session: Session, batch: Sequence[Incoming], outcomes: dict[int, Outcome]) -> None:
+def _insert_rejections(session: Session, batch: Sequence[Received], outcomes: dict[int, Outcome]) -> None:
     now = utcnow()
     rows = [
         {"topic": batch[index].topic, "payload": batch[index].payload, "reason": outcome.reason, "received_at": now}

@@ -13,6 +13,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from switchboard.mqttwire import Malformed, remaining_length
+from switchboard.mqttwire import fixed_header as fixed_header  # re-exported: broker.transport frames with it
+
 # Packet types [MQTT-2.2.1].
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
@@ -46,45 +49,8 @@ class ProtocolViolation(Exception):
     """The client broke MQTT 3.1.1; its connection is closed with this reason (naming the rule)."""
 
 
-class Malformed(ValueError):
-    """A packet whose layout breaks MQTT 3.1.1; the message says what is wrong."""
-
-
 class MalformedString(Malformed):
     """A length-prefixed string is cut short or is not UTF-8."""
-
-
-# Fixed header -----------------------------------------------------------------------------------------
-
-
-def fixed_header(data: bytes, position: int) -> tuple[int, int] | None:
-    """The remaining length and the header's size at ``position``; None when more bytes are needed.
-    Raises Malformed for a length of more than four bytes [MQTT-2.2.3]."""
-    multiplier, length, index = 1, 0, position + 1
-    end = len(data)
-    while True:
-        if index >= end:
-            return None
-        byte = data[index]
-        length += (byte & 0x7F) * multiplier
-        index += 1
-        if not byte & 0x80:
-            return length, index - position
-        if multiplier == 128**3:
-            raise Malformed("remaining length of more than 4 bytes [MQTT-2.2.3]")
-        multiplier *= 128
-
-
-def remaining_length(length: int) -> bytes:
-    """MQTT's variable-length encoding of a packet's remaining length."""
-    if length < 128:
-        return bytes((length,))
-    out = bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out)
 
 
 # Encoders -------------------------------------------------------------------------------------------

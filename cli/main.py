@@ -121,8 +121,9 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The commands that run the broker: on uvloop where it is installed (not on Windows), plain asyncio otherwise.
-BROKER_COMMANDS = ("up", "broker_only")
+#: The commands that run the broker or the bridge: on uvloop where it is installed (not on Windows), plain
+#: asyncio otherwise.
+BROKER_COMMANDS = ("up", "broker_only", "bridge_only")
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

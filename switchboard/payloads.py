@@ -13,6 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from switchboard import jsontext
@@ -23,7 +24,6 @@ MAX_ATTACHMENTS = 10
 #: The largest seq a database column holds (signed 64 bits).
 MAX_SEQ = 2**63 - 1
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: the bridge encodes a reply per message
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +105,19 @@ def _checked(message: ChatPayload) -> ChatPayload | Rejection:
 
 
 def ack_payload(message_id: str, conversation: str, seq: int, stored_at: datetime) -> bytes:
-    """What the bridge publishes on ``ack/{sender}`` once a message is committed."""
-    return _COMPACT.encode(
-        {"id": message_id, "conversation": conversation, "seq": seq, "stored_at": stored_at.isoformat()}
+    """What the bridge publishes on ``ack/{sender}`` once a message is committed: compact JSON
+    ``{"id":...,"conversation":...,"seq":...,"stored_at":...}``, ASCII-escaped as ``json.dumps`` does.
+
+    Formatted directly (one per stored message: a third of the cost of a JSON encoder's walk over a dict);
+    a batch's messages share one ``stored_at``, whose text is made once."""
+    return (
+        f'{{"id":{_quote(message_id)},"conversation":{_quote(conversation)},"seq":{int(seq)},'
+        f'"stored_at":"{_isoformat(stored_at)}"}}'
     ).encode()
+
+
+_quote = json.encoder.encode_basestring_ascii
+_isoformat = lru_cache(maxsize=16)(datetime.isoformat)
 
 
 @dataclass(frozen=True, slots=True)

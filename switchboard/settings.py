@@ -255,6 +255,16 @@ class BridgeSettings(_Section):
         description="Service account password. `switchboard up` makes a fresh one when unset; "
         "set it for `switchboard broker` and `switchboard bridge` run apart.",
     )
+    broker_tls: bool = Field(
+        False,
+        description="Connect to the broker over TLS (its TLS port, e.g. mqtt.tls_port), verifying its certificate "
+        "and host name against bridge.broker_ca_file, or the system's trusted CAs when that is null.",
+    )
+    broker_ca_file: str | None = Field(
+        None,
+        description="PEM file of the CA certificate(s) the broker's TLS certificate is checked against (a private "
+        "CA, or the broker's self-signed certificate itself); null: the system's trusted CAs.",
+    )
     client_id: str = Field("switchboard-bridge", description="MQTT client id of the bridge's session.")
     shared_group: str | None = Field(
         None,
@@ -273,6 +283,15 @@ class BridgeSettings(_Section):
         description="On SIGTERM, how long the bridge may take to commit and acknowledge the batch in hand "
         "(longer only while the database is unreachable); a batch still held then stays with the broker.",
     )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> BridgeSettings:
+        if self.broker_ca_file is not None:
+            if not self.broker_tls:
+                raise ValueError("bridge.broker_ca_file is set but bridge.broker_tls is false: set it true")
+            if not Path(self.broker_ca_file).is_file():
+                raise ValueError(f"bridge.broker_ca_file = {self.broker_ca_file!r}: no such file")
+        return self
 
 
 MEDIA_TYPES = (
