@@ -41,10 +41,6 @@ BACKLOG = 64
 #: Unsent bytes at which a client counts as not reading (its transport pauses writing), and at which it
 #: counts as reading again.
 SLOW_CONSUMER_BYTES, DRAINED_BYTES = 1024 * 1024, 256 * 1024
-#: How long a client that stopped reading may hold up the clients publishing to it. Past that it counts as
-#: stuck: its publishers are read again (its QoS 0 messages are still dropped, its QoS 1/2 queued), so a
-#: client that never reads slows its publishers down for a moment but never cuts them off.
-HOLD_SECONDS = 10.0
 
 
 class Close(Enum):
@@ -102,8 +98,6 @@ _ROUTING = _Routing()
 
 
 _ENCODER = PublishEncoder()
-#: ``Connection._blocked`` of a client that has held its publishers for HOLD_SECONDS without draining.
-_STUCK: list[Connection] = []
 Handler = Callable[["Connection", int, bytes], Awaitable[None] | None]
 _END = (-1, 0, b"")
 
@@ -113,7 +107,6 @@ class Connection(FramedProtocol):
 
     __slots__ = (
         "_backlog_held",
-        "_blocked",
         "_finished",
         "_queue",
         "_timer",
@@ -144,7 +137,6 @@ class Connection(FramedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._queue: deque[tuple[int, int, bytes]] | None = None
         self._finished: asyncio.Future[None] | None = None
-        self._blocked: list[Connection] | None = None
         self._backlog_held = False
         self.handlers = HANDLERS
         self.v5: v5.V5State | None = None  # set by an MQTT 5 CONNECT (broker.connect_v5)
@@ -222,7 +214,7 @@ class Connection(FramedProtocol):
         self.fail(Close.VIOLATION, reason)
 
     async def _end(self) -> None:
-        self._release_blocked()
+        self.release_publishers()
         session = self.session
         state = self.close_state
         try:
@@ -371,7 +363,7 @@ class Connection(FramedProtocol):
             reason = f"silent for {idle:.1f}s, over 1.5 x keep-alive ({self.keep_alive}s) [MQTT-3.1.2-24]"
             self.abort(Close.SILENT, reason)
 
-    # Writing (the Outbox a session uses) and back-pressure ------------------------------------------
+    # Writing (the Outbox a session uses) -----------------------------------------------------------
 
     def send_publish(self, message: Outgoing, packet_id: int | None, *, dup: bool) -> None:
         if self.close_state is not Close.OPEN:
@@ -379,7 +371,7 @@ class Connection(FramedProtocol):
         if self.write_paused:
             source = _ROUTING.source
             if source is not None and source is not self:
-                self._block(source)
+                self.hold_publisher(source)
             if message.qos == 0:
                 self.hub.stats.dropped_qos0 += 1  # QoS 0 may be lost; memory may not grow
                 return
@@ -400,33 +392,6 @@ class Connection(FramedProtocol):
     def send_pubrel(self, packet_id: int) -> None:
         if self.close_state is Close.OPEN:
             self.write(encode_ack(PUBREL_BYTE, packet_id))
-
-    def _block(self, publisher: Connection) -> None:
-        """Pause reading from ``publisher`` until this connection's client drains what it was sent, goes
-        away, or has held it for HOLD_SECONDS."""
-        blocked = self._blocked
-        if blocked is _STUCK:
-            return
-        if blocked is None:
-            blocked = self._blocked = []
-            self.loop.call_later(HOLD_SECONDS, self._stuck)
-        if publisher not in blocked:
-            blocked.append(publisher)
-            publisher.hold_reading()
-
-    def _stuck(self) -> None:
-        if self.write_paused and self._blocked is not None and self._blocked is not _STUCK:
-            self._release_blocked()
-            self._blocked = _STUCK
-
-    def _release_blocked(self) -> None:
-        blocked, self._blocked = self._blocked, None
-        for publisher in blocked or ():
-            publisher.release_reading()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._release_blocked()
 
 
 _RUNNING: set[asyncio.Task[None]] = set()

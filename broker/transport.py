@@ -33,6 +33,7 @@ class FramedProtocol(asyncio.Protocol):
     """Framing, write gathering and flow control of one connection; subclasses handle the packets."""
 
     __slots__ = (
+        "_blocked",
         "_buffer",
         "_first",
         "_flusher",
@@ -56,6 +57,7 @@ class FramedProtocol(asyncio.Protocol):
         self._need = 0
         self._out: list[bytes] = []
         self._read_holds = 0
+        self._blocked: list[FramedProtocol] | None = None
         self._first = True
         self._flusher = _flusher(loop)
 
@@ -154,6 +156,33 @@ class FramedProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.release_publishers()
+
+    # Back-pressure: the publishers of a client that stopped reading wait for it ---------------------
+
+    def hold_publisher(self, publisher: FramedProtocol) -> None:
+        """Pause reading from ``publisher`` until this connection's client drains what it was sent, goes
+        away, or has held it for HOLD_SECONDS."""
+        blocked = self._blocked
+        if blocked is _STUCK:
+            return
+        if blocked is None:
+            blocked = self._blocked = []
+            self.loop.call_later(HOLD_SECONDS, self._stuck)
+        if publisher not in blocked:
+            blocked.append(publisher)
+            publisher.hold_reading()
+
+    def _stuck(self) -> None:
+        if self.write_paused and self._blocked is not None and self._blocked is not _STUCK:
+            self.release_publishers()
+            self._blocked = _STUCK
+
+    def release_publishers(self) -> None:
+        """Read the publishers this client held up again (it drained, went away or is stuck)."""
+        blocked, self._blocked = self._blocked, None
+        for publisher in blocked or ():
+            publisher.release_reading()
 
     def close_transport(self, *, abort: bool) -> None:
         """Close the connection: ``abort`` drops unsent data (a dead, silent or replaced peer); otherwise what
@@ -172,6 +201,12 @@ class FramedProtocol(asyncio.Protocol):
 
 
 FLUSH_SECONDS = 2.0
+#: How long a client that stopped reading may hold up the clients publishing to it. Past that it counts as
+#: stuck: its publishers are read again (its QoS 0 messages are still dropped, its QoS 1/2 queued), so a
+#: client that never reads slows its publishers down for a moment but never cuts them off.
+HOLD_SECONDS = 10.0
+#: ``FramedProtocol._blocked`` of a client that has held its publishers for HOLD_SECONDS without draining.
+_STUCK: list[FramedProtocol] = []
 
 
 class _Flusher:
