@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TypeVar
 
 from switchboard.mqttwire import Malformed, remaining_length
 from switchboard.mqttwire import fixed_header as fixed_header  # re-exported: broker.transport frames with it
@@ -150,6 +151,9 @@ class Connect:
         return bool(self.flags & 0x80)
 
 
+C = TypeVar("C", bound=Connect)
+
+
 def decode_connect(body: bytes) -> Connect:
     """CONNECT's variable header and payload; a field cut short or ill-formed UTF-8 raises Malformed."""
     name, position = _string(body, 0, "protocol name")
@@ -162,6 +166,11 @@ def decode_connect(body: bytes) -> Connect:
     if packet.will_flag:
         packet.will_topic, position = _string(body, position, "will topic")
         packet.will_payload, position = _binary(body, position, "will message")
+    return decode_credentials(packet, body, position)
+
+
+def decode_credentials(packet: C, body: bytes, position: int) -> C:
+    """The user name and password that end a CONNECT's payload (3.1.1 and 5 alike), into ``packet``."""
     if packet.username_flag:
         packet.username, position = _string(body, position, "user name")
     if packet.password_flag:

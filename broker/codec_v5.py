@@ -25,6 +25,7 @@ from broker.codec import (
     Malformed,
     MalformedString,
     ProtocolViolation,
+    decode_credentials,
     remaining_length,
 )
 from broker.properties import AUTH, WILL, P, Properties, decode, encode, encode_fields, encode_varint
@@ -115,17 +116,7 @@ def decode_connect(body: bytes) -> ConnectV5:
         packet.will_properties, position = decode(body, position, WILL)
         packet.will_topic, position = _string(body, position, "will topic")
         packet.will_payload, position = _binary(body, position, "will payload")
-    if packet.username_flag:
-        packet.username, position = _string(body, position, "user name")
-    if packet.password_flag:
-        password, position = _binary(body, position, "password")
-        try:
-            packet.password = password.decode()
-        except UnicodeDecodeError:
-            raise Malformed("the password is not UTF-8 (Switchboard passwords and tokens are text)") from None
-    if position != len(body):
-        raise Malformed(f"CONNECT has {len(body) - position} unexpected byte(s) after its payload")
-    return packet
+    return decode_credentials(packet, body, position)
 
 
 def decode_ack(kind: int, body: bytes) -> tuple[int, int, Properties]:

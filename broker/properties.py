@@ -32,6 +32,7 @@ from broker.codec import (
     Malformed,
     ProtocolViolation,
 )
+from switchboard.mqttwire import remaining_length
 
 #: AUTH [MQTT 5.0 §3.15]: packet type 15 (MQTT 3.1.1 reserved it).
 AUTH = 15
@@ -164,12 +165,7 @@ class Properties:
 def encode_varint(value: int) -> bytes:
     if not 0 <= value <= 268_435_455:
         raise ValueError(f"{value} does not fit a variable byte integer")
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+    return remaining_length(value)  # the same encoding as a packet's remaining length
 
 
 def decode_varint(body: bytes, position: int, what: str) -> tuple[int, int]:
