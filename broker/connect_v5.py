@@ -11,7 +11,7 @@ level 5 here.
   in CONNACK [MQTT-3.2.2-?]) decides how long the session outlives the connection; 0 ends it at
   disconnect.
 - CONNACK announces what the broker supports: Retain, Wildcard and Shared Subscription Available,
-  Subscription Identifier Available 0, Topic Alias Maximum 0, Maximum Packet Size.
+  Subscription Identifier Available 0, Topic Alias Maximum 0, Maximum Packet Size, Receive Maximum.
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ async def _accept(
             client_id, principal.username, clean=ends_at_disconnect, principal=principal
         )
     conn.session = session
+    v5.session_opened(session, state)
     v5.apply_receive_maximum(session, state)
     conn.write(encode_connack(present, Reason.SUCCESS, _connack_properties(conn, state, assigned, requested)))
     session.attach(conn)
@@ -162,6 +163,7 @@ def _connack_properties(conn: Connection, state: v5.V5State, assigned: str | Non
             P.SUBSCRIPTION_IDENTIFIER_AVAILABLE: 0,
             P.TOPIC_ALIAS_MAXIMUM: 0,
             P.MAXIMUM_PACKET_SIZE: conn.ctx.limits.max_packet_bytes,
+            P.RECEIVE_MAXIMUM: v5.RECEIVE_MAXIMUM,
         }
     )
     if state.session_expiry != requested:

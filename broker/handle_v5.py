@@ -89,6 +89,8 @@ def on_pubrel(conn: Connection, flags: int, body: bytes) -> None:
     session = conn.session
     assert session is not None
     packet_id = decode_ack(PUBREL, body)[0]
+    if conn.v5 is not None:
+        conn.v5.receiving_qos2.discard(packet_id)  # PUBCOMP goes out: off the broker's Receive Maximum
     if session.incoming_qos2 is not None and packet_id in session.incoming_qos2:
         session.incoming_released(packet_id)
         conn.write(encode_ack(PUBCOMP_BYTE, packet_id))
@@ -213,7 +215,11 @@ def _apply(
         new = topic_filter not in session.subscriptions
         conn.hub.add_subscription(session, topic_filter, request.qos)
         v5.set_options(
-            session, topic_filter, no_local=request.no_local, retain_as_published=request.retain_as_published
+            session,
+            topic_filter,
+            no_local=request.no_local,
+            retain_as_published=request.retain_as_published,
+            retain_handling=request.retain_handling,
         )
         codes.append(request.qos)
         if request.retain_handling == 0 or (request.retain_handling == 1 and new):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from broker import v5
 from broker.persistence import StateStore
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
@@ -128,13 +129,20 @@ class Hub:
                 self.store.retained(topic, b"", 0)
         for stored in state.sessions.values():
             session = Session(stored.client_id, stored.username, False, limits=self._limits_for(stored.username))
+            if not v5.session_restored(self, session, stored.options, stored.expiry, stored.expires_at):
+                self.store.session_deleted(stored.client_id)  # its MQTT 5 session expiry passed while we were down
+                continue
             session.principal = self._principal_for(stored.username)
             session.incoming_qos2 = set(stored.incoming_qos2)
             for topic_filter, qos in stored.subscriptions.items():
                 self.add_subscription(session, topic_filter, qos)  # no journal yet: already stored
             session.journal = self.store
             for row, topic, payload, qos, retain, packet_id, released, share in stored.pending:
-                message = Outgoing(topic, payload, qos, retain, row, share)
+                properties = stored.properties.get(row)
+                if properties is not None and v5.expired(properties):  # never delivered [MQTT-3.3.2-5]
+                    self.store.done(row)
+                    continue
+                message = Outgoing(topic, payload, qos, retain, row, share, properties)
                 if packet_id is None:
                     session.restore_queued(message)
                 else:

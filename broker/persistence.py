@@ -14,11 +14,14 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any
+
+from broker.sessions import V5Properties
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,29 @@ CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, username TEXT);
 CREATE TABLE IF NOT EXISTS subscriptions (client_id TEXT, filter TEXT, qos INTEGER, PRIMARY KEY (client_id, filter));
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY, client_id TEXT, topic TEXT, payload BLOB, qos INTEGER, retain INTEGER,
-    packet_id INTEGER, released INTEGER DEFAULT 0, share TEXT
+    packet_id INTEGER, released INTEGER DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS pending_by_client ON pending (client_id, id);
 CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT, packet_id INTEGER, PRIMARY KEY (client_id, packet_id));
 CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER);
 """
+#: Columns added since the first schema, each added to a state file written before it (defaults keep the old
+#: meaning): $share, then MQTT 5's session expiry, subscription options and message properties.
+ADDED_COLUMNS = (
+    ("pending", "share", "ALTER TABLE pending ADD COLUMN share TEXT"),
+    # the Session Expiry Interval (NULL: a 3.1.1 session, never expires) and, once its client went away, the
+    # wall-clock time it ends (NULL while connected, or when the broker stopped with it connected)
+    ("sessions", "expiry", "ALTER TABLE sessions ADD COLUMN expiry INTEGER"),
+    ("sessions", "expires_at", "ALTER TABLE sessions ADD COLUMN expires_at REAL"),
+    # No Local (0x04), Retain As Published (0x08), Retain Handling (bits 4-5), as in SUBSCRIBE's options byte
+    ("subscriptions", "options", "ALTER TABLE subscriptions ADD COLUMN options INTEGER DEFAULT 0"),
+    # a message's MQTT 5 part (broker.sessions.V5Properties): forwarded property fields, wall-clock expiry
+    # (NULL: never), publisher (for No Local), RETAIN as published
+    ("pending", "properties", "ALTER TABLE pending ADD COLUMN properties BLOB"),
+    ("pending", "expires_at", "ALTER TABLE pending ADD COLUMN expires_at REAL"),
+    ("pending", "origin", "ALTER TABLE pending ADD COLUMN origin TEXT"),
+    ("pending", "published_retain", "ALTER TABLE pending ADD COLUMN published_retain INTEGER DEFAULT 0"),
+)
 
 
 @dataclass
@@ -45,6 +65,10 @@ class StoredSession:
     subscriptions: dict[str, int] = field(default_factory=dict)
     pending: list[tuple[int, str, bytes, int, bool, int | None, bool, str | None]] = field(default_factory=list)
     incoming_qos2: set[int] = field(default_factory=set)
+    expiry: int | None = None  # MQTT 5 Session Expiry Interval (None: a 3.1.1 session)
+    expires_at: float | None = None  # wall clock (time.time()) when it ends; None: counted from start-up
+    options: dict[str, int] = field(default_factory=dict)  # filter -> SUBSCRIBE options bits (MQTT 5)
+    properties: dict[int, V5Properties] = field(default_factory=dict)  # pending row -> its MQTT 5 part
 
 
 @dataclass
@@ -62,8 +86,7 @@ class StateStore:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + SCHEMA)
-        if "share" not in {column[1] for column in self._db.execute("PRAGMA table_info(pending)")}:
-            self._db.execute("ALTER TABLE pending ADD COLUMN share TEXT")  # a state file from before $share
+        self._migrate()
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
         self._callbacks: list[Callable[[], None]] = []
         self._last_row = 0
@@ -73,22 +96,45 @@ class StateStore:
         self._committing = False
         self.commits = 0
 
+    def _migrate(self) -> None:
+        """Add the columns a state file written by an older version lacks."""
+        for table, column, alter in ADDED_COLUMNS:
+            # PRAGMA takes no parameters; the table names are the fixed ones above
+            if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(alter)
+
     # Start-up and shutdown ------------------------------------------------------------------------
 
     def load(self) -> StoredState:
         """Everything stored, to rebuild the hub before the listeners open."""
-        sessions = {cid: StoredSession(cid, user) for cid, user in self._db.execute("SELECT * FROM sessions")}
-        for client_id, topic_filter, qos in self._db.execute("SELECT * FROM subscriptions"):
+        sessions = {
+            cid: StoredSession(cid, user, expiry=expiry, expires_at=expires_at)
+            for cid, user, expiry, expires_at in self._db.execute(
+                "SELECT client_id, username, expiry, expires_at FROM sessions"
+            )
+        }
+        for client_id, topic_filter, qos, options in self._db.execute(
+            "SELECT client_id, filter, qos, options FROM subscriptions"
+        ):
             if client_id in sessions:
                 sessions[client_id].subscriptions[topic_filter] = qos
+                if options:
+                    sessions[client_id].options[topic_filter] = options
         rows = self._db.execute(
-            "SELECT id, client_id, topic, payload, qos, retain, packet_id, released, share FROM pending ORDER BY id"
+            "SELECT id, client_id, topic, payload, qos, retain, packet_id, released, share, "
+            "properties, expires_at, origin, published_retain FROM pending ORDER BY id"
         )
-        for row_id, client_id, topic, payload, qos, retain, packet_id, released, share in rows:
-            if client_id in sessions:
-                sessions[client_id].pending.append(
-                    (row_id, topic, bytes(payload), qos, bool(retain), packet_id, bool(released), share)
-                )
+        now_wall, now = time.time(), time.monotonic()
+        for row_id, client_id, topic, payload, qos, retain, packet_id, released, share, *v5 in rows:
+            stored = sessions.get(client_id)
+            if stored is None:
+                continue
+            stored.pending.append((row_id, topic, bytes(payload), qos, bool(retain), packet_id, bool(released), share))
+            fields, expires_at, origin, published_retain = v5
+            if fields is not None or expires_at is not None or origin is not None or published_retain:
+                # the remaining expiry counts from the original publish, across the restart [MQTT-3.3.2-6]
+                expires = max(now + (expires_at - now_wall), 1e-9) if expires_at is not None else 0.0
+                stored.properties[row_id] = V5Properties(bytes(fields or b""), expires, origin, bool(published_retain))
         for client_id, packet_id in self._db.execute("SELECT * FROM incoming_qos2"):
             if client_id in sessions:
                 sessions[client_id].incoming_qos2.add(packet_id)
@@ -120,14 +166,30 @@ class StateStore:
         return self._last_row
 
     def session_saved(self, client_id: str, username: str | None) -> None:
-        self._add("INSERT OR REPLACE INTO sessions VALUES (?, ?)", (client_id, username))
+        self._add("INSERT OR REPLACE INTO sessions (client_id, username) VALUES (?, ?)", (client_id, username))
+
+    def session_expiry(self, client_id: str, interval: int | None, expires_at: float | None) -> None:
+        """A v5 session's Session Expiry Interval and, once its client went away, the wall-clock time it ends."""
+        self._add(
+            "UPDATE sessions SET expiry = ?, expires_at = ? WHERE client_id = ?", (interval, expires_at, client_id)
+        )
 
     def session_deleted(self, client_id: str) -> None:
         for table in ("sessions", "subscriptions", "pending", "incoming_qos2"):
             self._add(f"DELETE FROM {table} WHERE client_id = ?", (client_id,))  # noqa: S608 (fixed table names)
 
     def subscribed(self, client_id: str, topic_filter: str, qos: int) -> None:
-        self._add("INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?)", (client_id, topic_filter, qos))
+        self._add(
+            "INSERT OR REPLACE INTO subscriptions (client_id, filter, qos) VALUES (?, ?, ?)",
+            (client_id, topic_filter, qos),
+        )
+
+    def subscription_options(self, client_id: str, topic_filter: str, options: int) -> None:
+        """An MQTT 5 subscription's options (No Local, Retain As Published, Retain Handling bits)."""
+        self._add(
+            "UPDATE subscriptions SET options = ? WHERE client_id = ? AND filter = ?",
+            (options, client_id, topic_filter),
+        )
 
     def unsubscribed(self, client_id: str, topic_filter: str) -> None:
         self._add("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
@@ -142,11 +204,34 @@ class StateStore:
         retain: bool,
         packet_id: int | None,
         share: str | None = None,
+        properties: V5Properties | None = None,
     ) -> None:
+        if properties is None:
+            self._add(
+                "INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id, share) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row, client_id, topic, payload, qos, int(retain), packet_id, share),
+            )
+            return
+        # the expiry as wall-clock time, so that it keeps counting while the broker is down [MQTT-3.3.2-5]
+        expires_at = time.time() + (properties.expires - time.monotonic()) if properties.expires else None
         self._add(
-            "INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id, share) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (row, client_id, topic, payload, qos, int(retain), packet_id, share),
+            "INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id, share, properties, "
+            "expires_at, origin, published_retain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row,
+                client_id,
+                topic,
+                payload,
+                qos,
+                int(retain),
+                packet_id,
+                share,
+                properties.fields,
+                expires_at,
+                properties.origin,
+                int(properties.retain),
+            ),
         )
 
     def sent(self, row: int, packet_id: int) -> None:

@@ -6,6 +6,8 @@ acknowledgement after the commit), plus:
 - a refused message is acknowledged with a reason code instead of silently: 0x87 "not authorized" with a
   reason string for the ACL or a ``$`` topic, 0x99 "payload format invalid" for a payload marked UTF-8
   that is not [MQTT-3.3.2-?] or a presence payload the chat scheme refuses (QoS 0 has no acknowledgement);
+- at most ``v5.RECEIVE_MAXIMUM`` QoS 1/2 PUBLISHes unacknowledged: one more gets DISCONNECT 0x93
+  [MQTT-3.3.4-7, MQTT-3.3.4-8];
 - a Topic Alias is a protocol error while the broker announces Topic Alias Maximum 0 [MQTT-3.3.2-9];
 - user properties, response topic, correlation data, content type and payload format indicator are
   passed to v5 subscribers unchanged [MQTT-3.3.2-17, MQTT-3.3.2-18, MQTT-3.3.2-4]; a 3.1.1 subscriber
@@ -66,6 +68,10 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
     payload = body[end:]
     session = conn.session
     assert session is not None and conn.principal is not None
+    state = conn.v5
+    assert state is not None
+    if qos and not (qos == 2 and session.incoming_qos2 is not None and packet_id in session.incoming_qos2):
+        v5.receive(state, qos, packet_id)
     if qos == 2 and not session.incoming_started(packet_id):  # a resend before PUBREL: routed already
         _acknowledge(conn, qos, packet_id)
         return None
@@ -141,7 +147,7 @@ async def _acknowledge_after(routing: Coroutine[Any, Any, int], conn: Connection
 
 def _acknowledge(conn: Connection, qos: int, packet_id: int) -> None:
     if qos == 1:
-        conn.hub.after_commit(lambda: conn.write(encode_ack(PUBACK_BYTE, packet_id)))
+        conn.hub.after_commit(lambda: _puback(conn, encode_ack(PUBACK_BYTE, packet_id)))
     elif qos == 2:
         conn.hub.after_commit(lambda: conn.write(encode_ack(PUBREC_BYTE, packet_id)))
 
@@ -161,8 +167,22 @@ def _refuse(conn: Connection, session: Session, qos: int, packet_id: int, code: 
         session.incoming_released(packet_id)
     state = conn.v5
     text = reason if state is not None and state.problem_info else None
-    data = encode_ack(PUBACK_BYTE if qos == 1 else PUBREC_BYTE, packet_id, code, text)
+    if qos == 1:
+        data = encode_ack(PUBACK_BYTE, packet_id, code, text)
+        conn.hub.after_commit(lambda: _puback(conn, data))
+        return
+    if state is not None:
+        state.receiving_qos2.discard(packet_id)
+    data = encode_ack(PUBREC_BYTE, packet_id, code, text)
     conn.hub.after_commit(lambda: conn.write(data))
+
+
+def _puback(conn: Connection, data: bytes) -> None:
+    """Send a PUBACK: one QoS 1 PUBLISH fewer counts against the broker's Receive Maximum."""
+    state = conn.v5
+    if state is not None and state.receiving:
+        state.receiving -= 1
+    conn.write(data)
 
 
 def _utf8(data: bytes) -> bool:

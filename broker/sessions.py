@@ -99,6 +99,7 @@ class Journal(Protocol):
         retain: bool,
         packet_id: int | None,
         share: str | None,
+        properties: V5Properties | None,
     ) -> None: ...
 
     def sent(self, row: int, packet_id: int) -> None: ...
@@ -110,6 +111,10 @@ class Journal(Protocol):
     def incoming_added(self, client_id: str, packet_id: int) -> None: ...
 
     def incoming_removed(self, client_id: str, packet_id: int) -> None: ...
+
+    def subscription_options(self, client_id: str, topic_filter: str, options: int) -> None: ...
+
+    def session_expiry(self, client_id: str, interval: int | None, expires_at: float | None) -> None: ...
 
 
 class Outbox(Protocol):
@@ -216,6 +221,7 @@ class Session:
             message.retain,
             packet_id,
             message.share,
+            message.properties,
         )
 
     def _next_packet_id(self) -> int:

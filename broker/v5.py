@@ -9,7 +9,9 @@ hook is one attribute check, so the 3.1.1 path stays as it was.
   taken over, 0x8D keep-alive timeout, 0x98 administrative action, 0x8B server shutting down, 0x81
   malformed packet, 0x82 protocol error, 0x95 packet too large; never before a successful CONNACK
   [MQTT-3.14.0-1].
-- Receive Maximum: the client's narrows the session's in-flight window while it is connected [MQTT-3.3.4-9].
+- Receive Maximum: the client's narrows the session's in-flight window while it is connected [MQTT-3.3.4-9];
+  the broker's own (``RECEIVE_MAXIMUM``, announced in CONNACK) bounds the QoS 1/2 PUBLISHes a client may have
+  unacknowledged: one more gets DISCONNECT 0x93 [MQTT-3.3.4-7, MQTT-3.3.4-8].
 - Will delay [MQTT 5.0 §3.1.3.2.2]: the will of a client that went away waits min(Will Delay Interval,
   Session Expiry Interval); a client back within it publishes none [MQTT-3.1.3-9].
 - Session expiry [MQTT 5.0 §3.1.2.11]: a session with an interval is discarded once its client has been
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from broker.codec import ProtocolViolation
 from broker.codec_v5 import Reason, encode_disconnect, encode_publish
 from broker.properties import P, Properties, encode_fields
 from broker.routing import filter_matches
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
 
 #: Session Expiry Interval meaning "never expires" [MQTT 5.0 §3.1.2.11.2].
 NEVER = 0xFFFFFFFF
+#: The broker's Receive Maximum [MQTT 5.0 §3.2.2.3.3]: QoS 1/2 PUBLISHes a client may send before their PUBACK,
+#: PUBCOMP (or a PUBREC refusing them) came back. A PUBACK waits for the state file's commit (a few ms), so a
+#: client within this bound is never held up by it.
+RECEIVE_MAXIMUM = 100
 
 
 @dataclass(slots=True)
@@ -50,6 +57,23 @@ class V5State:
     will_delay: int = 0
     disconnect_code: int | None = None  # set by a handler before it raises: the DISCONNECT reason to send
     base_limits: Limits | None = None  # the session's own bounds, while the client's Receive Maximum narrows them
+    receiving: int = 0  # QoS 1 PUBLISHes from the client whose PUBACK has not been sent yet
+    receiving_qos2: set[int] = field(default_factory=set)  # QoS 2 ones (packet ids) whose PUBCOMP has not been sent
+
+
+def receive(state: V5State, qos: int, packet_id: int) -> None:
+    """A new QoS 1/2 PUBLISH from the client: one more unacknowledged, or DISCONNECT 0x93 past the broker's
+    Receive Maximum [MQTT-3.3.4-7, MQTT-3.3.4-8]."""
+    if state.receiving + len(state.receiving_qos2) >= RECEIVE_MAXIMUM:
+        state.disconnect_code = Reason.RECEIVE_MAXIMUM_EXCEEDED
+        raise ProtocolViolation(
+            f"receive maximum exceeded: more than {RECEIVE_MAXIMUM} QoS 1/2 PUBLISHes unacknowledged, the Receive "
+            "Maximum the broker announced in CONNACK [MQTT-3.3.4-7]"
+        )
+    if qos == 1:
+        state.receiving += 1
+    else:
+        state.receiving_qos2.add(packet_id)
 
 
 def publish_bytes(
@@ -166,13 +190,43 @@ def session_state(session: Session) -> SessionV5:
     return state
 
 
-def set_options(session: Session, topic_filter: str, *, no_local: bool, retain_as_published: bool) -> None:
-    """Record a subscription's options (a shared subscription's are not kept: No Local is refused there)."""
+def set_options(
+    session: Session, topic_filter: str, *, no_local: bool, retain_as_published: bool, retain_handling: int = 0
+) -> None:
+    """Record a subscription's options (a shared subscription's are not kept: No Local is refused there), in the
+    state file too for a persistent session, so they hold after a restart."""
     bits = (NO_LOCAL if no_local else 0) | (RETAIN_AS_PUBLISHED if retain_as_published else 0)
     if bits and split_shared(topic_filter) is None:
         session_state(session).options[topic_filter] = bits
     elif session.v5 is not None:
         session.v5.options.pop(topic_filter, None)
+    stored = bits | (retain_handling << 4)
+    if stored and session.journal is not None and not session.clean and topic_filter in session.subscriptions:
+        session.journal.subscription_options(session.client_id, topic_filter, stored)
+
+
+def session_opened(session: Session, state: V5State) -> None:
+    """Keep a persistent v5 session's expiry interval in the state file (its end is not counting yet)."""
+    if session.journal is not None and not session.clean:
+        session.journal.session_expiry(session.client_id, state.session_expiry, None)
+
+
+def session_restored(
+    hub: Hub, session: Session, options: dict[str, int], expiry: int | None, ends: float | None
+) -> bool:
+    """A v5 session read back from the state file: its subscription options, and its end counted from when its
+    client went away (``ends``, wall clock), or from now when the broker stopped while it was connected.
+    False: it expired while the broker was down, and is to be discarded [MQTT 5.0 §3.1.2.11.2]."""
+    if expiry is not None and expiry != NEVER:
+        left = ends - time.time() if ends is not None else expiry
+        if left <= 0:
+            return False
+        session_state(session).expiry = asyncio.get_running_loop().call_later(left, _expire, hub, session)
+    for topic_filter, bits in options.items():
+        kept = bits & (NO_LOCAL | RETAIN_AS_PUBLISHED)
+        if kept and split_shared(topic_filter) is None:
+            session_state(session).options[topic_filter] = kept
+    return True
 
 
 def has_no_local(session: Session) -> bool:
@@ -234,6 +288,8 @@ def session_ended(hub: Hub, session: Session, state: V5State) -> None:
         return
     timers = session_state(session)
     timers.expiry = asyncio.get_running_loop().call_later(state.session_expiry, _expire, hub, session)
+    if session.journal is not None:  # the end, as wall-clock time: it keeps counting while the broker is down
+        session.journal.session_expiry(session.client_id, state.session_expiry, time.time() + state.session_expiry)
 
 
 def session_resumed(session: Session) -> None:

@@ -1,0 +1,210 @@
+"""MQTT 5 session state survives a broker restart, graceful or ``kill -9``, as 3.1.1 sessions do
+(tests/test_broker_restart.py): a session's expiry keeps counting while the broker is down, its subscription
+options hold, and a queued message keeps its properties and its Message Expiry Interval, counted from the
+original publish. Real broker (``switchboard up`` as a subprocess) restarted on the same state file, paho-mqtt
+2.x clients with ``protocol=MQTTv5``. A state file written before MQTT 5 still loads (in-process, real SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from broker.access import AccessControl
+from broker.hub import Hub
+from broker.persistence import StateStore
+from broker.sessions import Limits, V5Properties
+from tests.conftest import OPEN_LIMITS
+from tests.helpers import Stack, start_stack
+from tests.mqtt5 import V5Client, new_topic, props
+
+Clients = Callable[..., V5Client]
+RESTORED = r"restored \d+ persistent session\(s\)"
+
+
+def _stop(stack: Stack, how: str) -> None:
+    if how == "graceful":
+        assert stack.stop(signal.SIGTERM) == 0
+    else:
+        stack.stop(signal.SIGKILL)
+
+
+def _restart(url: str, tmp_path: Path) -> Stack:
+    stack = start_stack(url, tmp_path, **OPEN_LIMITS)
+    stack.out.wait_for(RESTORED, 10)
+    return stack
+
+
+def _expiry(seconds: int) -> object:
+    return props(PacketTypes.CONNECT, SessionExpiryInterval=seconds)
+
+
+def _wait_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+@pytest.mark.parametrize("how", ["graceful", "kill -9"])
+def test_session_expiry_keeps_counting_across_a_restart_MQTT_3_1_2_11(
+    how: str, tmp_path: Path, clients: Clients
+) -> None:
+    """A v5 session with a 2 s expiry interval is gone 2 s after its client left, restart or not; one with an hour
+    is still there [MQTT 5.0 §3.1.2.11.2]. On ``kill -9`` the clients were still connected: their time counts from
+    the restart."""
+    url = f"sqlite:///{tmp_path}/expiry.db"
+    stack = start_stack(url, tmp_path, **OPEN_LIMITS)
+    short_id, long_id, topic = f"short-{secrets.token_hex(3)}", f"long-{secrets.token_hex(3)}", new_topic()
+    try:
+        for client_id, seconds in ((short_id, 2), (long_id, 3600)):
+            client = clients(stack.mqtt_port, client_id)
+            client.connect(properties=_expiry(seconds))
+            assert client.subscribe((topic, 1)) == [1]
+            if how == "graceful":
+                client.disconnect()
+        barrier = clients(stack.mqtt_port)
+        barrier.connect()
+        barrier.publish(new_topic(), b"x", qos=1)  # its PUBACK follows the commit holding the sessions
+    finally:
+        _stop(stack, how)
+    stack = _restart(url, tmp_path)
+    try:
+        expired_by = time.monotonic() + 2.5
+        assert clients(stack.mqtt_port, long_id).connect(clean_start=False, properties=_expiry(3600))[0].session_present
+        _wait_until(expired_by)
+        flags, _reason, _props = clients(stack.mqtt_port, short_id).connect(clean_start=False, properties=_expiry(2))
+        assert not flags.session_present
+    finally:
+        assert stack.stop() == 0
+
+
+def test_queued_message_keeps_its_properties_and_expiry_across_a_restart_MQTT_3_3_2_5(
+    tmp_path: Path, clients: Clients
+) -> None:
+    """Queued for an offline v5 subscriber, then ``kill -9``: the message with a 2 s Message Expiry Interval is
+    never delivered after the restart [MQTT-3.3.2-5]; the other arrives with its user property and content type
+    unchanged [MQTT-3.3.2-17, -20] and the expiry left from its original publish [MQTT-3.3.2-6]."""
+    url = f"sqlite:///{tmp_path}/messages.db"
+    stack = start_stack(url, tmp_path, **OPEN_LIMITS)
+    client_id, topic = f"away-{secrets.token_hex(3)}", new_topic()
+    try:
+        away = clients(stack.mqtt_port, client_id)
+        away.connect(properties=_expiry(3600))
+        assert away.subscribe((topic, 1)) == [1]
+        away.disconnect()
+        publisher = clients(stack.mqtt_port)
+        publisher.connect()
+        published = time.monotonic()
+        short = props(PacketTypes.PUBLISH, MessageExpiryInterval=2)
+        assert publisher.publish(topic, b"short-lived", 1, short)[0].value == 0
+        kept = props(
+            PacketTypes.PUBLISH, MessageExpiryInterval=3600, UserProperty=[("k", "v")], ContentType="text/plain"
+        )
+        assert publisher.publish(topic, b"kept", 1, kept)[0].value == 0  # acknowledged: it must survive
+    finally:
+        _stop(stack, "kill -9")
+    stack = _restart(url, tmp_path)
+    try:
+        _wait_until(published + 3)
+        back = clients(stack.mqtt_port, client_id)
+        assert back.connect(clean_start=False, properties=_expiry(3600))[0].session_present
+        got = back.message()
+        assert got.payload == b"kept"
+        assert got.properties.UserProperty == [("k", "v")]
+        assert got.properties.ContentType == "text/plain"
+        assert got.properties.MessageExpiryInterval <= 3600 - 3
+        assert back.no_message(1.0)
+    finally:
+        assert stack.stop() == 0
+
+
+def test_subscription_options_survive_a_restart_MQTT_3_8_3_3(tmp_path: Path, clients: Clients) -> None:
+    """No Local [MQTT-3.8.3-3] and Retain As Published [MQTT-3.3.1-12] hold for a subscription restored from the
+    state file."""
+    url = f"sqlite:///{tmp_path}/options.db"
+    stack = start_stack(url, tmp_path, **OPEN_LIMITS)
+    client_id, topic = f"opts-{secrets.token_hex(3)}", new_topic()
+    try:
+        first = clients(stack.mqtt_port, client_id)
+        first.connect(properties=_expiry(3600))
+        options = SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True)
+        assert [code.value for code in first.subscribe((topic, options))] == [1]
+        first.disconnect()
+    finally:
+        _stop(stack, "graceful")
+    stack = _restart(url, tmp_path)
+    try:
+        back = clients(stack.mqtt_port, client_id)
+        assert back.connect(clean_start=False, properties=_expiry(3600))[0].session_present
+        back.publish(topic, b"my own", qos=1)
+        other = clients(stack.mqtt_port)
+        other.connect()
+        other.client.publish(topic, b"retained by another", qos=1, retain=True)
+        got = back.message()
+        assert (got.payload, got.retain) == (b"retained by another", True)
+    finally:
+        assert stack.stop() == 0
+
+
+# Written by the code before MQTT 5 state was kept (and before $share): the file a broker upgrade finds.
+OLD_SCHEMA = """
+CREATE TABLE sessions (client_id TEXT PRIMARY KEY, username TEXT);
+CREATE TABLE subscriptions (client_id TEXT, filter TEXT, qos INTEGER, PRIMARY KEY (client_id, filter));
+CREATE TABLE pending (
+    id INTEGER PRIMARY KEY, client_id TEXT, topic TEXT, payload BLOB, qos INTEGER, retain INTEGER,
+    packet_id INTEGER, released INTEGER DEFAULT 0
+);
+CREATE TABLE incoming_qos2 (client_id TEXT, packet_id INTEGER, PRIMARY KEY (client_id, packet_id));
+CREATE TABLE retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER);
+INSERT INTO sessions VALUES ('phone', NULL);
+INSERT INTO subscriptions VALUES ('phone', 'news/#', 1);
+INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id)
+    VALUES (7, 'phone', 'news/a', x'6869', 1, 0, NULL);
+"""
+
+
+class _NoChecks:
+    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
+        return False
+
+    def may_receive_now(self, principal: object, topic: str) -> bool | None:
+        return True
+
+    async def may_receive(self, principal: object, topic: str) -> bool:
+        return True
+
+
+def test_state_file_written_before_mqtt5_state_still_loads_and_then_keeps_it(tmp_path: Path) -> None:
+    """An old-format state file is migrated (columns added with defaults): its 3.1.1 session, subscription and
+    queued message come back as they were, and the file then keeps MQTT 5 state."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_SCHEMA)
+
+    async def scenario() -> None:
+        store = StateStore(path)
+        hub = Hub(limits=Limits(), access=cast(AccessControl, _NoChecks()), presence_for=lambda _u: False, store=store)
+        await hub.restore()
+        session = hub.sessions["phone"]
+        assert session.subscriptions == {"news/#": 1}
+        assert session.queue is not None
+        assert [(m.topic, m.payload, m.properties) for m in session.queue] == [("news/a", b"hi", None)]
+        assert session.v5 is None  # a 3.1.1 session: no expiry timer
+        store.session_expiry("phone", 60, None)
+        store.subscription_options("phone", "news/#", 0x04)
+        store.queued(8, "phone", "news/b", b"v5", 1, False, None, None, V5Properties(b"\x03\x00\x01x", 0.0, None, True))
+        await store.close()
+        again = StateStore(path)
+        stored = again.load().sessions["phone"]
+        await again.close()
+        assert (stored.expiry, stored.expires_at, stored.options) == (60, None, {"news/#": 0x04})
+        assert stored.properties == {8: V5Properties(b"\x03\x00\x01x", 0.0, None, True)}
+
+    asyncio.run(scenario())
