@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from broker import v5
-from broker.persistence import StateStore
+from broker.persistence import StateStore, refill_session
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
-from broker.sessions import InFlight, Limits, Outgoing, Session, V5Properties, Will
+from broker.sessions import Limits, Outgoing, Session, V5Properties, Will
 from broker.share_delivery import ShareDelivery
 from broker.shared import SharedSubscriptions, ShareGroup
 from switchboard.payloads import Rejection, parse_presence, presence_payload
@@ -133,21 +133,9 @@ class Hub:
                 self.store.session_deleted(stored.client_id)  # its MQTT 5 session expiry passed while we were down
                 continue
             session.principal = self._principal_for(stored.username)
-            session.incoming_qos2 = set(stored.incoming_qos2)
             for topic_filter, qos in stored.subscriptions.items():
                 self.add_subscription(session, topic_filter, qos)  # no journal yet: already stored
-            session.journal = self.store
-            for row, topic, payload, qos, retain, packet_id, released, share in stored.pending:
-                properties = stored.properties.get(row)
-                if properties is not None and v5.expired(properties):  # never delivered [MQTT-3.3.2-5]
-                    self.store.done(row)
-                    continue
-                message = Outgoing(topic, payload, qos, retain, row, share, properties)
-                if packet_id is None:
-                    session.restore_queued(message)
-                else:
-                    session.inflight[packet_id] = InFlight(packet_id, message, released)
-                    session.last_packet_id = packet_id
+            refill_session(session, stored, self.store)
             self.sessions[stored.client_id] = session
         await self._reset_presence()
         log.info(

@@ -21,7 +21,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from broker.sessions import V5Properties
+from broker.sessions import InFlight, Outgoing, Session, V5Properties
+from broker.v5 import expired
 
 log = logging.getLogger(__name__)
 
@@ -307,3 +308,21 @@ class StateStore:
                     self._db.execute("ROLLBACK")
                     raise
             self.commits += 1
+
+
+def refill_session(session: Session, stored: StoredSession, store: StateStore) -> None:
+    """Put a restored session's QoS 2 receipts, queued and in-flight messages back, and journal it from now on.
+    A message whose MQTT 5 expiry passed while the broker was down is dropped, never delivered [MQTT-3.3.2-5]."""
+    session.incoming_qos2 = set(stored.incoming_qos2)
+    session.journal = store
+    for row, topic, payload, qos, retain, packet_id, released, share in stored.pending:
+        properties = stored.properties.get(row)
+        if properties is not None and expired(properties):
+            store.done(row)
+            continue
+        message = Outgoing(topic, payload, qos, retain, row, share, properties)
+        if packet_id is None:
+            session.restore_queued(message)
+        else:
+            session.inflight[packet_id] = InFlight(packet_id, message, released)
+            session.last_packet_id = packet_id
