@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from broker import subscription_ids
 from broker.codec_v5 import Reason, encode_disconnect, encode_publish
 from broker.properties import P, Properties, encode_fields
 from broker.routing import filter_matches
@@ -50,13 +51,15 @@ class V5State:
     will_delay: int = 0
     disconnect_code: int | None = None  # set by a handler before it raises: the DISCONNECT reason to send
     base_limits: Limits | None = None  # the session's own bounds, while the client's Receive Maximum narrows them
+    aliases: dict[int, str] = field(default_factory=dict)  # Topic Alias -> topic, client to broker (topic_aliases)
 
 
 def publish_bytes(
     state: V5State, session: Session | None, message: Outgoing, packet_id: int | None, dup: bool
 ) -> bytes | None:
     """The v5 PUBLISH for ``message``, its Message Expiry Interval counted down to what is left [MQTT-3.3.2-6],
-    its RETAIN flag as published where the subscription asks [MQTT-3.3.1-12]; None when it has expired
+    its RETAIN flag as published where the subscription asks [MQTT-3.3.1-12], the Subscription Identifiers of the
+    subscriptions it came through [MQTT-3.3.4-3]; None when it has expired
     [MQTT-3.3.2-5], is over the client's Maximum Packet Size [MQTT-3.1.2-25], or is the client's own message
     and its subscriptions have No Local [MQTT-3.8.3-3]."""
     extra = message.properties
@@ -73,6 +76,8 @@ def publish_bytes(
             if left <= 0:
                 return None
             fields += encode_fields(Properties({P.MESSAGE_EXPIRY_INTERVAL: left}))
+    if session is not None and session.v5 is not None:
+        fields += subscription_ids.fields(session, message)  # [MQTT-3.3.4-3]
     data = encode_publish(
         message.topic,
         message.payload,
@@ -151,6 +156,7 @@ class SessionV5:
     for it while offline (its end, its delayed will)."""
 
     options: dict[str, int] = field(default_factory=dict)  # filter -> NO_LOCAL | RETAIN_AS_PUBLISHED
+    ids: dict[str, int] = field(default_factory=dict)  # filter -> Subscription Identifier (broker.subscription_ids)
     expiry: asyncio.TimerHandle | None = None
     will: asyncio.TimerHandle | None = None
     pending_will: Will | None = None
