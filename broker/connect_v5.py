@@ -68,6 +68,7 @@ def on_connect(conn: Connection, flags: int, body: bytes) -> Awaitable[None]:
     state.receive_maximum = receive_maximum or 65_535
     state.max_packet_size = max_packet or state.max_packet_size
     state.problem_info = props.get_int(P.REQUEST_PROBLEM_INFORMATION, 1) != 0
+    state.alias_maximum_out = props.get_int(P.TOPIC_ALIAS_MAXIMUM, 0) or 0
     requested = props.get_int(P.SESSION_EXPIRY_INTERVAL, 0) or 0
     state.session_expiry = min(requested, conn.ctx.limits.max_session_expiry)
     if packet.will_flag:

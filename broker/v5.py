@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from broker import subscription_ids
+from broker import subscription_ids, topic_aliases
 from broker.codec_v5 import Reason, encode_disconnect, encode_publish
 from broker.properties import P, Properties, encode_fields
 from broker.routing import filter_matches
@@ -52,6 +52,8 @@ class V5State:
     disconnect_code: int | None = None  # set by a handler before it raises: the DISCONNECT reason to send
     base_limits: Limits | None = None  # the session's own bounds, while the client's Receive Maximum narrows them
     aliases: dict[int, str] = field(default_factory=dict)  # Topic Alias -> topic, client to broker (topic_aliases)
+    alias_maximum_out: int = 0  # the client's Topic Alias Maximum: aliases the broker may send it
+    aliases_out: dict[str, int] = field(default_factory=dict)  # topic -> Topic Alias, broker to client
 
 
 def publish_bytes(
@@ -78,8 +80,12 @@ def publish_bytes(
             fields += encode_fields(Properties({P.MESSAGE_EXPIRY_INTERVAL: left}))
     if session is not None and session.v5 is not None:
         fields += subscription_ids.fields(session, message)  # [MQTT-3.3.4-3]
+    topic, alias = message.topic, None
+    if state.alias_maximum_out:  # the client accepts Topic Aliases (broker.topic_aliases)
+        topic, alias, alias_fields = topic_aliases.outgoing(state.aliases_out, state.alias_maximum_out, topic)
+        fields += alias_fields
     data = encode_publish(
-        message.topic,
+        topic,
         message.payload,
         message.qos,
         packet_id,
@@ -87,7 +93,11 @@ def publish_bytes(
         retain=retain,
         fields=fields,
     )
-    return None if len(data) > state.max_packet_size else data
+    if len(data) > state.max_packet_size:
+        return None
+    if alias is not None and topic:  # the alias is set once the client gets this packet [MQTT-3.3.2-12]
+        state.aliases_out[topic] = alias
+    return data
 
 
 def expired(extra: V5Properties) -> bool:

@@ -148,7 +148,7 @@ def test_topic_alias_set_then_used_with_an_empty_topic_MQTT_3_3_2_12(
     assert publisher.publish("", b"second", 1, props(PacketTypes.PUBLISH, TopicAlias=3))[0].value == 0
     got = [subscriber.message(), subscriber.message()]
     assert [(m.topic, m.payload) for m in got] == [(topic, b"first"), (topic, b"second")]
-    assert not hasattr(got[1].properties, "TopicAlias")  # the broker sends no aliases of its own
+    assert not hasattr(got[1].properties, "TopicAlias")  # paho gives no Topic Alias Maximum: no aliases to it
 
 
 def test_mosquitto_pub_with_a_topic_alias_MQTT_3_3_2_12(v5_port: int, clients: Callable[..., V5Client]) -> None:
@@ -195,3 +195,37 @@ def test_topic_alias_over_the_maximum_gets_disconnect_0x94_MQTT_3_3_2_9(
     client.client.publish(new_topic(), b"x", 0, properties=props(PacketTypes.PUBLISH, TopicAlias=17))
     reason, _props = client.disconnects.get(timeout=20)
     assert reason.value == TOPIC_ALIAS_INVALID
+
+
+# Topic aliases, broker to client -----------------------------------------------------------------------
+
+
+def _publish_topic_and_alias(body: bytes) -> tuple[str, bytes]:
+    """A QoS 0 PUBLISH's topic and its property block (a short one: its length in one byte)."""
+    end = 2 + struct.unpack("!H", body[:2])[0]
+    return body[2:end].decode(), body[end + 1 : end + 1 + body[end]]
+
+
+def test_broker_sends_topic_aliases_up_to_the_clients_maximum_MQTT_3_3_2_11(
+    open_stack: Stack, raw: Raw, clients: Callable[..., V5Client]
+) -> None:
+    """A client announcing Topic Alias Maximum 1: the first PUBLISH on a topic carries topic and alias 1, the
+    next an empty topic and alias 1; a second topic (past its maximum) comes with its name and no alias."""
+    first, second = new_topic(), new_topic()
+    client = raw(open_stack.mqtt_port)
+    client.send(raw_connect(f"aliasout-{secrets.token_hex(3)}", properties=b"\x03\x22\x00\x01"))
+    assert client.expect(CONNACK).body[1] == 0
+    for index, topic in enumerate((first, second), start=1):
+        name = topic.encode()
+        client.send(
+            packet(
+                SUBSCRIBE, 0b0010, struct.pack("!H", index) + b"\x00" + struct.pack("!H", len(name)) + name + b"\x00"
+            )
+        )
+        client.expect(SUBACK)
+    publisher = clients(open_stack.mqtt_port)
+    publisher.connect()
+    for topic in (first, first, second):
+        publisher.publish(topic, b"m", 1)
+    got = [_publish_topic_and_alias(client.expect(PUBLISH).body) for _ in range(3)]
+    assert got == [(first, b"\x23\x00\x01"), ("", b"\x23\x00\x01"), (second, b"")]
