@@ -131,6 +131,24 @@ def test_mosquitto_sub_with_a_subscription_identifier_gets_its_messages_MQTT_3_8
         lines.close()
 
 
+def test_subscription_identifier_and_topic_alias_over_websocket_MQTT_3_3_4_3_and_3_3_2_12(
+    open_stack: Stack, clients: Callable[..., V5Client]
+) -> None:
+    """The same over MQTT over WebSocket (paho, transport="websockets"): the identifier comes with the message,
+    and an aliased PUBLISH with an empty topic reaches it."""
+    topic = new_topic()
+    subscriber = clients(open_stack.ws_port, websocket=True)
+    subscriber.connect()
+    subscriber.subscribe((topic, 1), properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=42))
+    publisher = clients(open_stack.ws_port, websocket=True)
+    publisher.connect()
+    publisher.publish(topic, b"set", 1, props(PacketTypes.PUBLISH, TopicAlias=1))
+    publisher.publish("", b"used", 1, props(PacketTypes.PUBLISH, TopicAlias=1))
+    got = [subscriber.message(), subscriber.message()]
+    assert [(m.topic, m.payload) for m in got] == [(topic, b"set"), (topic, b"used")]
+    assert [list(m.properties.SubscriptionIdentifier) for m in got] == [[42], [42]]
+
+
 # Topic aliases, client to broker -----------------------------------------------------------------------
 
 
