@@ -11,7 +11,8 @@ level 5 here.
   in CONNACK [MQTT-3.2.2-?]) decides how long the session outlives the connection; 0 ends it at
   disconnect.
 - CONNACK announces what the broker supports: Retain, Wildcard and Shared Subscription Available,
-  Subscription Identifier Available 0, Topic Alias Maximum 0, Maximum Packet Size, Receive Maximum.
+  Subscription Identifier Available 1, Topic Alias Maximum (``broker.topic_aliases.MAXIMUM``), Maximum Packet
+  Size, Receive Maximum (``broker.v5.RECEIVE_MAXIMUM``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from broker import v5
+from broker import topic_aliases, v5
 from broker.codec import Malformed, ProtocolViolation
 from broker.codec_v5 import ConnectV5, Reason, decode_connect, encode_connack
 from broker.handle_v5 import HANDLERS_V5
@@ -67,6 +68,7 @@ def on_connect(conn: Connection, flags: int, body: bytes) -> Awaitable[None]:
     state.receive_maximum = receive_maximum or 65_535
     state.max_packet_size = max_packet or state.max_packet_size
     state.problem_info = props.get_int(P.REQUEST_PROBLEM_INFORMATION, 1) != 0
+    state.alias_maximum_out = props.get_int(P.TOPIC_ALIAS_MAXIMUM, 0) or 0
     requested = props.get_int(P.SESSION_EXPIRY_INTERVAL, 0) or 0
     state.session_expiry = min(requested, conn.ctx.limits.max_session_expiry)
     if packet.will_flag:
@@ -160,8 +162,8 @@ def _connack_properties(conn: Connection, state: v5.V5State, assigned: str | Non
             P.RETAIN_AVAILABLE: 1,
             P.WILDCARD_SUBSCRIPTION_AVAILABLE: 1,
             P.SHARED_SUBSCRIPTION_AVAILABLE: 1,
-            P.SUBSCRIPTION_IDENTIFIER_AVAILABLE: 0,
-            P.TOPIC_ALIAS_MAXIMUM: 0,
+            P.SUBSCRIPTION_IDENTIFIER_AVAILABLE: 1,
+            P.TOPIC_ALIAS_MAXIMUM: topic_aliases.MAXIMUM,
             P.MAXIMUM_PACKET_SIZE: conn.ctx.limits.max_packet_bytes,
             P.RECEIVE_MAXIMUM: v5.RECEIVE_MAXIMUM,
         }

@@ -7,8 +7,8 @@
 - SUBSCRIBE [MQTT 5.0 §3.8]: one reason code per filter in SUBACK: the granted QoS, 0x8F for a malformed
   filter, 0x97 past ``mqtt.max_subscriptions``, 0x87 where the ACL refuses; Retain Handling 1 sends
   retained messages only for a new subscription and 2 never [MQTT-3.3.1-10, -11]; a Subscription
-  Identifier is refused with DISCONNECT 0xA1 (the broker announces none are available); No Local on a
-  shared subscription is a protocol error [MQTT-3.8.3-4].
+  Identifier is kept with the subscriptions (``broker.subscription_ids``); No Local on a shared subscription
+  is a protocol error [MQTT-3.8.3-4].
 - UNSUBSCRIBE: 0x00, or 0x11 "no subscription existed", per filter [MQTT-3.11.3-?].
 - DISCONNECT with 0x04 publishes the will [MQTT 5.0 §3.14.2.1]; a Session Expiry Interval in DISCONNECT
   replaces the CONNECT's, but not from 0 to more [MQTT-3.14.2-2].
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from broker import v5
+from broker import subscription_ids, v5
 from broker.codec import (
     CONNECT,
     DISCONNECT,
@@ -144,9 +144,7 @@ def on_subscribe(conn: Connection, flags: int, body: bytes) -> Awaitable[None] |
     packet_id, props, requests = decode_subscribe(body)
     session, principal, state = conn.session, conn.principal, conn.v5
     assert session is not None and principal is not None and state is not None
-    if props.subscription_ids:
-        state.disconnect_code = Reason.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
-        raise ProtocolViolation("Subscription Identifier sent; the broker announced none are available")
+    identifier = props.subscription_ids[0] if props.subscription_ids else None  # 0 refused by the decoder
     decisions: list[Decision | int] = []
     for request in requests:
         if request.no_local and split_shared(request.topic_filter) is not None:
@@ -157,13 +155,13 @@ def on_subscribe(conn: Connection, flags: int, body: bytes) -> Awaitable[None] |
             continue
         decision = conn.ctx.access.check_now(principal, request.topic_filter, Action.SUBSCRIBE)
         if decision is None:
-            return _subscribe_later(conn, session, packet_id, requests)
+            return _subscribe_later(conn, session, packet_id, requests, identifier)
         decisions.append(decision)
-    return _apply(conn, session, packet_id, requests, decisions)
+    return _apply(conn, session, packet_id, requests, decisions, identifier)
 
 
 async def _subscribe_later(
-    conn: Connection, session: Session, packet_id: int, requests: list[SubscriptionRequest]
+    conn: Connection, session: Session, packet_id: int, requests: list[SubscriptionRequest], identifier: int | None
 ) -> None:
     assert conn.principal is not None
     decisions: list[Decision | int] = []
@@ -173,7 +171,7 @@ async def _subscribe_later(
             decisions.append(await conn.ctx.access.check(conn.principal, request.topic_filter, Action.SUBSCRIBE))
         else:
             decisions.append(code)
-    waiting = _apply(conn, session, packet_id, requests, decisions)
+    waiting = _apply(conn, session, packet_id, requests, decisions, identifier)
     if waiting is not None:
         await waiting
 
@@ -197,8 +195,10 @@ def _apply(
     packet_id: int,
     requests: list[SubscriptionRequest],
     decisions: list[Decision | int],
+    identifier: int | None,
 ) -> Awaitable[None] | None:
-    """Add the allowed subscriptions, send the SUBACK, then the retained messages Retain Handling asks for."""
+    """Add the allowed subscriptions (with the SUBSCRIBE's Subscription Identifier), send the SUBACK, then the
+    retained messages Retain Handling asks for."""
     codes: list[int] = []
     retained: list[tuple[str, int]] = []
     for request, decision in zip(requests, decisions, strict=True):
@@ -221,6 +221,7 @@ def _apply(
             retain_as_published=request.retain_as_published,
             retain_handling=request.retain_handling,
         )
+        subscription_ids.remember(session, topic_filter, identifier)
         codes.append(request.qos)
         if request.retain_handling == 0 or (request.retain_handling == 1 and new):
             retained.append((topic_filter, request.qos))
@@ -256,6 +257,7 @@ def on_unsubscribe(conn: Connection, flags: int, body: bytes) -> None:
         existed = topic_filter in session.subscriptions
         conn.hub.unsubscribe(session, topic_filter)
         v5.set_options(session, topic_filter, no_local=False, retain_as_published=False)
+        subscription_ids.remember(session, topic_filter, None)
         codes.append(Reason.SUCCESS if existed else Reason.NO_SUBSCRIPTION_EXISTED)
     conn.write(encode_unsuback(packet_id, codes))
 

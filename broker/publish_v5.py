@@ -8,7 +8,8 @@ acknowledgement after the commit), plus:
   that is not [MQTT-3.3.2-?] or a presence payload the chat scheme refuses (QoS 0 has no acknowledgement);
 - at most ``v5.RECEIVE_MAXIMUM`` QoS 1/2 PUBLISHes unacknowledged: one more gets DISCONNECT 0x93
   [MQTT-3.3.4-7, MQTT-3.3.4-8];
-- a Topic Alias is a protocol error while the broker announces Topic Alias Maximum 0 [MQTT-3.3.2-9];
+- a Topic Alias sets or names the topic for this connection (``broker.topic_aliases``); a Subscription
+  Identifier from a client is a protocol error [MQTT-3.3.4-6];
 - user properties, response topic, correlation data, content type and payload format indicator are
   passed to v5 subscribers unchanged [MQTT-3.3.2-17, MQTT-3.3.2-18, MQTT-3.3.2-4]; a 3.1.1 subscriber
   gets the message without them.
@@ -21,10 +22,10 @@ from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from broker import properties, v5
+from broker import properties, topic_aliases, v5
 from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, Malformed, ProtocolViolation
 from broker.codec_v5 import Reason, encode_ack
-from broker.properties import P
+from broker.properties import P, Properties
 from broker.sessions import Session, V5Properties
 from switchboard.acl import Action, Decision
 from switchboard.payloads import Rejection, stamp_presence
@@ -59,10 +60,8 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
             raise ProtocolViolation(f"PUBLISH at QoS {qos} with packet identifier 0 [MQTT-2.2.1-3]")
         end += 2
     props, end = properties.decode(body, end, PUBLISH)
-    if P.TOPIC_ALIAS in props.values:
-        if conn.v5 is not None:
-            conn.v5.disconnect_code = Reason.TOPIC_ALIAS_INVALID
-        raise ProtocolViolation("Topic Alias sent, but the broker's Topic Alias Maximum is 0 [MQTT-3.3.2-9]")
+    if props:
+        topic = _check_properties(conn, props, topic)
     if not topic or "+" in topic or "#" in topic or "\x00" in topic:
         raise ProtocolViolation(f"PUBLISH to {topic!r}: topic names may not be empty or hold wildcards [MQTT-3.3.2-2]")
     payload = body[end:]
@@ -89,6 +88,23 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
     if decision is None:
         return _publish_later(conn, session, topic, payload, qos, retain, packet_id, fields)
     return _decided(conn, session, decision, topic, payload, qos, retain, packet_id, fields)
+
+
+def _check_properties(conn: Connection, props: Properties, topic: str) -> str:
+    """The PUBLISH's topic once its Topic Alias is applied (``broker.topic_aliases``); a Subscription Identifier
+    from a client is a protocol error [MQTT-3.3.4-6]."""
+    state = conn.v5
+    assert state is not None
+    if props.subscription_ids:
+        raise ProtocolViolation("PUBLISH from a client with a Subscription Identifier [MQTT-3.3.4-6]")
+    alias = props.get_int(P.TOPIC_ALIAS)
+    if alias is None:
+        return topic
+    try:
+        return topic_aliases.resolve(state.aliases, alias, topic)
+    except topic_aliases.AliasError as exc:
+        state.disconnect_code = exc.code
+        raise
 
 
 def _decided(

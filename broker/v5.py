@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from broker import subscription_ids, topic_aliases
 from broker.codec import ProtocolViolation
 from broker.codec_v5 import Reason, encode_disconnect, encode_publish
 from broker.properties import P, Properties, encode_fields
@@ -59,6 +60,9 @@ class V5State:
     base_limits: Limits | None = None  # the session's own bounds, while the client's Receive Maximum narrows them
     receiving: int = 0  # QoS 1 PUBLISHes from the client whose PUBACK has not been sent yet
     receiving_qos2: set[int] = field(default_factory=set)  # QoS 2 ones (packet ids) whose PUBCOMP has not been sent
+    aliases: dict[int, str] = field(default_factory=dict)  # Topic Alias -> topic, client to broker (topic_aliases)
+    alias_maximum_out: int = 0  # the client's Topic Alias Maximum: aliases the broker may send it
+    aliases_out: dict[str, int] = field(default_factory=dict)  # topic -> Topic Alias, broker to client
 
 
 def receive(state: V5State, qos: int, packet_id: int) -> None:
@@ -80,7 +84,8 @@ def publish_bytes(
     state: V5State, session: Session | None, message: Outgoing, packet_id: int | None, dup: bool
 ) -> bytes | None:
     """The v5 PUBLISH for ``message``, its Message Expiry Interval counted down to what is left [MQTT-3.3.2-6],
-    its RETAIN flag as published where the subscription asks [MQTT-3.3.1-12]; None when it has expired
+    its RETAIN flag as published where the subscription asks [MQTT-3.3.1-12], the Subscription Identifiers of the
+    subscriptions it came through [MQTT-3.3.4-3]; None when it has expired
     [MQTT-3.3.2-5], is over the client's Maximum Packet Size [MQTT-3.1.2-25], or is the client's own message
     and its subscriptions have No Local [MQTT-3.8.3-3]."""
     extra = message.properties
@@ -97,8 +102,14 @@ def publish_bytes(
             if left <= 0:
                 return None
             fields += encode_fields(Properties({P.MESSAGE_EXPIRY_INTERVAL: left}))
+    if session is not None and session.v5 is not None:
+        fields += subscription_ids.fields(session, message)  # [MQTT-3.3.4-3]
+    topic, alias = message.topic, None
+    if state.alias_maximum_out:  # the client accepts Topic Aliases (broker.topic_aliases)
+        topic, alias, alias_fields = topic_aliases.outgoing(state.aliases_out, state.alias_maximum_out, topic)
+        fields += alias_fields
     data = encode_publish(
-        message.topic,
+        topic,
         message.payload,
         message.qos,
         packet_id,
@@ -106,7 +117,11 @@ def publish_bytes(
         retain=retain,
         fields=fields,
     )
-    return None if len(data) > state.max_packet_size else data
+    if len(data) > state.max_packet_size:
+        return None
+    if alias is not None and topic:  # the alias is set once the client gets this packet [MQTT-3.3.2-12]
+        state.aliases_out[topic] = alias
+    return data
 
 
 def expired(extra: V5Properties) -> bool:
@@ -175,6 +190,7 @@ class SessionV5:
     for it while offline (its end, its delayed will)."""
 
     options: dict[str, int] = field(default_factory=dict)  # filter -> NO_LOCAL | RETAIN_AS_PUBLISHED
+    ids: dict[str, int] = field(default_factory=dict)  # filter -> Subscription Identifier (broker.subscription_ids)
     expiry: asyncio.TimerHandle | None = None
     will: asyncio.TimerHandle | None = None
     pending_will: Will | None = None

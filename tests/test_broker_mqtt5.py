@@ -37,12 +37,12 @@ def test_connack_announces_what_the_broker_supports_MQTT_3_2_2(
     open_stack: Stack, clients: Callable[..., V5Client]
 ) -> None:
     """[MQTT-3.2.2-?] CONNACK properties: retain, wildcard and shared subscriptions available, topic alias maximum
-    0, subscription identifiers not available, the maximum packet size (mqtt.max_packet_bytes = 2048 here)."""
+    16, subscription identifiers available, the maximum packet size (mqtt.max_packet_bytes = 2048 here)."""
     flags, reason, connack = clients(open_stack.mqtt_port).connect()
     assert reason.value == 0 and not flags.session_present
     assert connack.RetainAvailable == 1 and connack.WildcardSubscriptionAvailable == 1
-    assert connack.SharedSubscriptionAvailable == 1 and connack.SubscriptionIdentifierAvailable == 0
-    assert connack.TopicAliasMaximum == 0 and connack.MaximumPacketSize == 2048
+    assert connack.SharedSubscriptionAvailable == 1 and connack.SubscriptionIdentifierAvailable == 1
+    assert connack.TopicAliasMaximum == 16 and connack.MaximumPacketSize == 2048
     assert not hasattr(connack, "MaximumQoS")  # absent: QoS 2 is supported
 
 

@@ -238,27 +238,6 @@ def test_packet_over_the_maximum_gets_disconnect_0x95_MQTT_3_2_2_15(open_stack: 
     assert client.expect(DISCONNECT).body[0] == 0x95
 
 
-def test_topic_alias_gets_disconnect_0x94_MQTT_3_3_2_9(open_stack: Stack, raw: Raw) -> None:
-    """The broker announces Topic Alias Maximum 0: a PUBLISH with a Topic Alias gets DISCONNECT 0x94."""
-    client = raw(open_stack.mqtt_port)
-    client.send(raw_connect(f"alias-{secrets.token_hex(3)}"))
-    assert client.expect(CONNACK).body[1] == 0
-    client.send(packet(PUBLISH, 0, struct.pack("!H", 3) + b"a/b" + b"\x03\x23\x00\x01" + b"x"))
-    assert client.expect(DISCONNECT).body[0] == 0x94
-
-
-def test_subscription_identifier_gets_disconnect_0xA1_MQTT_3_8_2(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
-    """Subscription Identifier Available 0 in CONNACK: a SUBSCRIBE with one gets DISCONNECT 0xA1."""
-    client = clients(open_stack.mqtt_port)
-    client.connect()
-    client.client.reconnect_delay_set(60, 120)
-    client.client.subscribe(new_topic(), 1, properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=5))
-    reason, _props = client.disconnects.get(timeout=20)
-    assert reason.value == 0xA1
-
-
 # Subscription options ---------------------------------------------------------------------------------
 
 
