@@ -6,7 +6,9 @@ against the broker's own QoS 1 delivery rate, all in one run.
    as the broker acknowledges them; we time until the bridge has stored the last one.
 2. The same M rows written by one ``COPY ... FROM STDIN`` into a copy of the messages table.
 3. The broker alone delivering the same stream to one QoS 1 subscriber that acknowledges at once
-   (the rate the bridge has to keep up with).
+   (the rate the bridge has to keep up with), twice: a clean-session subscriber (the figure reported
+   until 2026-12-01) and a persistent-session one (clean session 0, as the bridge's: the broker then
+   also keeps that session in its state file). The bridge is compared with both.
 
     uv run python bench/bridge.py --messages 50000
     uv run python bench/bridge.py --messages 50000 --bridges 2   # two bridges sharing $share/bench/...
@@ -39,6 +41,8 @@ from bench.database import BenchDatabase  # noqa: E402
 from bench.mqttwire import connect_packet, puback_packet, publish_packet, subscribe_packet  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
+
+DISCONNECT = b"\xe0\x00"
 
 
 def payload(sender: str, n: int) -> bytes:
@@ -134,12 +138,21 @@ def raw_copy(dsn: str, senders: list[str], per_sender: int, conversations: int) 
 
 
 async def broker_delivery_rate(
-    port: int, senders: list[tuple[str, str]], per_sender: int, subscriber: tuple[str, str], conversations: int
+    port: int,
+    senders: list[tuple[str, str]],
+    per_sender: int,
+    subscriber: tuple[str, str],
+    conversations: int,
+    *,
+    clean: bool = True,
 ) -> float:
-    """The broker alone: a QoS 1 subscriber on dm/# (a service account) acknowledging at once."""
+    """The broker alone: a QoS 1 subscriber on dm/# (a service account) acknowledging at once, with a clean
+    session or (``clean=False``) a persistent one like the bridge's, which is discarded afterwards so the
+    broker does not queue the bridge run's messages for it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     user, password = subscriber
-    writer.write(connect_packet(f"bench-sink-{secrets.token_hex(2)}", user, password))
+    client_id = f"bench-sink-{secrets.token_hex(2)}"
+    writer.write(connect_packet(client_id, user, password, clean=clean))
     await reader.readexactly(4)
     writer.write(subscribe_packet("dm/#", 1, packet_id=1))
     await reader.readexactly(5)
@@ -166,7 +179,18 @@ async def broker_delivery_rate(
     sink_task = asyncio.create_task(sink())
     await publish_stream(port, senders, per_sender, conversations)
     await sink_task
-    return expected / (time.monotonic() - started)
+    rate = expected / (time.monotonic() - started)
+    writer.write(DISCONNECT)
+    await writer.drain()
+    writer.close()
+    if not clean:  # a clean session on the same client id discards the persistent one [MQTT-3.1.2-6]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(connect_packet(client_id, user, password, clean=True))
+        await reader.readexactly(4)
+        writer.write(DISCONNECT)
+        await writer.drain()
+        writer.close()
+    return rate
 
 
 def main() -> None:
@@ -224,6 +248,7 @@ def main() -> None:
     wait_for_line(workdir / "broker.log", "mqtt listening")
     try:
         delivery = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations))
+        persistent = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations, clean=False))
         with psycopg.connect(dsn, autocommit=True) as connection:
             connection.execute("TRUNCATE messages, message_keys, conversations, rejected_messages CASCADE")
         shared = {"SWITCHBOARD_BRIDGE__SHARED_GROUP": "bench"} if args.bridges > 1 else {}
@@ -269,6 +294,8 @@ def main() -> None:
         stored, distinct = count_stored(dsn), count_distinct(dsn)
         for b in bridges:
             b.terminate()
+        for b in bridges:  # gone before the database is dropped
+            b.wait(timeout=30)
         copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
     finally:
         broker.terminate()
@@ -278,7 +305,8 @@ def main() -> None:
     copy_rate = total / copy_seconds
     print(f"logs in {workdir}")
     print(f"messages: {total} from {args.senders} senders into {args.senders * args.conversations} conversations")
-    print(f"broker QoS 1 delivery to one subscriber: {delivery:9.0f} msg/s")
+    print(f"broker QoS 1 delivery to one subscriber: {delivery:9.0f} msg/s (clean session)")
+    print(f"  ... to a persistent-session subscriber: {persistent:9.0f} msg/s (clean session 0, as the bridge)")
     print(f"publishers acknowledged by the broker:    {total / publish_seconds:9.0f} msg/s")
     print(f"bridge(s) stored into Postgres:           {bridge_rate:9.0f} msg/s ({stored} stored, {distinct} distinct)")
     if len(each_cpu) > 1:
@@ -288,6 +316,7 @@ def main() -> None:
     print(f"bridge CPU per 1,000 stored:              {per_1000:9.3f} s ({split})")
     print(f"raw COPY of the same rows:                {copy_rate:9.0f} rows/s")
     print(f"bridge / COPY = {bridge_rate / copy_rate:.2f};  bridge / broker delivery = {bridge_rate / delivery:.2f}")
+    print(f"bridge / broker delivery to a persistent session (same session kind) = {bridge_rate / persistent:.2f}")
 
 
 if __name__ == "__main__":

@@ -310,10 +310,13 @@ class Bridge:
     def _publish_acks(connection: BrokerConnection, outcomes: Sequence[Outcome]) -> None:
         """Queue the ``ack/{sender}`` replies (QoS 1): they go out in order while the next batch is stored,
         instead of the bridge waiting for the broker's PUBACK of each."""
-        for o in outcomes:
-            if isinstance(o, Stored):
-                payload = ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at)
-                connection.publish(ack_topic(o.sender), payload, qos=1)
+        connection.publish_replies(
+            [
+                (ack_topic(o.sender), ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at))
+                for o in outcomes
+                if isinstance(o, Stored)
+            ]
+        )
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:

@@ -50,6 +50,7 @@ CONNACK_REFUSALS = {
     5: "not authorized",
 }
 MAX_PACKET_ID = 65535
+MAX_CACHED_TOPICS = 10_000
 
 
 class BrokerUnavailable(SwitchboardError):
@@ -116,6 +117,7 @@ class BrokerConnection(asyncio.Protocol):
         self._last_sent = self._ping_sent = self.last_received = 0.0
         self._packet_id = 0
         self._in_flight: set[int] = set()
+        self._topic_names: dict[str, bytes] = {}
         """Packet ids of our QoS 1 PUBLISH packets the broker has not acknowledged yet."""
         self._connack: asyncio.Future[tuple[bool, int]] = self._loop.create_future()
         self._subacks: dict[int, asyncio.Future[bytes]] = {}
@@ -192,6 +194,31 @@ class BrokerConnection(asyncio.Protocol):
         else:
             header = bytes((0x30,)) + remaining_length(2 + len(name) + len(payload))
             self._queue(b"".join((header, len(name).to_bytes(2, "big"), name, payload)))
+
+    def publish_replies(self, replies: Sequence[tuple[str, bytes]]) -> None:
+        """Queue one QoS 1 PUBLISH per ``(topic, payload)`` in one buffer, as :meth:`publish` would each.
+
+        The encoded topic name (length prefix and UTF-8) is kept per topic, as the broker's PublishEncoder
+        does: the bridge replies on the same ``ack/{sender}`` topics batch after batch."""
+        names = self._topic_names
+        if len(names) > MAX_CACHED_TOPICS:
+            names.clear()
+        in_flight, parts = self._in_flight, list[bytes]()
+        append = parts.append
+        for topic, payload in replies:
+            name = names.get(topic)
+            if name is None:
+                encoded = topic.encode()
+                name = names[topic] = len(encoded).to_bytes(2, "big") + encoded
+            packet_id = self._next_packet_id()
+            in_flight.add(packet_id)
+            length = len(name) + 2 + len(payload)
+            append(b"\x32" + remaining_length(length) if length > 127 else bytes((0x32, length)))
+            append(name)
+            append(packet_id.to_bytes(2, "big"))
+            append(payload)
+        if parts:
+            self._queue(b"".join(parts))
 
     def hold_reading(self) -> None:
         """Read nothing more until :meth:`resume_reading`: the broker keeps what the bridge cannot take yet."""

@@ -104,6 +104,35 @@ def test_only_what_the_bridge_acknowledged_stays_away_on_its_next_connection(bro
     run(scenario())
 
 
+def test_the_ack_replies_of_a_batch_go_out_as_qos1_publishes_in_order(broker_port: int) -> None:
+    """publish_replies: one buffer of QoS 1 PUBLISH packets [MQTT-3.3.1], topic names encoded once per topic
+    and reused, short (remaining length < 128) and long ones; each arrives once, in order, at QoS 1."""
+    client_id = f"bridge-replies-{secrets.token_hex(3)}"
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        reader = connection(broker_port, client_id, inbox)
+        await reader.connect()
+        await reader.subscribe([(f"{client_id}/#", 1)])
+        replier = connection(broker_port, f"{client_id}-pub", Inbox())
+        await replier.connect()
+        # 8 at most: the open stack queues 3 in flight + 5 for a subscriber (OPEN_LIMITS)
+        replies = [(f"{client_id}/x{n % 3}", (f"r{n}:" + "x" * (n * 40)).encode()) for n in range(8)]
+        replier.publish_replies(replies[:4])
+        replier.publish_replies(replies[4:])  # the same topics again: their cached encodings
+        acknowledged = 0
+        while acknowledged < 8:  # each new read acknowledged once: the broker's in-flight window moves
+            fresh = (await inbox.wait_for(acknowledged + 1))[acknowledged:]
+            reader.ack(fresh)
+            acknowledged += len(fresh)
+        received = inbox.messages
+        assert [(m.topic, m.payload, m.qos) for m in received] == [(t, p, 1) for t, p in replies]
+        await reader.disconnect()
+        await replier.disconnect()
+
+    run(scenario())
+
+
 def test_an_idle_connection_is_kept_with_pingreq(broker_port: int) -> None:
     """[MQTT-3.1.2-23]: with keep-alive 2 s a broker closes a client silent for 3 s; the client pings."""
 
