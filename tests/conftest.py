@@ -28,6 +28,16 @@ from tests.helpers import Stack, free_port, start_stack, wait_for
 from tests.mqtt5 import V5Client
 from tests.rawmqtt import RawClient
 
+#: The longest test files, started first so that on several workers (scripts/test runs the whole suite with
+#: pytest-xdist, a file per worker) none of them is left running alone at the end.
+LONGEST_FIRST = ("test_api_schema.py", "test_web_app.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the longest files first (a stable sort: the order within and between the others is kept)."""
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
+
+
 ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
 
 
