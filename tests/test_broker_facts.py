@@ -16,7 +16,7 @@ from broker.hub import Hub
 from broker.persistence import StateStore
 from broker.sessions import Limits
 from tests.conftest import CHAT_BRIDGE_PASSWORD, Users, stack_users
-from tests.helpers import Stack, mosquitto_pub, wait_for
+from tests.helpers import NoReceiveChecks, Stack, mosquitto_pub, wait_for
 from tests.rawmqtt import PUBACK, RawClient
 
 Raw = Callable[[int], RawClient]
@@ -129,19 +129,6 @@ def _count(stack: Stack, text: str) -> int:
     return sum(text in line for line in stack.out.lines)
 
 
-class _NoChecks:
-    """The hub's receive checks for a hub without clients (nothing to check)."""
-
-    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
-        return False
-
-    def may_receive_now(self, principal: object, topic: str) -> bool | None:
-        return True
-
-    async def may_receive(self, principal: object, topic: str) -> bool:
-        return True
-
-
 def test_chat_messages_retained_by_an_older_version_are_forgotten_at_start(tmp_path: Path) -> None:
     """A state file written before chat topics stopped being retained: its retained DM would be sent
     to the bridge again at every reconnection, so the broker drops it (from the file too) when it starts."""
@@ -154,7 +141,7 @@ def test_chat_messages_retained_by_an_older_version_are_forgotten_at_start(tmp_p
         await old.close()
         store = StateStore(path)
         hub = Hub(
-            limits=Limits(), access=cast(AccessControl, _NoChecks()), presence_for=lambda _user: True, store=store
+            limits=Limits(), access=cast(AccessControl, NoReceiveChecks()), presence_for=lambda _user: True, store=store
         )
         await hub.restore()
         await store.close()

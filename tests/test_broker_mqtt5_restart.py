@@ -24,7 +24,7 @@ from broker.hub import Hub
 from broker.persistence import StateStore
 from broker.sessions import Limits, V5Properties
 from tests.conftest import OPEN_LIMITS
-from tests.helpers import Stack, start_stack
+from tests.helpers import NoReceiveChecks, Stack, start_stack
 from tests.mqtt5 import V5Client, new_topic, props
 
 Clients = Callable[..., V5Client]
@@ -170,17 +170,6 @@ INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id)
 """
 
 
-class _NoChecks:
-    def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
-        return False
-
-    def may_receive_now(self, principal: object, topic: str) -> bool | None:
-        return True
-
-    async def may_receive(self, principal: object, topic: str) -> bool:
-        return True
-
-
 def test_state_file_written_before_mqtt5_state_still_loads_and_then_keeps_it(tmp_path: Path) -> None:
     """An old-format state file is migrated (columns added with defaults): its 3.1.1 session, subscription and
     queued message come back as they were, and the file then keeps MQTT 5 state."""
@@ -190,7 +179,8 @@ def test_state_file_written_before_mqtt5_state_still_loads_and_then_keeps_it(tmp
 
     async def scenario() -> None:
         store = StateStore(path)
-        hub = Hub(limits=Limits(), access=cast(AccessControl, _NoChecks()), presence_for=lambda _u: False, store=store)
+        access = cast(AccessControl, NoReceiveChecks())
+        hub = Hub(limits=Limits(), access=access, presence_for=lambda _u: False, store=store)
         await hub.restore()
         session = hub.sessions["phone"]
         assert session.subscriptions == {"news/#": 1}
