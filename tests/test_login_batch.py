@@ -80,3 +80,37 @@ def test_concurrent_logins_share_one_throttle_read_and_one_query_per_kind(engine
         for _ in range(2):
             throttle.attempt(owner, "10.0.0.4", lambda: None)
     assert throttle.attempt(owner, "10.0.0.7", lambda: "in") == "in"
+
+
+def test_a_batch_of_password_logins_hashes_on_several_threads(
+    engine: Engine, users: Users, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argon2 releases the GIL and one hash takes 50-250 ms: a batch's password checks run side by side on the
+    machine's cores, not one after another in the batch's thread (a token login in the same batch would wait for
+    all of them). The real argon2 runs; the wrapper only notes which thread it ran on."""
+    import os
+    import threading
+
+    import broker.login_batch as login_batch
+
+    owner, password = users.user("batch-hashes")
+    threads: set[int] = set()
+    real = login_batch.verify_password
+
+    def noted(password_hash: str, given: str) -> bool:
+        threads.add(threading.get_ident())
+        return real(password_hash, given)
+
+    monkeypatch.setattr(login_batch, "verify_password", noted)
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the batch's hashes have no second core to run on")
+    throttle = LoginThrottle(engine, LoginSettings(max_failures=100, backoff_after=100))
+    batcher = LoginBatcher(engine, throttle)
+    logins = [batcher.check(owner, password, f"10.2.0.{n}") for n in range(4)]
+
+    async def check_all() -> list[Verified | None]:
+        return await asyncio.gather(*logins)
+
+    results = asyncio.run(check_all())
+    assert all(isinstance(r, Verified) and r.identity.name == owner for r in results)
+    assert len(threads) > 1, "the batch's password checks ran one after another on one thread"
