@@ -165,7 +165,7 @@ def decode_connect(body: bytes) -> Connect:
     packet = Connect(name, level, flags, keep_alive, client_id)
     if packet.will_flag:
         packet.will_topic, position = _string(body, position, "will topic")
-        packet.will_payload, position = _binary(body, position, "will message")
+        packet.will_payload, position = read_binary(body, position, "will message")
     return decode_credentials(packet, body, position)
 
 
@@ -174,7 +174,7 @@ def decode_credentials(packet: C, body: bytes, position: int) -> C:
     if packet.username_flag:
         packet.username, position = _string(body, position, "user name")
     if packet.password_flag:
-        password, position = _binary(body, position, "password")
+        password, position = read_binary(body, position, "password")
         try:
             packet.password = password.decode()
         except UnicodeDecodeError:
@@ -228,7 +228,8 @@ def _packet_id(body: bytes, name: str) -> int:
     return (body[0] << 8) | body[1]
 
 
-def _binary(body: bytes, position: int, what: str) -> tuple[bytes, int]:
+def read_binary(body: bytes, position: int, what: str) -> tuple[bytes, int]:
+    """A two-byte length and that many bytes at ``position``, and where the next field starts."""
     if position + 2 > len(body):
         raise MalformedString(f"the {what}'s length is cut short")
     end = position + 2 + ((body[position] << 8) | body[position + 1])
@@ -238,7 +239,7 @@ def _binary(body: bytes, position: int, what: str) -> tuple[bytes, int]:
 
 
 def _string(body: bytes, position: int, what: str) -> tuple[str, int]:
-    raw, end = _binary(body, position, what)
+    raw, end = read_binary(body, position, what)
     try:
         return raw.decode("utf-8"), end
     except UnicodeDecodeError as exc:

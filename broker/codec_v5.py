@@ -26,6 +26,7 @@ from broker.codec import (
     MalformedString,
     ProtocolViolation,
     decode_credentials,
+    read_binary,
     remaining_length,
 )
 from broker.properties import AUTH, WILL, P, Properties, decode, encode, encode_fields, encode_varint
@@ -115,7 +116,7 @@ def decode_connect(body: bytes) -> ConnectV5:
     if packet.will_flag:
         packet.will_properties, position = decode(body, position, WILL)
         packet.will_topic, position = _string(body, position, "will topic")
-        packet.will_payload, position = _binary(body, position, "will payload")
+        packet.will_payload, position = read_binary(body, position, "will payload")
     return decode_credentials(packet, body, position)
 
 
@@ -267,17 +268,8 @@ def _packet_id(body: bytes, name: str) -> int:
     return packet_id
 
 
-def _binary(body: bytes, position: int, what: str) -> tuple[bytes, int]:
-    if position + 2 > len(body):
-        raise MalformedString(f"the {what}'s length is cut short")
-    end = position + 2 + ((body[position] << 8) | body[position + 1])
-    if end > len(body):
-        raise MalformedString(f"the {what} is longer than the packet")
-    return bytes(body[position + 2 : end]), end
-
-
 def _string(body: bytes, position: int, what: str) -> tuple[str, int]:
-    raw, end = _binary(body, position, what)
+    raw, end = read_binary(body, position, what)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
