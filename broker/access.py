@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -142,6 +142,12 @@ class AccessControl:
         self._identities: dict[str, Identity] = {}
         #: Bumped by every directory event: the receive decisions clients hold are then made again.
         self._generation = 0
+        self._catch_up: Callable[[], Awaitable[None]] | None = None
+
+    def follow_directory(self, catch_up: Callable[[], Awaitable[None]]) -> None:
+        """Have remembered credentials trusted only once ``catch_up`` has applied the directory events
+        committed before the login (see broker.directory_watch)."""
+        self._catch_up = catch_up
 
     async def authenticate(self, session: Principal) -> bool:
         """True when the CONNECT's credentials are good (or it is anonymous and that is allowed),
@@ -180,6 +186,9 @@ class AccessControl:
             return ANONYMOUS
         name, password = session.username, session.password or ""
         remembered = self._credentials.check(name, password)
+        if remembered is not None and self._catch_up is not None:
+            await self._catch_up()  # a disable or password reset committed before this CONNECT forgets them
+            remembered = self._credentials.check(name, password)
         if remembered is not None:
             return remembered
         address = session.address or "unknown"

@@ -4,7 +4,11 @@ whose password was reset) is disconnected.
 
 The broker polls the events table every ``mqtt.directory_poll_seconds`` (one indexed query; the API may
 run in another process, and the embedded SQLite default has no LISTEN/NOTIFY). It starts at the head, so
-only changes made while it runs matter; the ACL cache (5 s) covers anything older.
+only changes made while it runs matter; the ACL cache covers anything older.
+
+A login answered from remembered credentials first waits for ``catch_up``: a poll that starts after it
+asked, shared by every login waiting at that moment. So a user disabled (or given a new password) before
+its client connects is refused at once, not up to one poll interval later.
 """
 
 from __future__ import annotations
@@ -48,10 +52,33 @@ class DirectoryWatch:
         self._revoke = revoke
         self._interval = interval
         self.position: int | None = None
+        self._wake = asyncio.Event()
+        self._next_poll: asyncio.Future[None] | None = None
+        self._stopped = False
+
+    async def catch_up(self) -> None:
+        """Return once every directory event committed before this call has been applied (or a poll that
+        started after it has failed: the database is then unreachable and logins are checked without it)."""
+        if self._stopped:
+            return
+        if self._next_poll is None:
+            self._next_poll = asyncio.get_running_loop().create_future()
+        waiting = self._next_poll
+        self._wake.set()
+        await asyncio.shield(waiting)
 
     async def run(self) -> None:
+        try:
+            await self._poll_forever()
+        finally:  # stopped: nobody would answer a waiting login
+            self._stopped = True
+            if self._next_poll is not None and not self._next_poll.done():
+                self._next_poll.set_result(None)
+
+    async def _poll_forever(self) -> None:
         failing = False
         while True:
+            polling, self._next_poll = self._next_poll, None
             try:
                 if self.position is None:
                     self.position = await asyncio.to_thread(self._head)
@@ -64,7 +91,15 @@ class DirectoryWatch:
                 if not failing:
                     log.warning("directory watch: cannot read directory events (%s); retrying", exc)
                 failing = True
-            await asyncio.sleep(self._interval)
+            finally:
+                if polling is not None and not polling.done():
+                    polling.set_result(None)
+            if self._next_poll is None:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                except TimeoutError:
+                    pass
 
     def apply(self, events: Sequence[DirectoryEvent]) -> None:
         for event in events:

@@ -45,6 +45,7 @@ class SwitchboardBroker:
         self.directory_watch = DirectoryWatch(
             engine, access, revoke=self.revoke_user, interval=settings.directory_poll_seconds
         )
+        access.follow_directory(self.directory_watch.catch_up)
         self.store = StateStore(settings.state_file) if settings.state_file else None
         self.hub = Hub(
             limits=Limits(max_inflight=settings.max_inflight, max_queued=settings.max_queued_messages),

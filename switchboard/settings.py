@@ -115,7 +115,7 @@ class MqttSettings(_Section):
         le=86400,
         description="How long the broker remembers credentials it has verified (as an HMAC), so reconnecting "
         "clients skip the argon2 hash and the database; 0: never. Disabling a user or resetting its password "
-        "ends it at once.",
+        "ends it at once (a remembered login first waits for the broker to read the directory events).",
     )
     directory_poll_seconds: float = Field(
         0.5,
