@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 #: The revision of the newest migration in switchboard/migrations (checked by tests/test_schema.py).
-SCHEMA_HEAD = "0010"
+SCHEMA_HEAD = "0012"
 
 
 def utcnow() -> datetime:

@@ -33,8 +33,8 @@ from switchboard.schema import utcnow as utcnow
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _timestamp() -> Column[datetime]:
-    return Column(UtcDateTime(), nullable=False)
+def _timestamp(*, nullable: bool = False) -> Column[datetime]:
+    return Column(UtcDateTime(), nullable=nullable)
 
 
 class User(SQLModel, table=True):
@@ -120,6 +120,12 @@ class Message(SQLModel, table=True):
     stream_pos: int = Field(default=0, sa_type=BigInteger)
     #: The media ids the message carries, space-separated (empty for none); see :class:`Media`.
     attachments: str = Field(default="", sa_type=Text, sa_column_kwargs={"server_default": ""})
+    #: A relation ("reply", "reaction", "edit", "unsend") names its target by the target's seq.
+    relates_kind: str | None = Field(default=None, max_length=8)
+    relates_to_seq: int | None = Field(default=None, sa_type=BigInteger)
+    #: Set on a target when its sender edited it (``body`` is then the newest text) or unsent it.
+    edited_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    unsent_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
 
 
 class MessageKey(SQLModel, table=True):
@@ -277,6 +283,18 @@ class DirectoryEvent(SQLModel, table=True):
     user_name: str = Field(max_length=64)
     group_name: str | None = Field(default=None, max_length=64)
     at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class Block(SQLModel, table=True):
+    """``blocker`` blocked ``blocked``: its DMs to the blocker are refused, and presence and typing are not
+    shown either way. Group messages still flow (both chose the group)."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (Index("ix_blocks_blocked", "blocked", "blocker"),)
+
+    blocker: str = Field(primary_key=True, max_length=64)
+    blocked: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class LoginFailure(SQLModel, table=True):

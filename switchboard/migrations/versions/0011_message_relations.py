@@ -1,0 +1,25 @@
+"""message relations: replies, reactions, edits and unsends (a relation is a message naming its target)
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("messages", sa.Column("relates_kind", sa.String(length=8), nullable=True))
+    op.add_column("messages", sa.Column("relates_to_seq", sa.BigInteger(), nullable=True))
+    op.add_column("messages", sa.Column("edited_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("messages", sa.Column("unsent_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    for name in ("unsent_at", "edited_at", "relates_to_seq", "relates_kind"):
+        op.drop_column("messages", name)
