@@ -66,6 +66,9 @@ class DirectoryChange(StrEnum):
     USER_ENABLED = "user_enabled"
     USER_DELETED = "user_deleted"
     PASSWORD_RESET = "password_reset"  # noqa: S105 (an event name, not a secret)
+    #: ``user_name`` blocked or unblocked someone (``group_name`` is None: whom stays private to the blocker).
+    BLOCK_ADDED = "block_added"
+    BLOCK_REMOVED = "block_removed"
 
 
 def _table(name: str, *columns: tuple[str, object]) -> TableClause:
