@@ -152,6 +152,18 @@ class MqttSettings(_Section):
         return self
 
 
+class ChatSettings(_Section):
+    """Rules of the chat itself."""
+
+    edit_window_seconds: int = Field(
+        24 * 3600,
+        ge=0,
+        le=10 * 365 * 24 * 3600,
+        description="How long after it was stored a message may still be edited by its sender (an edit relation); "
+        "later edits are refused with a notice on ack/{user}. 0: no edits.",
+    )
+
+
 class ApiSettings(_Section):
     """The REST API's listener."""
 
@@ -415,6 +427,7 @@ class Settings(BaseSettings):
     )
     log: LogSettings = LogSettings()
     mqtt: MqttSettings = MqttSettings()
+    chat: ChatSettings = ChatSettings()
     api: ApiSettings = ApiSettings()
     login: LoginSettings = LoginSettings()
     bridge: BridgeSettings = BridgeSettings()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi import Path as FastApiPath
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from api.deps import CONVERSATION_ERRORS, ReadableConversation, SessionDep
-from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage
+from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage, RelationPublic
+from switchboard import message_views
 from switchboard.tables import Message, Receipt
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -45,7 +47,7 @@ def list_messages(
     return MessagesPage(
         conversation=conversation.id,
         direction="forward" if forward else "backward",
-        messages=[public_message(row) for row in rows],
+        messages=public_messages(session, rows),
         next=rows[-1].seq if more and rows else None,
     )
 
@@ -66,19 +68,29 @@ def get_message(
         select(Receipt).where(Receipt.conversation_id == conversation.id, Receipt.user_name != row.sender)
     ).all()
     return MessageDetail(
-        **public_message(row).model_dump(),
+        **public_messages(session, [row])[0].model_dump(),
         delivered_to=sorted(r.user_name for r in receipts if r.delivered_seq >= seq),
         read_by=sorted(r.user_name for r in receipts if r.read_seq >= seq),
     )
 
 
-def public_message(row: Message) -> MessagePublic:
-    return MessagePublic(
-        conversation=row.conversation_id,
-        seq=row.seq,
-        sender=row.sender,
-        id=row.client_msg_id,
-        body=row.body,
-        stored_at=row.stored_at,
-        attachments=row.attachments.split(),
-    )
+def public_messages(session: Session, rows: Sequence[Message]) -> list[MessagePublic]:
+    """Stored messages as clients see them, relations applied (switchboard.message_views)."""
+    return [
+        MessagePublic(
+            conversation=view.conversation,
+            seq=view.seq,
+            sender=view.sender,
+            id=view.id,
+            body=view.body,
+            stored_at=view.stored_at,
+            attachments=view.attachments,
+            relates_to=RelationPublic.model_validate(view.relates_to, from_attributes=True)
+            if view.relates_to
+            else None,
+            edited_at=view.edited_at,
+            unsent=view.unsent,
+            reactions=view.reactions,
+        )
+        for view in message_views.views(session, rows)
+    ]
