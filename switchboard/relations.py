@@ -18,14 +18,17 @@ an edit comes within ``chat.edit_window_seconds`` of its target.
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, select, tuple_, update
+from sqlalchemy import and_, delete, insert, select, tuple_, update
 from sqlmodel import Session, col
 
-from switchboard.tables import MediaGrant, Message, MessageKey
+from switchboard import streams
+from switchboard.tables import Conversation, MediaGrant, Message, MessageKey
 
 #: The kinds of target each relation may name (None: a plain message).
 _TARGETS: dict[str, tuple[str | None, ...]] = {
@@ -151,3 +154,40 @@ def _still_carried(session: Session, conversation: str, media_id: str) -> bool:
         )
     ).scalars()
     return any(media_id in attachments.split() for attachments in carriers)
+
+
+def unsend_stored(session: Session, target: Message, by: str, now: datetime) -> str | None:
+    """Unsend ``target`` on behalf of ``by`` (its sender or an administrator, through REST; the caller checks
+    who): an unsend relation is stored with the next seq, so /v1/sync delivers it in order as it does an
+    unsend published over MQTT, and is applied. Nothing to do when the target is unsent already. Why not,
+    when the target is a relation an unsend may not name."""
+    if target.unsent_at is not None:
+        return None
+    if target.relates_kind not in _TARGETS["unsend"]:
+        return f"an unsend cannot target {_a(str(target.relates_kind))}: unsend the original message"
+    client_id = f"unsend-{uuid.uuid4().hex}"
+    relation = {"kind": "unsend", "sender": target.sender, "id": target.client_msg_id}
+    seq = session.execute(
+        update(Conversation)
+        .where(col(Conversation.id) == target.conversation_id)
+        .values(last_seq=col(Conversation.last_seq) + 1, updated_at=now)
+        .returning(col(Conversation.last_seq))
+    ).scalar_one()
+    position = streams.advance(session, streams.MESSAGES)
+    key = {"sender": by, "client_msg_id": client_id, "conversation_id": target.conversation_id, "seq": seq}
+    session.execute(insert(MessageKey).values(**key, stored_at=now))
+    session.execute(
+        insert(Message).values(
+            **key,
+            body="",
+            topic=target.topic,
+            payload=json.dumps({"id": client_id, "body": "", "relates_to": relation}).encode(),
+            stored_at=now,
+            stream_pos=position,
+            attachments="",
+            relates_kind="unsend",
+            relates_to_seq=target.seq,
+        )
+    )
+    apply_unsend(session, target.conversation_id, target.seq, now)
+    return None

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from switchboard.tables import Role
 from tests.conftest import Users, stack_users
 from tests.helpers import MosquittoSub, PahoClient, Stack, mosquitto_pub, start_stack, wait_for
 
@@ -345,3 +346,39 @@ def test_forwarding_a_received_file_and_unsend_revoking_it(stack: Stack, users: 
         inbox.close()
         bob_phone.close()
         mallory_phone.close()
+
+
+def test_unsend_through_rest_by_the_sender_or_an_admin(stack: Stack, users: Users) -> None:
+    alice, bob, carol = users.user("alice"), users.user("bob"), users.user("carol")
+    admin = users.user("admin", role=Role.ADMIN)
+    team = users.group("team", [alice[0], bob[0], carol[0]])
+    with stack.http(*carol) as http:
+        start = http.get("/v1/sync").json()["next"]
+    for who, message in (
+        (bob, {"id": "b1", "body": "first"}),
+        (bob, {"id": "b2", "body": "second"}),
+        (bob, {"id": "e1", "body": "second!", "relates_to": _rel("edit", bob[0], "b2")}),
+    ):
+        mosquitto_pub(stack.mqtt_port, *who, f"group/{team}/{who[0]}", json.dumps(message))
+    conversation = f"group:{team}"
+    with stack.http(*carol) as carol_http, stack.http(*bob) as bob_http, stack.http(*admin) as admin_http:
+        wait_for(lambda: len(_history(carol_http, conversation)) == 3, what="three messages")
+        assert carol_http.delete(f"/v1/messages/{conversation}/1").status_code == 403  # not hers
+        assert admin_http.delete(f"/v1/messages/{conversation}/9").status_code == 404
+        assert bob_http.delete(f"/v1/messages/{conversation}/3").status_code == 409  # an edit
+        assert bob_http.delete(f"/v1/messages/{conversation}/2").status_code == 204  # his own
+        assert admin_http.delete(f"/v1/messages/{conversation}/1").status_code == 204  # not a member, an admin
+        assert admin_http.delete(f"/v1/messages/{conversation}/1").status_code == 204  # again: no change
+        history = _history(carol_http, conversation)
+        assert [(m["seq"], m["unsent"], m["body"]) for m in history] == [
+            (1, True, None),
+            (2, True, None),
+            (3, False, ""),  # the edit's text went with its target
+            (4, False, ""),
+            (5, False, ""),
+        ]
+        assert [(m["sender"], m["relates_to"]) for m in history[3:]] == [
+            (bob[0], {"kind": "unsend", "sender": bob[0], "id": "b2", "seq": 2}),
+            (admin[0], {"kind": "unsend", "sender": bob[0], "id": "b1", "seq": 1}),
+        ]
+        assert [m["seq"] for m in _sync(carol_http, start)] == [1, 2, 3, 4, 5]
