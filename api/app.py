@@ -17,7 +17,20 @@ from starlette.routing import Match
 from api.body_limit import BodyLimit
 from api.console_metrics import registry_source
 from api.metrics import ApiMetrics
-from api.routes import admin, auth, console, conversations, health, hooks, media, messages, presence, receipts, sync
+from api.routes import (
+    admin,
+    auth,
+    console,
+    conversations,
+    health,
+    hooks,
+    media,
+    messages,
+    presence,
+    rabbitmq,
+    receipts,
+    sync,
+)
 from api.web import WebContext, install_cors, install_docs, install_pages
 from switchboard import __version__
 from switchboard.blobs import make_blob_store
@@ -64,6 +77,7 @@ def create_app(
     app.state.hook_callers = VerifiedCredentials[str](HOOK_CALLER_SECONDS)
     app.include_router(auth.router)
     app.include_router(hooks.router)
+    app.include_router(rabbitmq.router)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(messages.router)

@@ -62,8 +62,7 @@ class Bridge:
         engine: Engine,
         settings: BridgeSettings,
         password: str,
-        host: str,
-        port: int,
+        addresses: list[tuple[str, int]],
         metrics: BridgeMetrics | None = None,
         notify: NotifySettings | None = None,
     ) -> None:
@@ -71,8 +70,9 @@ class Bridge:
         self._notify = notify if notify is not None and notify.webhook_url is not None else None
         self._settings = settings
         self._password = password
-        self._host = host
-        self._port = port
+        #: The broker, then the other nodes of its cluster (bridge.broker_fallbacks), tried in turn.
+        self._addresses = addresses
+        self._host, self._port = addresses[0]
         self._tls = tls_context(settings.broker_tls, settings.broker_ca_file)
         self.metrics = metrics or BridgeMetrics()
         self.connected = asyncio.Event()
@@ -116,6 +116,7 @@ class Bridge:
                 await self._consume_one_connection()
             except BrokerUnavailable as exc:
                 reason = f"waiting for the broker at {self._host}:{self._port} ({exc})"
+                self._next_address()
             except StoreError as exc:  # unacknowledged messages come back when the session resumes
                 reason = f"could not store messages ({exc}); reconnecting"
             else:
@@ -131,6 +132,12 @@ class Bridge:
         self.connected.clear()
         self.metrics.connected.set(0)
         log.info("bridge: stopped")
+
+    def _next_address(self) -> None:
+        """After a failed connection, the next node of the cluster (if bridge.broker_fallbacks names any)."""
+        if len(self._addresses) > 1:
+            here = self._addresses.index((self._host, self._port))
+            self._host, self._port = self._addresses[(here + 1) % len(self._addresses)]
 
     def _take(self, messages: list[Message]) -> None:
         """The messages of one read, as they are: no per-message wrapper, no queue with waiters to wake."""

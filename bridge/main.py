@@ -59,8 +59,7 @@ async def serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> None
         engine=engine,
         settings=settings.bridge,
         password=password,
-        host=settings.bridge.broker_host,
-        port=settings.bridge.broker_port,
+        addresses=settings.bridge.broker_addresses(),
         metrics=metrics,
         notify=settings.notify,
     )

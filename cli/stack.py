@@ -118,8 +118,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             engine=engine,
             settings=settings.bridge,
             password=password,
-            host=_local_address(settings.mqtt.host),
-            port=broker.port,
+            addresses=[(_local_address(settings.mqtt.host), broker.port)],
             metrics=bridge_metrics,
             notify=settings.notify,
         )
