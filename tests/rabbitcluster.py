@@ -17,6 +17,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 from tests.helpers import free_port, wait_for
@@ -36,6 +37,7 @@ class Node:
     directory: Path
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
 
     @property
     def running(self) -> bool:
@@ -123,13 +125,14 @@ class RabbitCluster:
             self.await_node(node, timeout)
 
     def start_node(self, node: Node) -> None:
-        log = (node.directory / "out.log").open("ab")
+        if node.log is None:
+            node.log = (node.directory / "out.log").open("ab")
         node.process = subprocess.Popen(
             [str(RABBITMQ_BIN / "rabbitmq-server")],
             env=node.env,
             cwd=node.directory,
-            stdout=log,
-            stderr=log,
+            stdout=node.log,
+            stderr=node.log,
             start_new_session=True,
         )
 
@@ -173,6 +176,8 @@ class RabbitCluster:
                 assert node.process is not None
                 os.killpg(node.process.pid, signal.SIGKILL)
                 node.process.wait(timeout=30)
+            if node.log is not None:
+                node.log.close()
         subprocess.run(
             ["epmd", "-kill"],
             env={**os.environ, "ERL_EPMD_PORT": str(self.epmd_port)},
