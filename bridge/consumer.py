@@ -65,8 +65,10 @@ class Bridge:
         addresses: list[tuple[str, int]],
         metrics: BridgeMetrics | None = None,
         notify: NotifySettings | None = None,
+        online_ttl: float | None = None,
     ) -> None:
         self._engine = engine
+        self._online_ttl = online_ttl  # presence.online_ttl_seconds: who counts as offline for notifications
         self._notify = notify if notify is not None and notify.webhook_url is not None else None
         self._settings = settings
         self._password = password
@@ -277,7 +279,12 @@ class Bridge:
 
     def _commit(self, items: Sequence[Received]) -> list[Outcome]:
         with session_scope(self._engine) as session:
-            return save_batch(session, items, preview_chars=self._notify.preview_chars if self._notify else None)
+            return save_batch(
+                session,
+                items,
+                preview_chars=self._notify.preview_chars if self._notify else None,
+                online_ttl=self._online_ttl,
+            )
 
     def _count(self, batch: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
         """The batch's outcomes into the metrics (one increment per counter per batch) and the log."""

@@ -62,6 +62,7 @@ async def serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> None
         addresses=settings.bridge.broker_addresses(),
         metrics=metrics,
         notify=settings.notify,
+        online_ttl=settings.presence.online_ttl_seconds,
     )
     await run_until(bridge, stop, settings.bridge.stop_timeout_seconds)
 

@@ -125,7 +125,9 @@ def _conversation(topic: ChatTopic) -> str:
     return topic.conversation or ""
 
 
-def save_batch(session: Session, batch: Sequence[Received], *, preview_chars: int | None = None) -> list[Outcome]:
+def save_batch(
+    session: Session, batch: Sequence[Received], *, preview_chars: int | None = None, online_ttl: float | None = None
+) -> list[Outcome]:
     """Add the batch's messages and rejections to ``session``; one outcome per input, in order.
 
     With ``preview_chars`` (notifications are on), also queue a notification for each recipient of a new
@@ -165,7 +167,7 @@ def save_batch(session: Session, batch: Sequence[Received], *, preview_chars: in
     _grant_media(session, list(fresh.values()))
     if preview_chars is not None:
         new = [outbox.New(item.conversation, item.topic, known[item.key].seq, item.payload) for item in fresh.values()]
-        outbox.queue(session, new, preview_chars)
+        outbox.queue(session, new, preview_chars, online_ttl)
     for item in valid:
         first = known[item.key]
         is_first = item.key in fresh and fresh[item.key] is item

@@ -405,6 +405,21 @@ class NotifySettings(_Section):
         return self
 
 
+class PresenceSettings(_Section):
+    """How long a user's "online" is believed without news of it."""
+
+    online_ttl_seconds: float | None = Field(
+        None,
+        ge=5,
+        le=86400,
+        description='null: a user is online from its presence/{user} "online" until its "offline" (Switchboard\'s '
+        "broker publishes both, and the will when a connection dies). Set it on a clustered broker whose wills "
+        'cannot be trusted (RabbitMQ: a node that dies takes its clients\' wills with it): an "online" older than '
+        "this many seconds is then served as offline (REST, console, notifications), so clients republish "
+        'presence/{me} {"status": "online"} more often than that (e.g. every third of it).',
+    )
+
+
 class LogSettings(_Section):
     """What the services log and how."""
 
@@ -440,6 +455,7 @@ class Settings(BaseSettings):
     bridge: BridgeSettings = BridgeSettings()
     media: MediaSettings = MediaSettings()
     notify: NotifySettings = NotifySettings()
+    presence: PresenceSettings = PresenceSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from sqlmodel import Session
@@ -33,23 +35,35 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+PRESENCE_TTL = 6  # presence.online_ttl_seconds: an "online" not renewed within it is offline
+
+
 @dataclass
 class Site:
     deployment: Deployment
     cluster: RabbitCluster
     api: Service
+    api_url: str
     bridge: Service
     users: dict[str, str]
 
     def port(self, node: int) -> int:
         return self.cluster.nodes[node].mqtt_port
 
+    def presence(self, user: str) -> str:
+        """``user``'s status as the API serves it (asked by alice, who has a DM with each user asked)."""
+        answer = httpx.get(
+            f"{self.api_url}/v1/presence", params={"user": user}, auth=("alice", self.users["alice"]), timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["presence"][0]["status"])
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     name = f"switchboard_rabbit_{secrets.token_hex(4)}"
     workdir = tmp_path_factory.mktemp("rabbit")
-    deployment = Deployment(create_database(name), workdir)
+    deployment = Deployment(create_database(name), workdir, SWITCHBOARD_PRESENCE__ONLINE_TTL_SECONDS=str(PRESENCE_TTL))
     users = dict(deployment.user(n) for n in ("alice", "bob", "carol", "dave"))
     with Session(deployment.engine) as session:
         accounts.create_group(session, "team", ["alice", "bob", "carol"])
@@ -70,7 +84,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             SWITCHBOARD_BRIDGE__BROKER_FALLBACKS=json.dumps([f"127.0.0.1:{n.mqtt_port}" for n in others]),
         )
         bridge.out.wait_for(rf"bridge: connected to 127\.0\.0\.1:{first.mqtt_port}", 120)
-        yield Site(deployment, cluster, api, bridge, users)
+        yield Site(deployment, cluster, api, f"http://127.0.0.1:{port}", bridge, users)
     finally:
         if cluster is not None:
             cluster.close()
@@ -129,10 +143,41 @@ def test_clients_on_different_nodes_chat_and_the_bridge_stores_each_message_once
     assert site.deployment.stored("group:team") == [(1, "g-0")]
 
 
+def _online_with_heartbeat(port: int, user: str, password: str) -> tuple[mqtt.Client, threading.Event]:
+    """A client announcing itself online, with its will (offline) set, renewing its presence every second until
+    the returned event is set (as a phone does on a broker whose wills cannot be trusted)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-presence-{secrets.token_hex(3)}")
+    client.username_pw_set(user, password)
+    client.will_set(f"presence/{user}", json.dumps({"status": "offline"}), qos=1)
+    client.reconnect_delay_set(1, 2)
+    client.connect("127.0.0.1", port, keepalive=10)
+    client.loop_start()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(1.0):
+            client.publish(f"presence/{user}", json.dumps({"status": "online"}), qos=1)
+
+    client.publish(f"presence/{user}", json.dumps({"status": "online"}), qos=1)
+    threading.Thread(target=beat, daemon=True).start()
+    return client, stop
+
+
 def test_a_node_killed_mid_stream_loses_no_acknowledged_message(site: Site) -> None:
     """Kill the bridge's node while two publishers on the other nodes stream QoS 1 DMs: the bridge resumes its
-    persistent session on another node, and every acknowledged message is stored exactly once, in order."""
+    persistent session on another node, and every acknowledged message is stored exactly once, in order.
+
+    The dead node takes the wills of its clients with it: dave, connected there, never gets his will published,
+    yet the API shows him offline once his online presence is older than presence.online_ttl_seconds, while
+    bob, on a live node and renewing his presence, stays online."""
     u, count = site.users, 400
+    dave, dave_beats = _online_with_heartbeat(site.port(0), "dave", u["dave"])
+    bob, bob_beats = _online_with_heartbeat(site.port(1), "bob", u["bob"])
+    wait_for(
+        lambda: site.presence("dave") == "online" and site.presence("bob") == "online",
+        timeout=60,
+        what="dave's and bob's presence stored by the bridge",
+    )
     publishers = {
         "alice": Publisher(site.port(1), "alice", u["alice"]),
         "carol": Publisher(site.port(2), "carol", u["carol"]),
@@ -142,6 +187,7 @@ def test_a_node_killed_mid_stream_loses_no_acknowledged_message(site: Site) -> N
     try:
         for name, publisher in publishers.items():
             infos[name] += publisher.publish(f"dm/dave/{name}", payloads[name][: count // 2])
+        dave_beats.set()  # dave's phone stops with the node, as it would lose its network
         site.cluster.stop_node(site.cluster.nodes[0])
         killed_at = time.monotonic()
         for name, publisher in publishers.items():
@@ -159,6 +205,13 @@ def test_a_node_killed_mid_stream_loses_no_acknowledged_message(site: Site) -> N
             )
             assert len(rows) == count
         print(f"rabbitmq cluster: {2 * count} messages stored {recovered:.1f}s after a node was killed")
+        # No will came for dave (his node is dead), but his presence went stale: offline; bob renews his.
+        wait_for(lambda: site.presence("dave") == "offline", timeout=60, what="dave's stale online to expire")
+        time.sleep(PRESENCE_TTL + 1)
+        assert site.presence("bob") == "online"
     finally:
         for publisher in publishers.values():
             publisher.close()
+        for beats, client in ((dave_beats, dave), (bob_beats, bob)):
+            beats.set()
+            client.loop_stop()
