@@ -99,6 +99,9 @@ class RabbitCluster:
             "mqtt.vhost = /",
             "mqtt.exchange = amq.topic",
             "mqtt.durable_queue_type = quorum",
+            # QoS 1 messages in flight to one client (default 10): the bridge acknowledges a batch once it is
+            # committed, so its batches are never larger than this.
+            "mqtt.prefetch = 2000",
             "mqtt.tcp_listen_options.nodelay = true",
             "auth_backends.1 = http",
             "auth_http.http_method = post",
@@ -156,6 +159,23 @@ class RabbitCluster:
         assert node.process is not None
         os.killpg(node.process.pid, signal.SIGKILL)
         node.process.wait(timeout=30)
+
+    def vm_pids(self) -> list[int]:
+        """The processes of the running nodes (the Erlang VMs under each node's start script)."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(pid)
+        found: list[int] = []
+        todo = [n.process.pid for n in self.nodes if n.running and n.process is not None]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children.get(pid, [])
+        return found
 
     def _ctl(self, node: Node, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
