@@ -2,8 +2,8 @@
 its MQTT plugin keeps Switchboard's users, tokens and topic rules, deciding exactly what Switchboard's broker
 decides.
 
-RabbitMQ sends form-encoded POSTs (``auth_http.http_method = post``; GET with the same fields as query
-parameters works too) and reads a plain-text answer, ``allow`` or ``deny``:
+RabbitMQ sends form-encoded POSTs (``auth_http.http_method = post``: its default, GET, would put passwords in
+query strings, which proxies log, so it is not served) and reads a plain-text answer, ``allow`` or ``deny``:
 
 - ``/user``: ``username``, ``password``: may this user log in (the login throttle counts its failures)?
 - ``/vhost``: ``username``, ``vhost``, ``ip``: only the MQTT plugin's virtual host (``/``).
@@ -22,7 +22,7 @@ the configured URLs (``http://switchboard-bridge:PASSWORD@api:8000/v1/mqtt/rabbi
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -88,12 +88,31 @@ Q = TypeVar("Q", bound=Schema)
 
 
 async def _question(request: Request, model: type[Q]) -> Q | None:
-    """The form (POST) or query (GET) fields; None when they are not what RabbitMQ sends (answered ``deny``)."""
-    fields = dict(await request.form()) if request.method == "POST" else dict(request.query_params)
+    """The form's fields; None when they are not what RabbitMQ sends (answered ``deny``)."""
     try:
-        return model.model_validate(fields)
+        return model.model_validate(dict(await request.form()))
     except ValueError:
         return None
+
+
+def _documented(model: type[Schema], what: str) -> dict[str, Any]:
+    """The route's form body and answers in the OpenAPI document (the handlers read the form themselves)."""
+    return {
+        "responses": {
+            200: {
+                "description": what,
+                "content": {"text/plain": {"schema": {"type": "string", "enum": ["allow", "deny"]}}},
+            },
+            401: {"description": "The caller is not the broker (no service account, no hook secret)."},
+            429: {"description": "Too many failed logins of the caller's service account from its address."},
+        },
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {"application/x-www-form-urlencoded": {"schema": model.model_json_schema()}},
+            }
+        },
+    }
 
 
 def _active(session: SessionDep, name: str) -> User | None:
@@ -101,7 +120,11 @@ def _active(session: SessionDep, name: str) -> User | None:
     return None if user is None or user.disabled else user
 
 
-@router.api_route("/user", methods=["GET", "POST"], response_class=PlainTextResponse)
+@router.post(
+    "/user",
+    response_class=PlainTextResponse,
+    **_documented(UserQuestion, "``allow`` when the password (or token) is good."),
+)
 async def rabbitmq_user(request: Request, session: SessionDep, limiter: LimiterDep) -> PlainTextResponse:
     """May this user log in with this password (or token)? ``allow`` or ``deny``."""
     question = await _question(request, UserQuestion)
@@ -114,14 +137,22 @@ async def rabbitmq_user(request: Request, session: SessionDep, limiter: LimiterD
     return _answer(True)
 
 
-@router.api_route("/vhost", methods=["GET", "POST"], response_class=PlainTextResponse)
+@router.post(
+    "/vhost",
+    response_class=PlainTextResponse,
+    **_documented(VhostQuestion, "``allow`` for the MQTT plugin's virtual host."),
+)
 async def rabbitmq_vhost(request: Request, session: SessionDep) -> PlainTextResponse:
     """May this user use this virtual host? Only the MQTT plugin's."""
     question = await _question(request, VhostQuestion)
     return _answer(question is not None and question.vhost == VHOST and _active(session, question.username) is not None)
 
 
-@router.api_route("/resource", methods=["GET", "POST"], response_class=PlainTextResponse)
+@router.post(
+    "/resource",
+    response_class=PlainTextResponse,
+    **_documented(ResourceQuestion, "``allow`` for amq.topic and the plugin's own queues."),
+)
 async def rabbitmq_resource(request: Request, session: SessionDep) -> PlainTextResponse:
     """May this user use this exchange or queue? The MQTT plugin's own, nothing else."""
     question = await _question(request, ResourceQuestion)
@@ -132,7 +163,11 @@ async def rabbitmq_resource(request: Request, session: SessionDep) -> PlainTextR
     return _answer(question.resource == "queue" and question.name.startswith(PLUGIN_QUEUES))
 
 
-@router.api_route("/topic", methods=["GET", "POST"], response_class=PlainTextResponse)
+@router.post(
+    "/topic",
+    response_class=PlainTextResponse,
+    **_documented(TopicQuestion, "``allow`` when the chat scheme allows it."),
+)
 async def rabbitmq_topic(request: Request, session: SessionDep) -> PlainTextResponse:
     """May this user publish to (``write``) or subscribe to (``read``) this routing key, by the chat scheme?"""
     question = await _question(request, TopicQuestion)
