@@ -17,14 +17,27 @@ from starlette.routing import Match
 from api.body_limit import BodyLimit
 from api.console_metrics import registry_source
 from api.metrics import ApiMetrics
-from api.routes import admin, auth, console, conversations, health, hooks, media, messages, presence, receipts, sync
+from api.routes import (
+    admin,
+    auth,
+    console,
+    conversations,
+    health,
+    hooks,
+    media,
+    messages,
+    presence,
+    rabbitmq,
+    receipts,
+    sync,
+)
 from api.web import WebContext, install_cors, install_docs, install_pages
 from switchboard import __version__
 from switchboard.blobs import make_blob_store
 from switchboard.credentials import VerifiedCredentials
 from switchboard.errors import AccountError, InvalidAccount, StoreError, UnknownAccount
 from switchboard.logins import LoginThrottle
-from switchboard.settings import ApiSettings, LoginSettings, MediaSettings
+from switchboard.settings import ApiSettings, LoginSettings, MediaSettings, PresenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +52,7 @@ def create_app(
     media_settings: MediaSettings | None = None,
     login_settings: LoginSettings | None = None,
     web: WebContext | None = None,
+    presence_settings: PresenceSettings | None = None,
 ) -> FastAPI:
     """The API, reading and writing through ``engine``; with ``metrics``, every request is timed; files in
     the store ``media_settings`` names (the defaults when None); failed logins throttled by
@@ -62,8 +76,10 @@ def create_app(
     app.state.blobs = make_blob_store(app.state.media_settings)
     app.state.login_throttle = LoginThrottle(engine, login_settings or LoginSettings())
     app.state.hook_callers = VerifiedCredentials[str](HOOK_CALLER_SECONDS)
+    app.state.presence_settings = presence_settings or PresenceSettings()
     app.include_router(auth.router)
     app.include_router(hooks.router)
+    app.include_router(rabbitmq.router)
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(messages.router)

@@ -17,7 +17,7 @@ from api.metrics import ApiMetrics
 from api.web import WebContext
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
-from switchboard.settings import ApiSettings, LoginSettings, MediaSettings
+from switchboard.settings import ApiSettings, LoginSettings, MediaSettings, PresenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,13 @@ class ApiServer:
         media: MediaSettings | None = None,
         login: LoginSettings | None = None,
         web: WebContext | None = None,
+        presence: PresenceSettings | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None
         self._metrics_server: Any = None
         config = uvicorn.Config(
-            create_app(engine, settings, self._metrics, media, login, web),
+            create_app(engine, settings, self._metrics, media, login, web, presence),
             host=settings.host,
             port=settings.port,
             log_config=None,

@@ -63,19 +63,21 @@ class Bridge:
         engine: Engine,
         settings: BridgeSettings,
         password: str,
-        host: str,
-        port: int,
+        addresses: list[tuple[str, int]],
         metrics: BridgeMetrics | None = None,
         notify: NotifySettings | None = None,
         chat: ChatSettings | None = None,
+        online_ttl: float | None = None,
     ) -> None:
         self._engine = engine
         self._edit_window = timedelta(seconds=(chat or ChatSettings()).edit_window_seconds)
+        self._online_ttl = online_ttl  # presence.online_ttl_seconds: who counts as offline for notifications
         self._notify = notify if notify is not None and notify.webhook_url is not None else None
         self._settings = settings
         self._password = password
-        self._host = host
-        self._port = port
+        #: The broker, then the other nodes of its cluster (bridge.broker_fallbacks), tried in turn.
+        self._addresses = addresses
+        self._host, self._port = addresses[0]
         self._tls = tls_context(settings.broker_tls, settings.broker_ca_file)
         self.metrics = metrics or BridgeMetrics()
         self.connected = asyncio.Event()
@@ -119,6 +121,7 @@ class Bridge:
                 await self._consume_one_connection()
             except BrokerUnavailable as exc:
                 reason = f"waiting for the broker at {self._host}:{self._port} ({exc})"
+                self._next_address()
             except StoreError as exc:  # unacknowledged messages come back when the session resumes
                 reason = f"could not store messages ({exc}); reconnecting"
             else:
@@ -134,6 +137,12 @@ class Bridge:
         self.connected.clear()
         self.metrics.connected.set(0)
         log.info("bridge: stopped")
+
+    def _next_address(self) -> None:
+        """After a failed connection, the next node of the cluster (if bridge.broker_fallbacks names any)."""
+        if len(self._addresses) > 1:
+            here = self._addresses.index((self._host, self._port))
+            self._host, self._port = self._addresses[(here + 1) % len(self._addresses)]
 
     def _take(self, messages: list[Message]) -> None:
         """The messages of one read, as they are: no per-message wrapper, no queue with waiters to wake."""
@@ -278,6 +287,7 @@ class Bridge:
                 items,
                 preview_chars=self._notify.preview_chars if self._notify else None,
                 edit_window=self._edit_window,
+                online_ttl=self._online_ttl,
             )
 
     def _count(self, batch: Sequence[Message], outcomes: Sequence[Outcome]) -> None:

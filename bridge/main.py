@@ -59,11 +59,11 @@ async def serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> None
         engine=engine,
         settings=settings.bridge,
         password=password,
-        host=settings.bridge.broker_host,
-        port=settings.bridge.broker_port,
+        addresses=settings.bridge.broker_addresses(),
         metrics=metrics,
         notify=settings.notify,
         chat=settings.chat,
+        online_ttl=settings.presence.online_ttl_seconds,
     )
     await run_until(bridge, stop, settings.bridge.stop_timeout_seconds)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select
 from sqlmodel import Session, col
 
+from switchboard import presence
 from switchboard.payloads import ChatPayload
 from switchboard.tables import GroupMember, MutedConversation, Notification, Presence, utcnow
 from switchboard.topics import ChatTopic, Kind
@@ -29,7 +30,7 @@ class New:
     payload: ChatPayload
 
 
-def queue(session: Session, messages: list[New], preview_chars: int) -> None:
+def queue(session: Session, messages: list[New], preview_chars: int, online_ttl: float | None = None) -> None:
     """Add the outbox rows for ``messages`` to ``session`` (three queries for the whole batch)."""
     if not messages:
         return
@@ -49,13 +50,13 @@ def queue(session: Session, messages: list[New], preview_chars: int) -> None:
     if not wanted:
         return
     everyone = sorted({user for user, _ in wanted})
-    online = set(
-        session.execute(
-            select(col(Presence.user_name)).where(
-                col(Presence.user_name).in_(everyone), col(Presence.status) == "online"
-            )
-        ).scalars()
+    online_query = select(col(Presence.user_name)).where(
+        col(Presence.user_name).in_(everyone), col(Presence.status) == "online"
     )
+    cutoff = presence.online_since(utcnow(), online_ttl)  # an "online" gone stale is offline
+    if cutoff is not None:
+        online_query = online_query.where(col(Presence.last_seen) >= cutoff)
+    online = set(session.execute(online_query).scalars())
     muted = {
         (user, conversation)
         for user, conversation in session.execute(

@@ -154,6 +154,7 @@ def save_batch(
     *,
     preview_chars: int | None = None,
     edit_window: timedelta = DEFAULT_EDIT_WINDOW,
+    online_ttl: float | None = None,
 ) -> list[Outcome]:
     """Add the batch's messages and rejections to ``session``; one outcome per input, in order.
 
@@ -205,7 +206,7 @@ def save_batch(
             for item in fresh.values()
             if item.payload.relates_to is None or item.payload.relates_to.kind in ("reply", "reaction")
         ]
-        outbox.queue(session, new, preview_chars)
+        outbox.queue(session, new, preview_chars, online_ttl)
     for item in valid:
         first = known[item.key]
         is_first = item.key in fresh and fresh[item.key] is item

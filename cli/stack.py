@@ -110,7 +110,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             registry_source(bridge_metrics.registry),
         ],
     )
-    api = ApiServer(settings.api, engine, settings.media, settings.login, web)
+    api = ApiServer(settings.api, engine, settings.media, settings.login, web, settings.presence)
     bridge_task: asyncio.Task[None] | None = None
     try:
         await api.start()
@@ -118,11 +118,11 @@ async def up(settings: Settings, engine: Engine) -> None:
             engine=engine,
             settings=settings.bridge,
             password=password,
-            host=_local_address(settings.mqtt.host),
-            port=broker.port,
+            addresses=[(_local_address(settings.mqtt.host), broker.port)],
             metrics=bridge_metrics,
             notify=settings.notify,
             chat=settings.chat,
+            online_ttl=settings.presence.online_ttl_seconds,
         )
         bridge_task = asyncio.create_task(bridge_main.run_until(bridge, stop, settings.bridge.stop_timeout_seconds))
         bridge_task.add_done_callback(lambda _: stop.set())  # a bridge that gives up (refused) takes the stack down
@@ -186,7 +186,7 @@ async def api_only(settings: Settings, engine: Engine) -> None:
         effective_config=config_reference.effective(settings),
         metric_sources=sources,
     )
-    api = ApiServer(settings.api, engine, settings.media, settings.login, web)
+    api = ApiServer(settings.api, engine, settings.media, settings.login, web, settings.presence)
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
     try:

@@ -257,6 +257,12 @@ class BridgeSettings(_Section):
 
     broker_host: str = Field("127.0.0.1", description="Broker host the bridge connects to.")
     broker_port: int = Field(1883, ge=1, le=65535, description="Broker port the bridge connects to.")
+    broker_fallbacks: list[str] = Field(
+        default_factory=list,
+        description='Other nodes of a clustered broker, as "host:port" (e.g. ["rabbit-2:1883", "rabbit-3:1883"]): '
+        "when the broker at broker_host:broker_port cannot be reached, the bridge tries these in turn. Its "
+        "persistent session must be one the cluster keeps across nodes (RabbitMQ quorum queues, EMQX).",
+    )
     username: str = Field(
         "switchboard-bridge",
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -295,6 +301,20 @@ class BridgeSettings(_Section):
         description="On SIGTERM, how long the bridge may take to commit and acknowledge the batch in hand "
         "(longer only while the database is unreachable); a batch still held then stays with the broker.",
     )
+
+    @field_validator("broker_fallbacks")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f'{address!r} is not "host:port" (a port from 1 to 65535), e.g. "rabbit-2:1883"')
+        return value
+
+    def broker_addresses(self) -> list[tuple[str, int]]:
+        """The broker first, then its fallbacks, as (host, port)."""
+        fallbacks = [address.rpartition(":") for address in self.broker_fallbacks]
+        return [(self.broker_host, self.broker_port), *((host, int(port)) for host, _, port in fallbacks)]
 
     @model_validator(mode="after")
     def _tls_complete(self) -> BridgeSettings:
@@ -397,6 +417,21 @@ class NotifySettings(_Section):
         return self
 
 
+class PresenceSettings(_Section):
+    """How long a user's "online" is believed without news of it."""
+
+    online_ttl_seconds: float | None = Field(
+        None,
+        ge=5,
+        le=86400,
+        description='null: a user is online from its presence/{user} "online" until its "offline" (Switchboard\'s '
+        "broker publishes both, and the will when a connection dies). Set it on a clustered broker whose wills "
+        'cannot be trusted (RabbitMQ: a node that dies takes its clients\' wills with it): an "online" older than '
+        "this many seconds is then served as offline (REST, console, notifications), so clients republish "
+        'presence/{me} {"status": "online"} more often than that (e.g. every third of it).',
+    )
+
+
 class LogSettings(_Section):
     """What the services log and how."""
 
@@ -433,6 +468,7 @@ class Settings(BaseSettings):
     bridge: BridgeSettings = BridgeSettings()
     media: MediaSettings = MediaSettings()
     notify: NotifySettings = NotifySettings()
+    presence: PresenceSettings = PresenceSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -15,7 +15,8 @@ from sqlmodel import col, select
 from api.console_metrics import snapshot
 from api.deps import ADMIN_ERRORS, AUTH_ERRORS, AdminUser, CurrentUser, SessionDep
 from api.schemas import Schema
-from switchboard.tables import GroupMember, Presence, RejectedMessage
+from switchboard import presence
+from switchboard.tables import GroupMember, Presence, RejectedMessage, utcnow
 
 router = APIRouter(prefix="/v1", tags=["console"])
 
@@ -79,11 +80,13 @@ def stats(request: Request, _admin: AdminUser) -> Stats:
 
 
 @router.get("/admin/online", response_model=Online, responses=ADMIN_ERRORS)
-def online(session: SessionDep, _admin: AdminUser) -> Online:
-    """Who is online now (their presence as the bridge recorded it)."""
-    names = session.exec(
-        select(Presence.user_name).where(Presence.status == "online").order_by(col(Presence.user_name))
-    ).all()
+def online(request: Request, session: SessionDep, _admin: AdminUser) -> Online:
+    """Who is online now (their presence as the bridge recorded it, an "online" gone stale not counted)."""
+    query = select(Presence.user_name).where(Presence.status == "online")
+    cutoff = presence.online_since(utcnow(), request.app.state.presence_settings.online_ttl_seconds)
+    if cutoff is not None:
+        query = query.where(col(Presence.last_seen) >= cutoff)
+    names = session.exec(query.order_by(col(Presence.user_name))).all()
     return Online(users=list(names))
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from sqlmodel import col, select
 
 from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
 from api.schemas import PresenceList, PresencePublic
-from switchboard import accounts
-from switchboard.tables import Presence
+from switchboard import accounts, presence
+from switchboard.tables import Presence, utcnow
 from switchboard.topics import NAME_PATTERN
 
 router = APIRouter(prefix="/v1/presence", tags=["presence"])
@@ -20,6 +21,7 @@ MAX_USERS = 100
 
 @router.get("", response_model=PresenceList, responses={**AUTH_ERRORS, 404: {"description": "A user does not exist."}})
 def get_presence(
+    request: Request,
     session: SessionDep,
     _caller: CurrentUser,
     user: Annotated[
@@ -32,10 +34,13 @@ def get_presence(
     if unknown:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no such user(s): {', '.join(unknown)}")
     rows = {p.user_name: p for p in session.exec(select(Presence).where(col(Presence.user_name).in_(names))).all()}
-    return PresenceList(presence=[_public(name, rows.get(name)) for name in names])
+    ttl, now = request.app.state.presence_settings.online_ttl_seconds, utcnow()
+    return PresenceList(presence=[_public(name, rows.get(name), now, ttl) for name in names])
 
 
-def _public(name: str, row: Presence | None) -> PresencePublic:
+def _public(name: str, row: Presence | None, now: datetime, ttl: float | None) -> PresencePublic:
+    """A user's presence; an "online" older than presence.online_ttl_seconds is offline (switchboard.presence)."""
     if row is None:
         return PresencePublic(user=name, status="offline", last_seen=None)
-    return PresencePublic.model_validate({"user": name, "status": row.status, "last_seen": row.last_seen})
+    status = presence.shown_status(row.status, row.last_seen, now, ttl)
+    return PresencePublic.model_validate({"user": name, "status": status, "last_seen": row.last_seen})
