@@ -64,7 +64,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     name = f"switchboard_rabbit_{secrets.token_hex(4)}"
     workdir = tmp_path_factory.mktemp("rabbit")
     deployment = Deployment(create_database(name), workdir, SWITCHBOARD_PRESENCE__ONLINE_TTL_SECONDS=str(PRESENCE_TTL))
-    users = dict(deployment.user(n) for n in ("alice", "bob", "carol", "dave"))
+    users = dict(deployment.user(n) for n in ("alice", "bob", "carol", "dave", "e.ve"))
     with Session(deployment.engine) as session:
         accounts.create_group(session, "team", ["alice", "bob", "carol"])
         session.commit()
@@ -100,7 +100,7 @@ def _subscriber(port: int, user: str, password: str, topic: str) -> tuple[mqtt.C
     client.on_message = lambda _c, _u, message: received.append((message.topic, bytes(message.payload)))
     client.connect("127.0.0.1", port)
     client.loop_start()
-    wait_for(client.is_connected, what=f"{user} to connect")
+    wait_for(client.is_connected, timeout=60, what=f"{user} to connect")
     result, _ = client.subscribe(topic, qos=1)
     assert result == mqtt.MQTT_ERR_SUCCESS
     return client, received
@@ -136,6 +136,10 @@ def test_clients_on_different_nodes_chat_and_the_bridge_stores_each_message_once
     assert forged.returncode != 0
     refused = run_mosquitto_pub(site.port(1), "dave", "wrong", "dm/bob/dave", '{"id": "w", "body": "x"}')
     assert refused.returncode != 0 and b"bad user name or password" in refused.stderr
+    # A "." in a user name would be a level separator in RabbitMQ's routing keys (dm/bob/e.ve arrives as
+    # dm.bob.e.ve, which the plugin logs): such a user cannot log in through RabbitMQ.
+    dotted = run_mosquitto_pub(site.port(2), "e.ve", u["e.ve"], "dm/bob/e.ve", '{"id": "dot", "body": "x"}')
+    assert dotted.returncode != 0 and b"bad user name or password" in dotted.stderr
     outsider = run_mosquitto_pub(site.port(0), "dave", u["dave"], "group/team/dave", '{"id": "o", "body": "x"}')
     assert outsider.returncode != 0
     time.sleep(1)

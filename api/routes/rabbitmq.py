@@ -42,7 +42,6 @@ EXCHANGE = "amq.topic"
 #: The queues RabbitMQ's MQTT plugin declares for a client's subscriptions and its will.
 PLUGIN_QUEUES = ("mqtt-subscription-", "mqtt-will-")
 _ALLOW, _DENY = "allow", "deny"
-_SWAP = str.maketrans("./", "/.")
 
 router = APIRouter(prefix="/v1/mqtt/rabbitmq", tags=["broker hooks"], dependencies=[Depends(require_broker)])
 
@@ -50,11 +49,11 @@ router = APIRouter(prefix="/v1/mqtt/rabbitmq", tags=["broker hooks"], dependenci
 def mqtt_topic(routing_key: str) -> str:
     """The MQTT topic (or filter) behind an AMQP routing key of RabbitMQ's MQTT plugin.
 
-    The plugin swaps ``/`` and ``.`` (MQTT's level separator is AMQP's ``.``; a ``.`` inside a level becomes
-    ``/``) and writes MQTT's ``+`` as AMQP's ``*`` (``#`` is the same). The swap is one to one, so
-    ``dm.bob.a/b`` is ``dm/bob/a.b`` and a user or group name with a ``.`` is not ambiguous."""
-    swapped = routing_key.translate(_SWAP)
-    return "/".join("+" if level == "*" else level for level in swapped.split("/"))
+    The plugin (3.10) writes MQTT's level separator ``/`` as AMQP's ``.`` and ``+`` as ``*`` (``#`` is the
+    same). A ``.`` inside a level becomes a separator too (``dm/bob/e.ve`` arrives as ``dm.bob.e.ve``), so a
+    name with a ``.`` cannot be told apart: such users are refused at login (:func:`rabbitmq_user`), and such
+    groups' topics have one level too many and are refused by the chat scheme."""
+    return "/".join("+" if level == "*" else level for level in routing_key.split("."))
 
 
 class UserQuestion(Schema):
@@ -128,7 +127,7 @@ def _active(session: SessionDep, name: str) -> User | None:
 async def rabbitmq_user(request: Request, session: SessionDep, limiter: LimiterDep) -> PlainTextResponse:
     """May this user log in with this password (or token)? ``allow`` or ``deny``."""
     question = await _question(request, UserQuestion)
-    if question is None:
+    if question is None or "." in question.username:  # see mqtt_topic: its topics would be ambiguous
         return _answer(False)
     try:
         await run_in_threadpool(check_login, session, limiter, request, question.username, question.password)
