@@ -17,7 +17,20 @@ from starlette.routing import Match
 from api.body_limit import BodyLimit
 from api.console_metrics import registry_source
 from api.metrics import ApiMetrics
-from api.routes import admin, auth, console, conversations, health, hooks, media, messages, presence, receipts, sync
+from api.routes import (
+    admin,
+    auth,
+    blocks,
+    console,
+    conversations,
+    health,
+    hooks,
+    media,
+    messages,
+    presence,
+    receipts,
+    sync,
+)
 from api.web import WebContext, install_cors, install_docs, install_pages
 from switchboard import __version__
 from switchboard.blobs import make_blob_store
@@ -69,6 +82,7 @@ def create_app(
     app.include_router(messages.router)
     app.include_router(receipts.router)
     app.include_router(presence.router)
+    app.include_router(blocks.router)
     app.include_router(sync.router)
     app.include_router(admin.router)
     app.include_router(media.router)
