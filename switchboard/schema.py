@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 #: The revision of the newest migration in switchboard/migrations (checked by tests/test_schema.py).
-SCHEMA_HEAD = "0012"
+SCHEMA_HEAD = "0013"
 
 
 def utcnow() -> datetime:

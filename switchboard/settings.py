@@ -283,6 +283,13 @@ class BridgeSettings(_Section):
         description="On SIGTERM, how long the bridge may take to commit and acknowledge the batch in hand "
         "(longer only while the database is unreachable); a batch still held then stays with the broker.",
     )
+    live_events_poll_ms: int = Field(
+        50,
+        ge=1,
+        le=10000,
+        description="How often the bridge looks for MQTT events made outside the broker (a read receipt "
+        "through REST) to publish, in ms: the most such an event waits before it is published.",
+    )
 
     @model_validator(mode="after")
     def _tls_complete(self) -> BridgeSettings:
