@@ -38,10 +38,20 @@ FAILING_POLL_SECONDS = 1.0
 class LiveEvents:
     """The outbox's publisher; :meth:`run` until cancelled."""
 
-    def __init__(self, engine: Engine, poll_seconds: float, connection: Callable[[], BrokerConnection | None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        poll_seconds: float,
+        connection: Callable[[], BrokerConnection | None],
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        ack_timeout_seconds: float = ACK_TIMEOUT_SECONDS,
+    ) -> None:
         self._engine = engine
         self._poll = poll_seconds
         self._connection = connection
+        self._lease = lease_seconds
+        self._ack_timeout = ack_timeout_seconds
         self._database = DaemonWorker("live-events-database")
         self.published = 0
 
@@ -61,8 +71,8 @@ class LiveEvents:
                 except TimeoutError:
                     log.warning(
                         "live events: the broker acknowledged nothing within %.0fs; publishing again in %.0fs",
-                        ACK_TIMEOUT_SECONDS,
-                        LEASE_SECONDS,
+                        self._ack_timeout,
+                        self._lease,
                     )
                 except SQLAlchemyError as exc:
                     if not failing:
@@ -74,12 +84,12 @@ class LiveEvents:
     async def round(self, connection: BrokerConnection) -> bool:
         """Publish what waits (a page at most) and delete it once acknowledged; True when a page was full."""
         events = await self._database.call(
-            partial(live_events.claim, self._engine, limit=PAGE, lease_seconds=LEASE_SECONDS)
+            partial(live_events.claim, self._engine, limit=PAGE, lease_seconds=self._lease)
         )
         if not events:
             return False
         acknowledged = connection.publish_confirmed([(event.topic, event.payload) for event in events])
-        await asyncio.wait_for(acknowledged, ACK_TIMEOUT_SECONDS)
+        await asyncio.wait_for(acknowledged, self._ack_timeout)
         await self._database.call(partial(live_events.delete_published, self._engine, [event.id for event in events]))
         self.published += len(events)
         return len(events) == PAGE

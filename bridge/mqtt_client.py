@@ -203,6 +203,9 @@ class BrokerConnection(asyncio.Protocol):
         """Queue one QoS 1 PUBLISH per ``(topic, payload)``, in order; the future resolves once the broker has
         acknowledged every one, or fails with :class:`BrokerUnavailable` if the connection ends first."""
         done: asyncio.Future[None] = self._loop.create_future()
+        if self.closed.done():
+            done.set_exception(BrokerUnavailable(f"{self.where}: {self.closed.result()}"))
+            return done
         waiting = {self.publish(topic, payload, 1) for topic, payload in events}
         if not waiting:
             done.set_result(None)
