@@ -85,7 +85,12 @@ class Bridge:
         self._given_up = asyncio.Event()
         self._helpers: list[asyncio.Future[None]] = []
         self.metrics.track_lag(lambda: self._holding + len(self._received))
-        self.live_events = LiveEvents(engine, settings.live_events_poll_ms / 1000, lambda: self._connection)
+        self.live_events = LiveEvents(
+            engine,
+            settings.live_events_poll_ms / 1000,
+            lambda: self._connection,
+            counter=self.metrics.live_events.inc,
+        )
 
     def stop(self, timeout: float) -> None:
         """Finish the batch in hand and return from :meth:`run`; give the batch up after ``timeout`` s."""

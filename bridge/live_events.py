@@ -46,12 +46,14 @@ class LiveEvents:
         *,
         lease_seconds: float = LEASE_SECONDS,
         ack_timeout_seconds: float = ACK_TIMEOUT_SECONDS,
+        counter: Callable[[int], None] | None = None,
     ) -> None:
         self._engine = engine
         self._poll = poll_seconds
         self._connection = connection
         self._lease = lease_seconds
         self._ack_timeout = ack_timeout_seconds
+        self._counter = counter
         self._database = DaemonWorker("live-events-database")
         self.published = 0
 
@@ -92,4 +94,6 @@ class LiveEvents:
         await asyncio.wait_for(acknowledged, self._ack_timeout)
         await self._database.call(partial(live_events.delete_published, self._engine, [event.id for event in events]))
         self.published += len(events)
+        if self._counter is not None:
+            self._counter(len(events))
         return len(events) == PAGE

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 
+import httpx
 from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
@@ -80,6 +81,13 @@ def test_a_dm_read_through_rest_reaches_the_sender_and_the_readers_other_devices
     # without a rejection (watermarks only move forward).
     wait_for(lambda: _outbox_rows(users.engine) == 0, what="the outbox emptied")
     assert _rejected_receipts(users.engine, bob[0]) == []
+    assert _bridge_metric(stack, "switchboard_bridge_live_events_total") >= 2
+
+
+def _bridge_metric(stack: Stack, name: str) -> float:
+    port = int(stack.out.wait_for(r"bridge metrics on http://[\d.]+:(\d+)/metrics", 10).group(1))
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
 
 
 def test_a_group_read_through_rest_tells_the_authors_of_the_messages_read(stack: Stack, users: Users) -> None:
