@@ -4,7 +4,8 @@ The API has no MQTT connection (and services never call each other), yet a read 
 ``POST /v1/conversations/{conversation}/read`` must reach the sender and the reader's other devices live,
 as one published on MQTT does. So the API writes the event (topic and payload) into ``live_events`` in
 the transaction that moves the watermark (:func:`queue`): it exists exactly when the change committed. The
-bridge (bridge/live_events.py) looks every ``bridge.live_events_poll_ms``, leases what it finds
+bridge (bridge/live_events.py), woken by a Postgres notification or every ``bridge.live_events_poll_ms``
+on SQLite, leases what it finds
 (:func:`claim`), publishes it at QoS 1 on its broker connection and deletes it once the broker
 acknowledged it (:func:`delete`). A bridge that stops before that leaves the rows to be published again
 when their lease runs out (at least once, as QoS 1 is; receipts are idempotent), and several bridges never
@@ -17,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Engine, delete, insert, or_, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlmodel import Session
 
 from switchboard.tables import LiveEvent, utcnow
 
 LIVE_EVENTS = LiveEvent.__table__  # type: ignore[attr-defined]
+#: The Postgres notification channel :func:`queue` notifies (at commit) and the bridge listens on.
+CHANNEL = "switchboard_live_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +38,16 @@ class Pending:
 
 
 def queue(session: Session, events: Sequence[tuple[str, bytes]]) -> None:
-    """Add ``(topic, payload)`` events to ``session``'s transaction (the caller commits)."""
+    """Add ``(topic, payload)`` events to ``session``'s transaction (the caller commits). On Postgres the
+    transaction also notifies :data:`CHANNEL`, which Postgres delivers at commit: a listening bridge
+    publishes at once instead of at its next look."""
     if events:
         now = utcnow()
         session.execute(
             insert(LIVE_EVENTS), [{"topic": topic, "payload": payload, "created_at": now} for topic, payload in events]
         )
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_notify(CHANNEL, "")))
 
 
 def claim(engine: Engine, *, limit: int, lease_seconds: float) -> list[Pending]:

@@ -288,7 +288,8 @@ class BridgeSettings(_Section):
         ge=1,
         le=10000,
         description="How often the bridge looks for MQTT events made outside the broker (a read receipt "
-        "through REST) to publish, in ms: the most such an event waits before it is published.",
+        "through REST) to publish, in ms: on SQLite the most such an event waits. On Postgres a notification "
+        "wakes the bridge at the commit, and it looks on its own only every max(this, 1 s).",
     )
 
     @model_validator(mode="after")

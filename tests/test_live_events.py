@@ -113,3 +113,38 @@ def test_events_are_deleted_once_acknowledged_and_published_again_when_no_puback
 def _left(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(live_events.LIVE_EVENTS)).scalar_one())
+
+
+def test_on_postgres_a_notification_at_commit_wakes_the_publisher(mosquitto: int, tmp_path: Path) -> None:
+    """The API's transaction notifies switchboard_live_events; with the bridge's own looks 10 minutes apart,
+    events still go out as soon as they are committed (SQLite has no notifications: it polls)."""
+    name = f"switchboard_live_{secrets.token_hex(4)}"
+    engine = make_engine(create_database(name))
+    topic = f"live-test/{secrets.token_hex(3)}"
+
+    async def scenario() -> None:
+        received: list[Message] = []
+        reader, publisher = _connection(mosquitto, received), _connection(mosquitto)
+        await reader.connect()
+        await reader.subscribe([(topic, 1)])
+        await publisher.connect()
+        outbox = LiveEvents(engine, 600.0, lambda: publisher)
+        running = asyncio.ensure_future(outbox.run())
+        try:
+            await _until(lambda: outbox.listening, "the LISTEN")
+            for n, payload in enumerate((b"first", b"second"), start=1):
+                _queue(engine, [(topic, payload)])
+                await _until(lambda n=n: outbox.published == n, f"event {n} published")
+            await _until(lambda: len(received) == 2, "both delivered")
+            assert [m.payload for m in received] == [b"first", b"second"]
+        finally:
+            running.cancel()
+            publisher.abort()
+            reader.abort()
+
+    try:
+        upgrade(engine)
+        asyncio.run(scenario())
+    finally:
+        engine.dispose()
+        drop_database(name)
