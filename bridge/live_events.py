@@ -104,6 +104,9 @@ class LiveEvents:
                     if not failing:
                         log.warning("live events: cannot read the outbox (%s); retrying", exc)
                     failing = True
+                except Exception:  # anything else: logged, and the events wait in the outbox for the next round
+                    log.exception("live events: a round failed; trying again")
+                    failing = True
             if not more:
                 pause = self._poll
                 if failing:
