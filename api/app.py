@@ -20,6 +20,7 @@ from api.metrics import ApiMetrics
 from api.routes import (
     admin,
     auth,
+    blocks,
     console,
     conversations,
     health,
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(messages.router)
     app.include_router(receipts.router)
     app.include_router(presence.router)
+    app.include_router(blocks.router)
     app.include_router(sync.router)
     app.include_router(admin.router)
     app.include_router(media.router)

@@ -304,3 +304,16 @@ class MuteState(Schema):
 
     conversation: str = Field(examples=["group:family"])
     muted: bool = Field(description="Muted: its messages produce no notification for the caller.", examples=[True])
+
+
+class BlockPublic(Schema):
+    """A user the caller blocked."""
+
+    user: str = Field(examples=["mallory"])
+    blocked_at: datetime = Field(description="When the caller first blocked it.", examples=[EXAMPLE_TIME])
+
+
+class BlocksList(Schema):
+    """Everyone the caller blocked, by name."""
+
+    blocks: list[BlockPublic]

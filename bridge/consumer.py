@@ -25,6 +25,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from bridge.live_events import LiveEvents
 from bridge.metrics import BridgeMetrics
 from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message, tls_context
 from bridge.notifier import Notifier
@@ -89,6 +90,12 @@ class Bridge:
         self._given_up = asyncio.Event()
         self._helpers: list[asyncio.Future[None]] = []
         self.metrics.track_lag(lambda: self._holding + len(self._received))
+        self.live_events = LiveEvents(
+            engine,
+            settings.live_events_poll_ms / 1000,
+            lambda: self._connection,
+            counter=self.metrics.live_events.inc,
+        )
 
     def stop(self, timeout: float) -> None:
         """Finish the batch in hand and return from :meth:`run`; give the batch up after ``timeout`` s."""
@@ -104,8 +111,12 @@ class Bridge:
         bridge would sit connected storing nothing).
 
         Meanwhile keeps the monthly partitions of the messages table ahead of the clock (Postgres), and sends
-        the notifications for offline users when ``notify.webhook_url`` is set."""
-        self._helpers = [asyncio.ensure_future(keep_message_partitions(self._engine))]
+        the notifications for offline users when ``notify.webhook_url`` is set, and publishes the live events
+        made outside the broker (bridge/live_events.py) on this connection."""
+        self._helpers = [
+            asyncio.ensure_future(keep_message_partitions(self._engine)),
+            asyncio.ensure_future(self.live_events.run()),
+        ]
         if self._notify is not None:
             self._helpers.append(asyncio.ensure_future(Notifier(self._engine, self._notify).run()))
         try:

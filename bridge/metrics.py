@@ -44,6 +44,11 @@ class BridgeMetrics:
             registry=r,
         )
         self.connected = Gauge("switchboard_bridge_connected", "1 while connected to the broker.", registry=r)
+        self.live_events = Counter(
+            "switchboard_bridge_live_events",
+            "Events of the live-events outbox (read receipts made through REST) published and acknowledged.",
+            registry=r,
+        )
 
     def track_lag(self, pending: Callable[[], int]) -> None:
         self.lag.set_function(lambda: float(pending()))

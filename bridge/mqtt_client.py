@@ -121,6 +121,8 @@ class BrokerConnection(asyncio.Protocol):
         """Packet ids of our QoS 1 PUBLISH packets the broker has not acknowledged yet."""
         self._connack: asyncio.Future[tuple[bool, int]] = self._loop.create_future()
         self._subacks: dict[int, asyncio.Future[bytes]] = {}
+        #: Packet ids of :meth:`publish_confirmed` not acknowledged yet: the set of its call, and its future.
+        self._confirmations: dict[int, tuple[set[int], asyncio.Future[None]]] = {}
         self.closed: asyncio.Future[str] = self._loop.create_future()
         """Resolves with a reason when the connection is gone, however it went."""
 
@@ -182,18 +184,34 @@ class BrokerConnection(asyncio.Protocol):
         if words:
             self._queue(struct.pack(f"!{len(words)}I", *words))
 
-    def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        """Queue a PUBLISH (QoS 0 or 1). A QoS 1 one counts as in flight until the broker's PUBACK; one not
-        acknowledged when this connection ends is not sent again (the next connection is a new object)."""
+    def publish(self, topic: str, payload: bytes, qos: int) -> int:
+        """Queue a PUBLISH (QoS 0 or 1); its packet id (0 at QoS 0). A QoS 1 one counts as in flight until the
+        broker's PUBACK; one not acknowledged when this connection ends is not sent again (the next
+        connection is a new object)."""
         name = topic.encode()
         if qos:
             packet_id = self._next_packet_id()
             self._in_flight.add(packet_id)
             header = bytes((0x32,)) + remaining_length(4 + len(name) + len(payload))
             self._queue(b"".join((header, len(name).to_bytes(2, "big"), name, packet_id.to_bytes(2, "big"), payload)))
-        else:
-            header = bytes((0x30,)) + remaining_length(2 + len(name) + len(payload))
-            self._queue(b"".join((header, len(name).to_bytes(2, "big"), name, payload)))
+            return packet_id
+        header = bytes((0x30,)) + remaining_length(2 + len(name) + len(payload))
+        self._queue(b"".join((header, len(name).to_bytes(2, "big"), name, payload)))
+        return 0
+
+    def publish_confirmed(self, events: Sequence[tuple[str, bytes]]) -> asyncio.Future[None]:
+        """Queue one QoS 1 PUBLISH per ``(topic, payload)``, in order; the future resolves once the broker has
+        acknowledged every one, or fails with :class:`BrokerUnavailable` if the connection ends first."""
+        done: asyncio.Future[None] = self._loop.create_future()
+        if self.closed.done():
+            done.set_exception(BrokerUnavailable(f"{self.where}: {self.closed.result()}"))
+            return done
+        waiting = {self.publish(topic, payload, 1) for topic, payload in events}
+        if not waiting:
+            done.set_result(None)
+        for packet_id in waiting:
+            self._confirmations[packet_id] = (waiting, done)
+        return done
 
     def publish_replies(self, replies: Sequence[tuple[str, bytes]]) -> None:
         """Queue one QoS 1 PUBLISH per ``(topic, payload)`` in one buffer, as :meth:`publish` would each.
@@ -304,7 +322,10 @@ class BrokerConnection(asyncio.Protocol):
         """A packet other than PUBLISH."""
         kind = first >> 4
         if kind == PUBACK and len(body) == 2:
-            self._in_flight.discard((body[0] << 8) | body[1])
+            packet_id = (body[0] << 8) | body[1]
+            self._in_flight.discard(packet_id)
+            if self._confirmations:
+                self._confirm(packet_id)
         elif kind == CONNACK and len(body) == 2 and not self._connack.done():
             self._connack.set_result((bool(body[0] & 1), body[1]))
         elif kind == SUBACK and len(body) >= 2:
@@ -316,6 +337,14 @@ class BrokerConnection(asyncio.Protocol):
         else:
             raise Malformed(f"unexpected packet type {kind} (first byte {first:#04x}, {len(body)} bytes)")
 
+    def _confirm(self, packet_id: int) -> None:
+        found = self._confirmations.pop(packet_id, None)
+        if found is not None:
+            waiting, done = found
+            waiting.discard(packet_id)
+            if not waiting and not done.done():
+                done.set_result(None)
+
     def _lost(self, reason: str) -> None:
         self._close(reason)
         self.abort()
@@ -326,6 +355,11 @@ class BrokerConnection(asyncio.Protocol):
                 handle.cancel()
         if not self.closed.done():
             self.closed.set_result(reason)
+        confirmations, self._confirmations = self._confirmations, {}
+        for _, done in confirmations.values():
+            if not done.done():
+                done.set_exception(BrokerUnavailable(f"{self.where}: {reason} before the PUBACK"))
+                done.exception()  # retrieved: the caller may have given up waiting
         if not self._connack.done():
             self._connack.set_exception(BrokerUnavailable(f"{self.where}: {reason} before CONNACK"))
             self._connack.exception()  # retrieved: nobody may be waiting any more

@@ -124,8 +124,10 @@ class Policy:
         if who.name is None:
             return _deny("chat topics need a login: connect with a username and password")
         if who.is_service:
+            if first == Kind.RECEIPT and parse_topic(topic) is not None:
+                return _allow("service account: a receipt made through REST (docs/protocol.md)")
             if first != Kind.ACK:
-                return _deny("the bridge's service account publishes only on ack/{user}")
+                return _deny("the bridge's service account publishes only on ack/{user} and receipt/{to}/{from}")
             return _allow("service account")
         if action is Action.PUBLISH:
             return _check_publish(who.name, topic, directory)

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 #: The revision of the newest migration in switchboard/migrations (checked by tests/test_schema.py).
-SCHEMA_HEAD = "0012"
+SCHEMA_HEAD = "0013"
 
 
 def utcnow() -> datetime:
@@ -94,7 +94,18 @@ directory_events = _table(
     ("group_name", String()),
 )
 stream_positions = _table("stream_positions", ("name", String()), ("position", BigInteger()))
+dm_members = _table("dm_members", ("conversation_id", String()), ("user_name", String()))
+blocks = _table("blocks", ("blocker", String()), ("blocked", String()))
 alembic_version = _table("alembic_version", ("version_num", String()))
 
 #: Every clause above, for the test that compares them with the ORM tables.
-CORE_TABLES = (users, group_members, api_tokens, login_failures, directory_events, stream_positions)
+CORE_TABLES = (
+    users,
+    group_members,
+    api_tokens,
+    login_failures,
+    directory_events,
+    stream_positions,
+    dm_members,
+    blocks,
+)

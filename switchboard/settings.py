@@ -301,6 +301,14 @@ class BridgeSettings(_Section):
         description="On SIGTERM, how long the bridge may take to commit and acknowledge the batch in hand "
         "(longer only while the database is unreachable); a batch still held then stays with the broker.",
     )
+    live_events_poll_ms: int = Field(
+        50,
+        ge=1,
+        le=10000,
+        description="How often the bridge looks for MQTT events made outside the broker (a read receipt "
+        "through REST) to publish, in ms: on SQLite the most such an event waits. On Postgres a notification "
+        "wakes the bridge at the commit, and it looks on its own only every max(this, 1 s).",
+    )
 
     @field_validator("broker_fallbacks")
     @classmethod

@@ -316,3 +316,17 @@ class LoginFailure(SQLModel, table=True):
     #: When the window of these failures opened (its first failure); it closes ``window_seconds`` later.
     first_at: datetime = Field(sa_column=_timestamp())
     last_at: datetime = Field(sa_column=_timestamp())
+
+
+class LiveEvent(SQLModel, table=True):
+    """An MQTT event made outside the broker (a read receipt through REST), written in the transaction of the
+    change it tells about; the bridge publishes it at QoS 1 and deletes it once the broker acknowledged it
+    (switchboard.live_events). ``leased_until``: a bridge is publishing it until then."""
+
+    __tablename__ = "live_events"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID_TYPE)
+    topic: str = Field(max_length=256)
+    payload: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    leased_until: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))

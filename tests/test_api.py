@@ -61,6 +61,7 @@ def test_nobody_reads_or_marks_someone_elses_conversation(chat_stack: Stack, cha
 
 def test_presence_of_users(chat_stack: Stack, chat_users: Users, raw: Raw) -> None:
     alice, bob = chat_users.user("alice"), chat_users.user("bob")
+    chat_users.group("pair", [alice[0], bob[0]])  # presence is shown to users who share a conversation
     device = raw(chat_stack.mqtt_port)
     device.connect(f"d-{secrets.token_hex(3)}", *alice)
     with chat_stack.http(*bob) as http:

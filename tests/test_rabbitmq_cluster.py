@@ -51,7 +51,7 @@ class Site:
         return self.cluster.nodes[node].mqtt_port
 
     def presence(self, user: str) -> str:
-        """``user``'s status as the API serves it (asked by alice, who has a DM with each user asked)."""
+        """``user``'s status as the API serves it (asked by alice, who shares the group "watch" with them)."""
         answer = httpx.get(
             f"{self.api_url}/v1/presence", params={"user": user}, auth=("alice", self.users["alice"]), timeout=10
         )
@@ -67,6 +67,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     users = dict(deployment.user(n) for n in ("alice", "bob", "carol", "dave", "e.ve"))
     with Session(deployment.engine) as session:
         accounts.create_group(session, "team", ["alice", "bob", "carol"])
+        accounts.create_group(session, "watch", ["alice", "bob", "dave"])  # so alice may see their presence
         session.commit()
     bridge_password = deployment.env["SWITCHBOARD_BRIDGE__PASSWORD"]
     api = start_service("api", env=deployment.env, cwd=workdir)

@@ -228,8 +228,14 @@ $("new-chat").addEventListener("submit", async (event) => {
     return;
   }
   if (!value.startsWith("group:")) {
-    try { await call("GET", `/v1/presence?user=${encodeURIComponent(value)}`); } catch (error) {
-      $("new-chat-error").textContent = error.status === 422 ? `${value} is not a user name` : error.message;
+    // Does the user exist? The DM's history says (404 for an unknown user); presence would not: it is hidden
+    // from users who share no conversation yet.
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(value)) {
+      $("new-chat-error").textContent = `${value} is not a user name`;
+      return;
+    }
+    try { await call("GET", `/v1/conversations/${encodeURIComponent(dmId(state.me, value))}/messages?limit=1`); } catch (error) {
+      $("new-chat-error").textContent = error.status === 404 ? `no such user(s): ${value}` : error.message;
       return;
     }
   }
