@@ -4,6 +4,13 @@ A payload is either a JSON object ``{"id": "...", "body": "...", ...}`` or, for 
 ``mosquitto_pub -m hello``, plain UTF-8 text, which becomes a text message with a server-made id.
 A payload that starts with ``{`` is taken as JSON and must be a valid message object. Anything
 else is a :class:`Rejection` with a reason a person can act on; nothing is dropped silently.
+
+A message may relate to an earlier one (issue 16 §2): ``"relates_to": {"kind": "reply"|"reaction"|
+"edit"|"unsend", "sender": S, "id": I}`` names its target by the target's sender and client id, which
+every live recipient knows. :func:`parse_message` checks the shape; :func:`relation_refusal` checks the
+rules that need no database, given the publisher's name (:func:`parse_chat` does both). The rules that
+need the database (the target exists in this conversation, is not itself an edit, the edit window) are
+the bridge's. A refused message is answered on ``ack/{sender}`` with :func:`refusal_payload`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from functools import lru_cache
 from typing import Any
 
 from switchboard import jsontext
+from switchboard.emoji import is_one_emoji
+from switchboard.topics import is_valid_name
 
 MAX_ID_CHARS = 64
 MAX_BODY_CHARS = 16_384
@@ -24,17 +33,32 @@ MAX_ATTACHMENTS = 10
 #: The largest seq a database column holds (signed 64 bits).
 MAX_SEQ = 2**63 - 1
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The kinds of ``relates_to``.
+RELATION_KINDS = ("reply", "reaction", "edit", "unsend")
+_RELATION_SHAPE = '"relates_to" must be {"kind": "reply"|"reaction"|"edit"|"unsend", "sender": S, "id": I}'
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """What a message relates to: ``kind`` (one of :data:`RELATION_KINDS`) and its target, named by the
+    target's sender and client id."""
+
+    kind: str
+    sender: str
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
 class ChatPayload:
-    """A valid message: the client's id (or a server-made one), its text body, and the media ids of the
-    files it carries (uploaded with ``POST /v1/media``)."""
+    """A valid message: the client's id (or a server-made one), its text body, the media ids of the
+    files it carries (uploaded with ``POST /v1/media``, or received in a conversation the sender belongs
+    to), and what it relates to, if anything."""
 
     id: str
     body: str
     server_made_id: bool = False
     attachments: tuple[str, ...] = ()
+    relates_to: Relation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +96,33 @@ def _from_object(data: dict[str, Any]) -> ChatPayload | Rejection:
         return Rejection('missing "id": give each message a unique string id of at most 64 characters')
     if len(message_id) > MAX_ID_CHARS:
         return Rejection(f'"id" is {len(message_id)} characters long; the limit is {MAX_ID_CHARS}')
+    relation = _relation(data.get("relates_to"))
+    if isinstance(relation, Rejection):
+        return relation
+    if body is None and relation is not None and relation.kind == "unsend":
+        body = ""  # an unsend carries no text: "body" may be left out
     if not isinstance(body, str):
         return Rejection('missing "body": the message text must be a JSON string')
     attachments = _attachments(data.get("attachments", []))
     if isinstance(attachments, Rejection):
         return attachments
-    return _checked(ChatPayload(id=message_id, body=body, attachments=attachments))
+    return _checked(ChatPayload(id=message_id, body=body, attachments=attachments, relates_to=relation))
+
+
+def _relation(value: Any) -> Relation | Rejection | None:
+    """``{"kind", "sender", "id"}``, or None when absent (or JSON null)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return Rejection(_RELATION_SHAPE)
+    kind, sender, target = value.get("kind"), value.get("sender"), value.get("id")
+    if kind not in RELATION_KINDS:
+        return Rejection(f'"relates_to" kind {kind!r} is unknown: use "reply", "reaction", "edit" or "unsend"')
+    if not isinstance(sender, str) or not is_valid_name(sender):
+        return Rejection('"relates_to" needs "sender": the user name of the target message\'s sender')
+    if not isinstance(target, str) or not target or len(target) > MAX_ID_CHARS:
+        return Rejection(f'"relates_to" needs "id": the target message\'s client id (1 to {MAX_ID_CHARS} characters)')
+    return Relation(str(kind), sender, target)
 
 
 def _attachments(value: Any) -> tuple[str, ...] | Rejection:
@@ -102,6 +147,64 @@ def _checked(message: ChatPayload) -> ChatPayload | Rejection:
     if len(message.body) > MAX_BODY_CHARS:
         return Rejection(f"body is {len(message.body)} characters long; the limit is {MAX_BODY_CHARS}")
     return message
+
+
+def relation_refusal(message: ChatPayload, publisher: str) -> Rejection | None:
+    """The relation rules that need no database, for a message published by ``publisher``; None when it
+    may pass (a message without ``relates_to`` always may).
+
+    - ``reply``: any body, any attachments; any member may reply to any message.
+    - ``reaction``: the body is exactly one emoji (:func:`switchboard.emoji.is_one_emoji`), no attachments.
+    - ``edit``: only of the publisher's own message; the body is the new text (it may be empty, as for a
+      photo whose caption is removed); no attachments (an edit replaces the text only).
+    - ``unsend``: only of the publisher's own message (an admin unsends through REST); the body is empty
+      (or left out) and there are no attachments, so what recipients receive live is what is stored.
+    - no message relates to itself (same sender and id).
+    """
+    relation = message.relates_to
+    if relation is None:
+        return None
+    if relation.sender == publisher and relation.id == message.id:
+        return Rejection("a message cannot relate to itself: give the relation its own id")
+    if relation.kind == "reply":
+        return None
+    if message.attachments:
+        return Rejection(f"a {relation.kind} cannot carry attachments")
+    if relation.kind == "reaction":
+        if not is_one_emoji(message.body):
+            return Rejection("a reaction's body must be exactly one emoji, such as \U0001f44d")
+        return None
+    if relation.sender != publisher:
+        return Rejection(f"only the sender of a message may {relation.kind} it")
+    if relation.kind == "unsend" and message.body:
+        return Rejection('an unsend carries no text: leave "body" empty or out')
+    return None
+
+
+def parse_chat(payload: bytes, publisher: str) -> ChatPayload | Rejection:
+    """:func:`parse_message`, then :func:`relation_refusal`: every check of a chat publish that needs no
+    database, as the broker's door and the bridge both make them."""
+    message = parse_message(payload)
+    if isinstance(message, Rejection):
+        return message
+    return relation_refusal(message, publisher) or message
+
+
+def refusal_payload(message_id: str | None, conversation: str, error: str) -> bytes:
+    """The notice on ``ack/{sender}`` for a refused message: ``{"id": <client id or null>,
+    "conversation": ..., "error": "<reason a person can read>"}``, compact, ASCII-escaped JSON."""
+    return json.dumps({"id": message_id, "conversation": conversation, "error": error}, separators=(",", ":")).encode()
+
+
+def claimed_id(payload: bytes) -> str | None:
+    """The client id a refused payload claims, for its notice: the ``"id"`` of a JSON object when it is
+    a string of 1 to MAX_ID_CHARS characters; None otherwise (plain text, broken JSON, no id)."""
+    try:
+        data = jsontext.loads(payload.decode("utf-8"))
+    except ValueError:  # not UTF-8, not JSON, nested too deeply
+        return None
+    message_id = data.get("id") if isinstance(data, dict) else None
+    return message_id if isinstance(message_id, str) and 0 < len(message_id) <= MAX_ID_CHARS else None
 
 
 def ack_payload(message_id: str, conversation: str, seq: int, stored_at: datetime) -> bytes:
