@@ -7,8 +7,9 @@ hop and no query. While the database is unreachable, facts already known stay in
 turn every chat message into a denial. Directory events (broker.directory_watch) forget what they change.
 
 Facts are kept per user where the ACL asks about many pairs (a presence/+ subscriber's retained presence of
-thousands of users): a user's groups, a group's members, a user's DM partners and a user's blocks are one
-query each, so deciding which presence a user sees costs a few queries, not one per other user.
+thousands of users): a user's groups, a group's members, a user's DM partners are one query each, so deciding
+which presence a user sees costs a few queries, not one per other user. Blocks are rare: one set of every
+blocked user answers most questions (a user nobody blocked), and only a blocked user's blockers are read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 
 from switchboard import lookups
-from switchboard.acl import Blocks
 
 T = TypeVar("T")
 
@@ -45,7 +45,8 @@ class CachedDirectory:
         self._ttl = ttl
         self._users: dict[str, tuple[bool, float]] = {}
         self._members: dict[tuple[str, str], tuple[bool, float]] = {}
-        self._blocks: dict[str, tuple[Blocks, float]] = {}
+        self._blocked: dict[str, tuple[frozenset[str], float]] = {}  # "": every blocked user
+        self._blockers: dict[str, tuple[frozenset[str], float]] = {}
         self._groups_of: dict[str, tuple[frozenset[str], float]] = {}
         self._members_of: dict[str, tuple[frozenset[str], float]] = {}
         self._dm_partners: dict[str, tuple[frozenset[str], float]] = {}
@@ -70,8 +71,10 @@ class CachedDirectory:
             lambda: self._extend(self._members, (group, user)),
         )
 
-    def blocks_of(self, user: str) -> Blocks:
-        return self._fact(self._blocks, user, lookups.blocks_of)
+    def is_blocked(self, blocker: str, blocked: str) -> bool:
+        if blocked not in self._fact(self._blocked, "", _blocked_users):
+            return False
+        return blocker in self._fact(self._blockers, blocked, lookups.blockers_of)
 
     def shares_conversation(self, user: str, other: str) -> bool:
         if other in self._fact(self._dm_partners, user, lookups.dm_partners):
@@ -94,7 +97,7 @@ class CachedDirectory:
 
     def forget_user(self, name: str) -> None:
         """The user changed (disabled, enabled, deleted): ask the database next time."""
-        for cache in (self._users, self._blocks, self._groups_of, self._dm_partners):
+        for cache in (self._users, self._blockers, self._groups_of, self._dm_partners):
             cache.pop(name, None)
 
     def forget_member(self, group: str, user: str) -> None:
@@ -105,7 +108,8 @@ class CachedDirectory:
 
     def forget_blocks(self) -> None:
         """Someone blocked or unblocked someone (whom is not said): every user's blocks are read again."""
-        self._blocks.clear()
+        self._blocked.clear()
+        self._blockers.clear()
 
     def _fact(self, cache: dict[str, tuple[T, float]], key: str, load: Callable[[Connection, str], T]) -> T:
         hit = cache.get(key)
@@ -129,3 +133,7 @@ class CachedDirectory:
         if len(cache) >= self.MAX_ENTRIES:
             cache.clear()
         cache[key] = (value, time.monotonic() + self._ttl)
+
+
+def _blocked_users(connection: Connection, _key: str) -> frozenset[str]:
+    return lookups.blocked_users(connection)

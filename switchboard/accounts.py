@@ -13,7 +13,6 @@ from sqlalchemy import literal, tuple_, union_all
 from sqlmodel import Session, col, select
 
 from switchboard import directory, lookups, tokens
-from switchboard.acl import Blocks
 from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
 from switchboard.passwords import MAX_PASSWORD_CHARS, hash_password, verify_password, waste_time
 from switchboard.tables import ApiToken, DirectoryChange, DmMember, Group, GroupMember, Presence, Role, User
@@ -282,8 +281,8 @@ class SessionDirectory:
     def is_member(self, group: str, user: str) -> bool:
         return is_member(self._session, group, user)
 
-    def blocks_of(self, user: str) -> Blocks:
-        return lookups.blocks_of(self._session.connection(), user)
+    def is_blocked(self, blocker: str, blocked: str) -> bool:
+        return lookups.is_blocked(self._session.connection(), blocker, blocked)
 
     def shares_conversation(self, user: str, other: str) -> bool:
         connection = self._session.connection()

@@ -57,17 +57,6 @@ class Identity:
 ANONYMOUS = Identity(None)
 
 
-@dataclass(frozen=True, slots=True)
-class Blocks:
-    """One user's blocks, both ways: whom it blocked, and who blocked it."""
-
-    blocked: frozenset[str] = frozenset()
-    blocked_by: frozenset[str] = frozenset()
-
-
-NO_BLOCKS = Blocks()
-
-
 class DmPolicy(StrEnum):
     """Who may start a DM (``chat.dm_policy``)."""
 
@@ -88,7 +77,7 @@ class Directory(Protocol):
 
     def is_member(self, group: str, user: str) -> bool: ...
 
-    def blocks_of(self, user: str) -> Blocks: ...
+    def is_blocked(self, blocker: str, blocked: str) -> bool: ...
 
     def shares_conversation(self, user: str, other: str) -> bool:
         """Whether the two share a group, or a DM conversation with messages."""
@@ -178,7 +167,7 @@ class Policy:
         """A DM the topic rules allow: refused when the recipient blocked the sender, or by ``dm_policy``."""
         if recipient == me:
             return _allow("own message to an existing user")
-        if recipient in directory.blocks_of(me).blocked_by:
+        if directory.is_blocked(recipient, me):
             return _deny(dm_refused(recipient))
         if self.dm_policy is DmPolicy.SHARED_GROUP and not directory.shares_conversation(me, recipient):
             return _deny(dm_refused(recipient))
@@ -268,15 +257,14 @@ def _check_receive(me: str, topic: str, directory: Directory) -> Decision:
         user = topic[9:]
         if user == me:
             return _allow("own presence")
-        blocks = directory.blocks_of(me)
-        if user in blocks.blocked or user in blocks.blocked_by:
+        if directory.is_blocked(me, user) or directory.is_blocked(user, me):
             return _deny(f"presence of {user!r} is not shown: a block between you")
         if not directory.shares_conversation(me, user):
             return _deny(f"presence of {user!r} is shown only to users who share a group or a DM with it")
         return _allow("presence of a contact")
     if kind == Kind.TYPING:
         decision = _check_subscribe(me, topic, directory)
-        if decision.allowed and topic.rsplit("/", 1)[1] in directory.blocks_of(me).blocked:
+        if decision.allowed and directory.is_blocked(me, topic.rsplit("/", 1)[1]):
             return _deny("typing of a user you blocked is not shown")
         return decision
     return _check_subscribe(me, topic, directory)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, select
 
-from switchboard.acl import NO_BLOCKS, Blocks
 from switchboard.schema import (
     DirectoryChange,
     Role,
@@ -80,13 +79,20 @@ def is_member(connection: Connection, group: str, user: str) -> bool:
     return connection.execute(query.where(group_members.c.user_name == user)).first() is not None
 
 
-def blocks_of(connection: Connection, user: str) -> Blocks:
-    """Whom ``user`` blocked and who blocked ``user``: two indexed queries (most users: none, :data:`NO_BLOCKS`)."""
-    blocked = connection.execute(select(blocks.c.blocked).where(blocks.c.blocker == user)).scalars().all()
-    blocked_by = connection.execute(select(blocks.c.blocker).where(blocks.c.blocked == user)).scalars().all()
-    if not blocked and not blocked_by:
-        return NO_BLOCKS
-    return Blocks(frozenset(blocked), frozenset(blocked_by))
+def blocked_users(connection: Connection) -> frozenset[str]:
+    """Every user someone blocked (few: most decisions need to know no more than that their user is not one)."""
+    return frozenset(connection.execute(select(blocks.c.blocked).distinct()).scalars().all())
+
+
+def blockers_of(connection: Connection, user: str) -> frozenset[str]:
+    """The users who blocked ``user``."""
+    return frozenset(connection.execute(select(blocks.c.blocker).where(blocks.c.blocked == user)).scalars().all())
+
+
+def is_blocked(connection: Connection, blocker: str, blocked: str) -> bool:
+    """Whether ``blocker`` blocked ``blocked``."""
+    query = select(blocks.c.blocker).where(blocks.c.blocker == blocker, blocks.c.blocked == blocked)
+    return connection.execute(query).first() is not None
 
 
 def groups_of(connection: Connection, user: str) -> frozenset[str]:

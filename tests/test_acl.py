@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from switchboard.acl import ANONYMOUS, NO_BLOCKS, Action, Blocks, Identity, Policy
+from switchboard.acl import ANONYMOUS, Action, Identity, Policy
 from switchboard.tables import Role
 
 
@@ -21,8 +21,8 @@ class Directory:
     def is_member(self, group: str, user: str) -> bool:
         return user in self.groups.get(group, set())
 
-    def blocks_of(self, user: str) -> Blocks:
-        return NO_BLOCKS
+    def is_blocked(self, blocker: str, blocked: str) -> bool:
+        return False
 
     def shares_conversation(self, user: str, other: str) -> bool:
         return any(user in members and other in members for members in self.groups.values())
