@@ -7,9 +7,13 @@ A chat message is a PUBLISH on ``dm/`` or ``group/``. In order:
 1. the ACL (switchboard.acl): the sender's own topic, an existing recipient or a group it belongs to, a recipient
    that did not block it, ``chat.dm_policy``: refused as 0x87 "not authorized";
 2. the sender's rate (``mqtt.publish_rate`` per second, ``mqtt.publish_burst`` at once, per user, service accounts
-   exempt): 0x96 "message rate too high";
+   exempt): 0x97 "quota exceeded";
 3. the payload (``switchboard.payloads.parse_chat``: JSON shape, sizes, the relation rules that need no
-   database): 0x99 "payload format invalid", or 0x95 "packet too large" for a body over the limit.
+   database): 0x99 "payload format invalid".
+
+A PUBACK/PUBREC may carry only the reason codes of MQTT 5.0 §3.4.2.1 (0x96 "message rate too high" and 0x95
+"packet too large" are DISCONNECT and CONNACK codes; paho-mqtt closes the connection on a PUBACK with either), so
+a refused message's code is one of 0x87, 0x97 and 0x99, and the reason string says which limit it met.
 
 A refused message gets a notice on ``ack/{sender}``: ``{"id": <client id or null>, "conversation": ...,
 "error": ...}`` (``switchboard.payloads.refusal_payload``), for MQTT 3.1.1 and 5 clients alike; an MQTT 5
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from broker.codec_v5 import Reason
 from switchboard.acl import Decision
-from switchboard.payloads import MAX_BODY_CHARS, Rejection, claimed_id, parse_chat, refusal_payload
+from switchboard.payloads import Rejection, claimed_id, parse_chat, refusal_payload
 from switchboard.ratelimit import TokenBuckets
 from switchboard.topics import ack_topic, dm_conversation, group_conversation
 
@@ -67,13 +71,13 @@ class Door:
         assert user is not None  # chat topics need a login (switchboard.acl)
         if not self._buckets.take(user, time.monotonic()):
             return Refusal(
-                Reason.MESSAGE_RATE_TOO_HIGH,
+                Reason.QUOTA_EXCEEDED,
                 "rate",
                 f"too many messages: at most {self._rate:g} a second (mqtt.publish_rate); send this one again later",
             )
         message = parse_chat(payload, user)
         if isinstance(message, Rejection):
-            return _payload_refusal(payload, message)
+            return Refusal(Reason.PAYLOAD_FORMAT_INVALID, "payload", message.reason)
         if topic[0] == "d":  # a DM let through: the two now share a conversation (presence, dm_policy)
             self._hub.access.dm_sent(user, topic.split("/", 2)[1])
         return None
@@ -94,12 +98,6 @@ class Door:
         if user is None or conversation is None:
             return
         self._hub.notify(ack_topic(user), refusal_payload(claimed_id(payload), conversation, refusal.reason))
-
-
-def _payload_refusal(payload: bytes, rejection: Rejection) -> Refusal:
-    if len(payload) > MAX_BODY_CHARS and rejection.reason.startswith("body is "):
-        return Refusal(Reason.PACKET_TOO_LARGE, "too_large", rejection.reason)
-    return Refusal(Reason.PAYLOAD_FORMAT_INVALID, "payload", rejection.reason)
 
 
 def _conversation(topic: str) -> str | None:

@@ -57,9 +57,7 @@ class Stats:
     refused_connections: int = 0
     shared_handed_over: int = 0  # shared-subscription messages given to another member when theirs went away
     #: Chat messages refused at the door (broker.door), by reason.
-    refused: dict[str, int] = field(
-        default_factory=lambda: {"not_authorized": 0, "rate": 0, "payload": 0, "too_large": 0}
-    )
+    refused: dict[str, int] = field(default_factory=lambda: {"not_authorized": 0, "rate": 0, "payload": 0})
 
 
 class Hub:

@@ -72,7 +72,7 @@ class BrokerCollector(Collector):
             "switchboard_broker_messages_refused",
             "Chat messages refused at the broker's door, delivered to no one, the sender told on ack/{user}: by "
             "reason (not_authorized: ACL, block or chat.dm_policy; rate: over mqtt.publish_rate; payload: not a "
-            "valid message; too_large: a body over the limit).",
+            "valid message).",
             labels=["reason"],
         )
         for reason, count in stats.refused.items():

@@ -8,7 +8,7 @@ acknowledgement after the commit), plus:
   that is not [MQTT-3.3.2-?] or a presence payload the chat scheme refuses (QoS 0 has no acknowledgement);
 - a chat message (``dm/``, ``group/``) passes the door (broker.door) first: refused, it is delivered to no one,
   the sender gets a notice on ``ack/{sender}`` and the PUBACK/PUBREC the door's reason code (0x87 not authorized,
-  0x96 message rate too high, 0x99 payload format invalid, 0x95 packet too large) with its reason string;
+  0x97 quota exceeded for the rate limit, 0x99 payload format invalid) with its reason string;
 - at most ``v5.RECEIVE_MAXIMUM`` QoS 1/2 PUBLISHes unacknowledged: one more gets DISCONNECT 0x93
   [MQTT-3.3.4-7, MQTT-3.3.4-8];
 - a Topic Alias sets or names the topic for this connection (``broker.topic_aliases``); a Subscription
