@@ -161,6 +161,8 @@ class Policy:
             return decision
         if action is Action.RECEIVE:
             return _check_receive(who.name, topic, directory)
+        if first in (Kind.TYPING, Kind.PRESENCE):
+            directory.is_blocked(who.name, who.name)  # read now what each delivery will ask (cached for it)
         return _check_subscribe(who.name, topic, directory)
 
     def _check_dm(self, me: str, recipient: str, directory: Directory) -> Decision:

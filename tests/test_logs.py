@@ -100,6 +100,6 @@ def test_stack_logs_json_with_client_id_user_and_topic(tmp_path: Path) -> None:
     assert (denied["client_id"], denied["user"], denied["topic"]) == ("forger", alice, f"dm/{bob}/{bob}")
     connected = one(lambda e: e.get("client_id") == "sender" and "connected from" in e["message"], "a connect")
     assert connected["user"] == alice and connected["logger"] == "broker.handle_connect"
-    rejection = one(lambda e: "refused a message" in e["message"], "the door's refusal")
+    rejection = one(lambda e: "refused a message" in e["message"] and e["client_id"] == "sender", "the door's refusal")
     assert (rejection["logger"], rejection["topic"], rejection["user"]) == ("broker.door", f"dm/{bob}/{alice}", alice)
     assert any(e["logger"] == "switchboard" and e["message"].startswith("stopped") for e in entries)
