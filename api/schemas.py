@@ -60,19 +60,40 @@ class Schema(BaseModel):
     model_config = ConfigDict(json_schema_extra=_add_example)
 
 
+class RelationPublic(Schema):
+    """The message a relation (reply, reaction, edit, unsend) names."""
+
+    kind: Literal["reply", "reaction", "edit", "unsend"] = Field(examples=["reply"])
+    sender: str = Field(description="The target's sender.", examples=["bob"])
+    id: str = Field(description="The target's client id.", examples=["m-1"])
+    seq: int = Field(description="The target's seq in the same conversation.", examples=[1])
+
+
 class MessagePublic(Schema):
-    """One stored message."""
+    """One stored message, with the relations that apply to it (docs/protocol.md, Relations)."""
 
     conversation: str = Field(examples=["dm:alice:bob"])
     seq: int = Field(description="Place in the conversation: 1, 2, 3 ... without gaps.", examples=[1])
     sender: str = Field(examples=["alice"])
     id: str = Field(description="The sender's id for the message (or a server-made one).", examples=["m-1"])
-    body: str = Field(examples=["hello"])
+    body: str | None = Field(
+        description="The text: the newest one after an edit; null once the message was unsent.", examples=["hello"]
+    )
     stored_at: datetime
     attachments: list[str] = Field(
         default_factory=list,
-        description="Media ids of the files the message carries (GET /v1/media/{media_id}).",
+        description="Media ids of the files the message carries (GET /v1/media/{media_id}); none once unsent.",
         examples=[["q2vKJ7x0R3S1bq0xZr9f2A"]],
+    )
+    relates_to: RelationPublic | None = Field(
+        None, description="For a reply, reaction, edit or unsend: the message it names."
+    )
+    edited_at: datetime | None = Field(None, description="When its sender last edited it; null if never.")
+    unsent: bool = Field(False, description="Unsent by its sender (or an admin): no body, no attachments.")
+    reactions: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Each emoji reacted with, and who reacted with it (first first).",
+        examples=[{"\U0001f44d": ["bob", "carol"]}],
     )
 
 

@@ -21,18 +21,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
 from bridge.metrics import BridgeMetrics
 from bridge.mqtt_client import BrokerConnection, BrokerUnavailable, Message, tls_context
 from bridge.notifier import Notifier
-from bridge.store import Outcome, Received, Recorded, Rejected, Replayed, Stored, save_batch
+from bridge.store import Outcome, Received, Recorded, Rejected, Replayed, Stored, rejection, save_batch
 from switchboard.db import session_scope
 from switchboard.errors import StoreError
 from switchboard.partitions import keep_message_partitions
-from switchboard.payloads import ack_payload
-from switchboard.settings import BridgeSettings, NotifySettings
+from switchboard.payloads import ack_payload, refusal_payload
+from switchboard.settings import BridgeSettings, ChatSettings, NotifySettings
 from switchboard.tables import RejectedMessage
 from switchboard.topics import ack_topic
 
@@ -66,8 +67,10 @@ class Bridge:
         port: int,
         metrics: BridgeMetrics | None = None,
         notify: NotifySettings | None = None,
+        chat: ChatSettings | None = None,
     ) -> None:
         self._engine = engine
+        self._edit_window = timedelta(seconds=(chat or ChatSettings()).edit_window_seconds)
         self._notify = notify if notify is not None and notify.webhook_url is not None else None
         self._settings = settings
         self._password = password
@@ -266,11 +269,16 @@ class Bridge:
                 session.add(RejectedMessage(topic=item.topic, payload=item.payload, reason=reason))
 
         await asyncio.to_thread(keep)
-        return Rejected(reason)
+        return rejection(reason, item.topic, item.payload)
 
     def _commit(self, items: Sequence[Received]) -> list[Outcome]:
         with session_scope(self._engine) as session:
-            return save_batch(session, items, preview_chars=self._notify.preview_chars if self._notify else None)
+            return save_batch(
+                session,
+                items,
+                preview_chars=self._notify.preview_chars if self._notify else None,
+                edit_window=self._edit_window,
+            )
 
     def _count(self, batch: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
         """The batch's outcomes into the metrics (one increment per counter per batch) and the log."""
@@ -309,14 +317,18 @@ class Bridge:
     @staticmethod
     def _publish_acks(connection: BrokerConnection, outcomes: Sequence[Outcome]) -> None:
         """Queue the ``ack/{sender}`` replies (QoS 1): they go out in order while the next batch is stored,
-        instead of the bridge waiting for the broker's PUBACK of each."""
-        connection.publish_replies(
-            [
-                (ack_topic(o.sender), ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at))
-                for o in outcomes
-                if isinstance(o, Stored)
-            ]
-        )
+        instead of the bridge waiting for the broker's PUBACK of each. A stored message's reply says where it
+        is; a refused chat message's says why (the same notice the broker's door sends)."""
+        replies: list[tuple[str, bytes]] = []
+        for o in outcomes:
+            if isinstance(o, Stored):
+                replies.append((ack_topic(o.sender), ack_payload(o.client_msg_id, o.conversation, o.seq, o.stored_at)))
+            elif isinstance(o, Rejected) and o.notice is not None:
+                notice = o.notice
+                replies.append(
+                    (ack_topic(notice.sender), refusal_payload(notice.client_msg_id, notice.conversation, o.reason))
+                )
+        connection.publish_replies(replies)
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:

@@ -63,6 +63,7 @@ async def serve(settings: Settings, engine: Engine, stop: asyncio.Event) -> None
         port=settings.bridge.broker_port,
         metrics=metrics,
         notify=settings.notify,
+        chat=settings.chat,
     )
     await run_until(bridge, stop, settings.bridge.stop_timeout_seconds)
 

@@ -49,6 +49,8 @@ COPY_COLUMNS = (
     "stored_at",
     "stream_pos",
     "attachments",
+    "relates_kind",
+    "relates_to_seq",
 )
 COPY_MESSAGES = f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 KEY_COLUMNS = ("sender", "client_msg_id", "conversation_id", "seq", "stored_at")

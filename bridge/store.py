@@ -5,31 +5,34 @@ whole batch and only then acknowledges the messages to the broker.
 
 Per message the outcome is :class:`Stored` (new, or a repeat of an already stored ``(sender, id)``,
 which keeps its original seq), :class:`Recorded` (a presence or receipt update, see
-``bridge.watermarks``), :class:`Rejected` (kept in ``rejected_messages`` with the reason) or
-:class:`Replayed` (a broker's retained copy of a chat message, not stored again).
+``bridge.watermarks``), :class:`Rejected` (kept in ``rejected_messages`` with the reason; a refused chat
+message also carries the :class:`Notice` its sender gets on ``ack/{sender}``) or :class:`Replayed` (a
+broker's retained copy of a chat message, not stored again).
+
+A relation (reply, reaction, edit, unsend) is stored as a message with its own seq and applied to its
+target in the same transaction (bridge.relating). A message may carry files its sender uploaded or
+received in a conversation it belongs to (forwarding); the conversation it goes to is granted them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
 from sqlalchemy import case, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
-from bridge import outbox, postgres
+from bridge import attachments, outbox, postgres, relating
 from switchboard import accounts, streams
-from switchboard.payloads import ChatPayload, Rejection, parse_message, parse_presence, parse_receipt
+from switchboard.payloads import ChatPayload, Rejection, claimed_id, parse_chat, parse_presence, parse_receipt
+from switchboard.relations import Target
 from switchboard.tables import (
     Conversation,
     DmMember,
-    Media,
-    MediaGrant,
     Message,
     MessageKey,
     RejectedMessage,
@@ -40,7 +43,6 @@ from switchboard.watermarks import save_presence, save_receipt
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 MESSAGE_KEYS = MessageKey.__table__  # type: ignore[attr-defined]
-MEDIA_GRANTS = MediaGrant.__table__  # type: ignore[attr-defined]
 CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
 DM_MEMBERS = DmMember.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
@@ -79,10 +81,21 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """Whom to tell that a chat message was refused: its sender, on ``ack/{sender}``, naming the message by
+    its client id (None when the payload has none the client chose) and conversation."""
+
+    sender: str
+    client_msg_id: str | None
+    conversation: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
-    """A message kept in rejected_messages instead, with why."""
+    """A message kept in rejected_messages instead, with why (and, for a chat message, whom to tell)."""
 
     reason: str
+    notice: Notice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +117,7 @@ Outcome = Stored | Rejected | Recorded | Replayed
 class _Valid:
     """A message that passed every check, with what is looked up several times per message made once."""
 
-    __slots__ = ("conversation", "index", "key", "payload", "topic")
+    __slots__ = ("conversation", "index", "key", "payload", "target", "topic")
 
     def __init__(self, index: int, topic: ChatTopic, payload: ChatPayload) -> None:
         self.index = index
@@ -113,6 +126,12 @@ class _Valid:
         self.conversation = _conversation(topic)
         self.key = (topic.sender, payload.id)
         """``(sender, id)``."""
+        self.target: Target | None = None
+        """A relation's target, once found (bridge.relating)."""
+
+    def refused(self, reason: str) -> Rejected:
+        client_id = None if self.payload.server_made_id else self.payload.id
+        return Rejected(reason, Notice(self.topic.sender, client_id, self.conversation))
 
 
 #: Topics repeat (one per conversation and direction): each distinct one is parsed and checked once, and
@@ -125,11 +144,22 @@ def _conversation(topic: ChatTopic) -> str:
     return topic.conversation or ""
 
 
-def save_batch(session: Session, batch: Sequence[Received], *, preview_chars: int | None = None) -> list[Outcome]:
+#: chat.edit_window_seconds' default, for callers (tests, tools) that do not pass their setting.
+DEFAULT_EDIT_WINDOW = timedelta(hours=24)
+
+
+def save_batch(
+    session: Session,
+    batch: Sequence[Received],
+    *,
+    preview_chars: int | None = None,
+    edit_window: timedelta = DEFAULT_EDIT_WINDOW,
+) -> list[Outcome]:
     """Add the batch's messages and rejections to ``session``; one outcome per input, in order.
 
     With ``preview_chars`` (notifications are on), also queue a notification for each recipient of a new
-    message who is offline and has not muted its conversation, in the same transaction."""
+    message who is offline and has not muted its conversation, in the same transaction (not for edits and
+    unsends). ``edit_window``: how old a message may be and still be edited (chat.edit_window_seconds)."""
     outcomes: dict[int, Outcome] = {}
     valid: list[_Valid] = []
     messages: dict[int, tuple[ChatTopic | None, bytes]] = {}
@@ -145,7 +175,7 @@ def save_batch(session: Session, batch: Sequence[Received], *, preview_chars: in
     for index in messages:
         checked = checker.check(index)
         if isinstance(checked, Rejection):
-            outcomes[index] = Rejected(checked.reason)
+            outcomes[index] = _rejected(checked.reason, *messages[index])
         else:
             valid.append(_Valid(index, *checked))
 
@@ -154,17 +184,27 @@ def save_batch(session: Session, batch: Sequence[Received], *, preview_chars: in
     for item in valid:
         if item.key not in known:
             fresh.setdefault(item.key, item)
-    refused = _refused_attachments(session, list(fresh.values()))
-    if refused:
-        for item in valid:
-            if item.key in refused:
-                outcomes[item.index] = Rejected(refused[item.key])
-                fresh.pop(item.key, None)
-        valid = [item for item in valid if item.key not in refused]
-    known |= _insert_messages(session, batch, list(fresh.values()))
-    _grant_media(session, list(fresh.values()))
+    now = utcnow()
+    for refuse in (
+        lambda items: attachments.refused(session, items),
+        lambda items: relating.resolve(session, items, now=now, edit_window=edit_window),
+    ):
+        refused = refuse(list(fresh.values()))
+        if refused:
+            for item in valid:
+                if item.key in refused:
+                    outcomes[item.index] = item.refused(refused[item.key])
+                    fresh.pop(item.key, None)
+            valid = [item for item in valid if item.key not in refused]
+    known |= _insert_messages(session, batch, list(fresh.values()), now)
+    relating.apply(session, list(fresh.values()), lambda key: known[key].seq, now)
+    attachments.grant(session, list(fresh.values()), postgres=_postgres(session) is not None)
     if preview_chars is not None:
-        new = [outbox.New(item.conversation, item.topic, known[item.key].seq, item.payload) for item in fresh.values()]
+        new = [
+            outbox.New(item.conversation, item.topic, known[item.key].seq, item.payload)
+            for item in fresh.values()
+            if item.payload.relates_to is None or item.payload.relates_to.kind in ("reply", "reaction")
+        ]
         outbox.queue(session, new, preview_chars)
     for item in valid:
         first = known[item.key]
@@ -174,34 +214,17 @@ def save_batch(session: Session, batch: Sequence[Received], *, preview_chars: in
     return [outcomes[index] for index in range(len(batch))]
 
 
-def _refused_attachments(session: Session, items: list[_Valid]) -> dict[tuple[str, str], str]:
-    """Why each message that names a missing or someone else's media file cannot be stored (one query)."""
-    wanted = {media_id for item in items for media_id in item.payload.attachments}
-    if not wanted:
-        return {}
-    owners = dict(session.execute(select(col(Media.id), col(Media.uploader)).where(col(Media.id).in_(wanted))).all())
-    refused: dict[tuple[str, str], str] = {}
-    for item in items:
-        for media_id in item.payload.attachments:
-            owner = owners.get(media_id)
-            if owner is None:
-                refused[item.key] = f"attachment {media_id!r} does not exist: upload it with POST /v1/media first"
-            elif owner != item.topic.sender:
-                refused[item.key] = f"attachment {media_id!r} was uploaded by someone else: upload your own copy"
-            else:
-                continue
-            break
-    return refused
+def rejection(reason: str, topic: str, raw: bytes) -> Rejected:
+    """A PUBLISH refused as a whole (the database refused it, say): its sender is told when it was a chat
+    message."""
+    return _rejected(reason, _parse_topic(topic), raw)
 
 
-def _grant_media(session: Session, stored: list[_Valid]) -> None:
-    """The members of the conversations these messages went to may now read their attachments."""
-    rows = sorted({(media_id, item.conversation) for item in stored for media_id in item.payload.attachments})
-    if not rows:
-        return
-    values = [{"media_id": media_id, "conversation_id": conversation} for media_id, conversation in rows]
-    dialect_insert = postgres_insert if _postgres(session) is not None else sqlite_insert
-    session.execute(dialect_insert(MEDIA_GRANTS).values(values).on_conflict_do_nothing())
+def _rejected(reason: str, topic: ChatTopic | None, raw: bytes) -> Rejected:
+    """A message refused before it was parsed whole: its sender is told when the topic names one."""
+    if topic is None or topic.kind not in (Kind.DM, Kind.GROUP):
+        return Rejected(reason)
+    return Rejected(reason, Notice(topic.sender, claimed_id(raw), _conversation(topic)))
 
 
 def _save_watermark(session: Session, topic: ChatTopic, payload: bytes) -> Outcome:
@@ -234,7 +257,7 @@ class _ConversationChecker:
     def _parse(topic: ChatTopic | None, raw: bytes) -> tuple[ChatTopic, ChatPayload] | Rejection:
         if topic is None or topic.kind not in (Kind.DM, Kind.GROUP):
             return Rejection("not a message topic: use dm/{to}/{from} or group/{group}/{from}")
-        payload = parse_message(raw)
+        payload = parse_chat(raw, topic.sender)
         return payload if isinstance(payload, Rejection) else (topic, payload)
 
     def check(self, index: int) -> tuple[ChatTopic, ChatPayload] | Rejection:
@@ -276,14 +299,15 @@ def _already_stored(session: Session, valid: list[_Valid]) -> dict[tuple[str, st
     }
 
 
-def _insert_messages(session: Session, batch: Sequence[Received], fresh: list[_Valid]) -> dict[tuple[str, str], Stored]:
+def _insert_messages(
+    session: Session, batch: Sequence[Received], fresh: list[_Valid], now: datetime
+) -> dict[tuple[str, str], Stored]:
     """Insert new messages with consecutive seqs per conversation, in batch order."""
     if not fresh:
         return {}
     by_conversation: dict[str, list[_Valid]] = {}
     for item in fresh:
         by_conversation.setdefault(item.conversation, []).append(item)
-    now = utcnow()
     stored: dict[tuple[str, str], Stored] = {}
     rows: list[tuple[int, dict[str, object]]] = []
     last_seqs = _reserve_seqs(session, {c: (items[0].topic.kind, len(items)) for c, items in by_conversation.items()})
@@ -291,6 +315,7 @@ def _insert_messages(session: Session, batch: Sequence[Received], fresh: list[_V
         last = last_seqs[conversation]
         for seq, item in enumerate(items, start=last - len(items) + 1):
             stored[item.key] = Stored(item.topic.sender, item.payload.id, conversation, seq, now)
+            relation, target = item.payload.relates_to, item.target
             rows.append(
                 (
                     item.index,
@@ -304,6 +329,12 @@ def _insert_messages(session: Session, batch: Sequence[Received], fresh: list[_V
                         "payload": batch[item.index].payload,
                         "stored_at": now,
                         "attachments": " ".join(item.payload.attachments),
+                        "relates_kind": relation.kind if relation is not None else None,
+                        "relates_to_seq": (
+                            relating.target_seq(relation, target, lambda key: stored[key].seq)
+                            if relation is not None and target is not None
+                            else None
+                        ),
                     },
                 )
             )

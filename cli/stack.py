@@ -122,6 +122,7 @@ async def up(settings: Settings, engine: Engine) -> None:
             port=broker.port,
             metrics=bridge_metrics,
             notify=settings.notify,
+            chat=settings.chat,
         )
         bridge_task = asyncio.create_task(bridge_main.run_until(bridge, stop, settings.bridge.stop_timeout_seconds))
         bridge_task.add_done_callback(lambda _: stop.set())  # a bridge that gives up (refused) takes the stack down

@@ -163,12 +163,19 @@ class MqttSettings(_Section):
 
 
 class ChatSettings(_Section):
-    """Rules of the chat itself, enforced by the broker as messages arrive."""
+    """Rules of the chat itself, enforced by the broker (dm_policy) and the bridge (edits) as messages arrive."""
 
     dm_policy: Literal["anyone", "shared_group"] = Field(
         "anyone",
         description="Who may send a user a direct message: anyone, or shared_group (only users who share a group "
         "with it, or already have a DM conversation with messages). Others are refused with a notice on ack/{user}.",
+    )
+    edit_window_seconds: int = Field(
+        24 * 3600,
+        ge=0,
+        le=10 * 365 * 24 * 3600,
+        description="How long after it was stored a message may still be edited by its sender (an edit relation); "
+        "later edits are refused with a notice on ack/{user}. 0: no edits.",
     )
 
 

@@ -37,6 +37,11 @@ def _timestamp(*, nullable: bool = False) -> Column[datetime]:
     return Column(UtcDateTime(), nullable=nullable)
 
 
+def _where(condition: ColumnElement[bool]) -> dict[str, Any]:
+    """A partial index's condition, on both databases."""
+    return {"postgresql_where": condition, "sqlite_where": condition}
+
+
 class User(SQLModel, table=True):
     """An account that can log in over MQTT and HTTP."""
 
@@ -105,6 +110,12 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         Index("ix_messages_conversation_seq", "conversation_id", "seq"),
         Index("ix_messages_conversation_stream", "conversation_id", "stream_pos"),
+        Index(
+            "ix_messages_conversation_relates",
+            "conversation_id",
+            "relates_to_seq",
+            **_where(column("relates_to_seq").is_not(None)),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID_TYPE)
@@ -197,11 +208,6 @@ class MutedConversation(SQLModel, table=True):
     user_name: str = Field(primary_key=True, max_length=64)
     conversation_id: str = Field(primary_key=True, max_length=140)
     muted_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
-
-
-def _where(condition: ColumnElement[bool]) -> dict[str, Any]:
-    """A partial index's condition, on both databases."""
-    return {"postgresql_where": condition, "sqlite_where": condition}
 
 
 _IN_FLIGHT = and_(column("batch_id").is_not(None), column("sent_at").is_(None))

@@ -59,6 +59,10 @@ def test_dm_is_delivered_stored_acked_and_in_history(stack: Stack, users: Users)
             "body": "hello bob",
             "stored_at": page["messages"][0]["stored_at"],
             "attachments": [],
+            "relates_to": None,
+            "edited_at": None,
+            "unsent": False,
+            "reactions": {},
         }
     ]
     assert page["next"] is None

@@ -174,7 +174,7 @@ def test_a_message_naming_missing_or_someone_elses_media_is_rejected_with_the_re
 
     found = wait_for(lambda: len(reasons()) == 2 and reasons(), what="two rejections")
     engine.dispose()
-    assert any("was uploaded by someone else" in reason for reason in found)
+    assert any("is not yours: send files you uploaded or received" in reason for reason in found)
     assert any("does not exist: upload it with POST /v1/media first" in reason for reason in found)
     with stack.http(*alice) as http:
         assert http.get(f"/v1/media/{bobs}").status_code == 404  # a refused message grants nothing

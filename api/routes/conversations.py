@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from api.deps import AUTH_ERRORS, CONVERSATION_ERRORS, CurrentUser, ReadableConversation, SessionDep
-from api.routes.messages import public_message
+from api.routes.messages import public_messages
 from api.schemas import ConversationPublic, ConversationsList, MuteState
 from switchboard import accounts
 from switchboard.tables import Conversation, Message, MutedConversation, Receipt
@@ -65,6 +65,8 @@ def list_conversations(
         if ids
         else {}
     )
+    shown = public_messages(session, [last for _, last in conversations if last is not None])
+    last_messages = {message.conversation: message for message in shown}
     return ConversationsList(
         conversations=[
             ConversationPublic.model_validate(
@@ -73,7 +75,7 @@ def list_conversations(
                     "kind": conversation.kind,
                     "last_seq": conversation.last_seq,
                     "updated_at": conversation.updated_at,
-                    "last_message": public_message(last) if last is not None else None,
+                    "last_message": last_messages.get(conversation.id),
                     "unread": unread.get(conversation.id, 0),
                 }
             )

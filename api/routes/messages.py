@@ -1,16 +1,20 @@
-"""A conversation's history, paged by seq, and single messages with their delivery and read state."""
+"""A conversation's history, paged by seq; single messages with their delivery and read state; unsending one
+(its sender or an administrator)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi import Path as FastApiPath
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from api.deps import CONVERSATION_ERRORS, ReadableConversation, SessionDep
-from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage
-from switchboard.tables import Message, Receipt
+from api.deps import CONVERSATION_ERRORS, CurrentUser, ReadableConversation, SessionDep
+from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage, RelationPublic
+from switchboard import accounts, message_views, relations
+from switchboard.tables import Message, Receipt, Role, utcnow
+from switchboard.topics import parse_conversation
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
@@ -45,7 +49,7 @@ def list_messages(
     return MessagesPage(
         conversation=conversation.id,
         direction="forward" if forward else "backward",
-        messages=[public_message(row) for row in rows],
+        messages=public_messages(session, rows),
         next=rows[-1].seq if more and rows else None,
     )
 
@@ -66,19 +70,65 @@ def get_message(
         select(Receipt).where(Receipt.conversation_id == conversation.id, Receipt.user_name != row.sender)
     ).all()
     return MessageDetail(
-        **public_message(row).model_dump(),
+        **public_messages(session, [row])[0].model_dump(),
         delivered_to=sorted(r.user_name for r in receipts if r.delivered_seq >= seq),
         read_by=sorted(r.user_name for r in receipts if r.read_seq >= seq),
     )
 
 
-def public_message(row: Message) -> MessagePublic:
-    return MessagePublic(
-        conversation=row.conversation_id,
-        seq=row.seq,
-        sender=row.sender,
-        id=row.client_msg_id,
-        body=row.body,
-        stored_at=row.stored_at,
-        attachments=row.attachments.split(),
-    )
+@router.delete(
+    "/messages/{conversation}/{seq}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        **CONVERSATION_ERRORS,
+        403: {"description": "The caller is neither the message's sender nor an administrator."},
+        409: {"description": "The message is an edit or an unsend, which cannot be unsent."},
+    },
+)
+def unsend_message(
+    session: SessionDep,
+    user: CurrentUser,
+    conversation: Annotated[str, FastApiPath(description="dm:{a}:{b} or group:{g}", examples=["dm:alice:bob"])],
+    seq: Annotated[int, FastApiPath(ge=1, le=MAX_INT64, description="The message's seq.", examples=[1])],
+) -> Response:
+    """Unsend a message, as its sender's ``unsend`` relation does over MQTT: its body and attachments are no
+    longer served and an unsend relation takes the next seq (so /v1/sync brings it). Its sender may, and an
+    administrator may for any conversation. Unsending an unsent message again changes nothing (``204``)."""
+    parsed = parse_conversation(conversation)
+    if parsed is None or not accounts.conversation_exists(session, parsed):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"conversation {conversation!r} does not exist")
+    row = session.exec(select(Message).where(Message.conversation_id == parsed.id, Message.seq == seq)).first()
+    admin = user.role == Role.ADMIN
+    if row is None and (admin or accounts.may_read(session, user.name, parsed)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{conversation!r} has no message {seq}")
+    if row is None or (row.sender != user.name and not admin):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail="only a message's sender or an administrator may unsend it"
+        )
+    refused = relations.unsend_stored(session, row, user.name, utcnow())
+    if refused is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=refused)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def public_messages(session: Session, rows: Sequence[Message]) -> list[MessagePublic]:
+    """Stored messages as clients see them, relations applied (switchboard.message_views)."""
+    return [
+        MessagePublic(
+            conversation=view.conversation,
+            seq=view.seq,
+            sender=view.sender,
+            id=view.id,
+            body=view.body,
+            stored_at=view.stored_at,
+            attachments=view.attachments,
+            relates_to=RelationPublic.model_validate(view.relates_to, from_attributes=True)
+            if view.relates_to
+            else None,
+            edited_at=view.edited_at,
+            unsent=view.unsent,
+            reactions=view.reactions,
+        )
+        for view in message_views.views(session, rows)
+    ]

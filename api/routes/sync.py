@@ -16,7 +16,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
-from api.routes.messages import public_message
+from api.routes.messages import public_messages
 from api.schemas import MembershipChange, ReceiptPublic, SyncPage
 from switchboard import accounts, streams
 from switchboard.tables import DirectoryChange, DirectoryEvent, GroupMember, Message, Receipt
@@ -96,7 +96,7 @@ def sync(
     more = max(len(messages), len(receipts), len(events)) > limit
     messages, receipts, events = messages[:limit], receipts[:limit], events[:limit]
     return SyncPage(
-        messages=[public_message(m) for m in messages],
+        messages=public_messages(session, messages),
         receipts=[
             ReceiptPublic(
                 conversation=r.conversation_id,
