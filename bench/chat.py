@@ -249,7 +249,7 @@ class ChatClient(asyncio.Protocol):
                     assert self.transport is not None
                     self.transport.write(b"\x40\x02" + bytes(buffer[start : start + 2]))
                     start += 2
-                worker.delivered(int(buffer[start + 5 : start + 25]))
+                worker.delivered(int(buffer[start + 6 : start + 26]))
             elif kind in (2, 4, 9, 13):
                 if kind == 2 and buffer[index + 1] != 0:
                     worker.refused += 1
@@ -329,7 +329,7 @@ class Worker:
                 else:
                     topic = f"dm/{user_name(rng.randrange(self.total_users))}/{name}"
                 packet_id = packet_id % 65535 + 1
-                payload = b'{"t":%020d,"body":"%s"}' % (time.monotonic_ns(), BODY)
+                payload = b'{"t":"%020d","id":"%d","body":"%s"}' % (time.monotonic_ns(), packet_id, BODY)
                 batch.append(publish_packet(topic, payload, qos=self.qos, packet_id=packet_id))
             done = client.expect(WINDOW if self.qos else 1)
             client.transport.write(b"".join(batch) + (b"" if self.qos else PINGREQ))

@@ -154,7 +154,7 @@ static void publish(void) { /* one QoS 1 message from a random ready user */
     if (group >= 0) snprintf(topic, sizeof topic, "group/%s/%s", gnames[group], users[from].name);
     else if (chat) snprintf(topic, sizeof topic, "dm/%s/%s", users[to].name, users[from].name);
     else snprintf(topic, sizeof topic, "inbox/%s", users[to].name);
-    int n = snprintf(payload, sizeof payload, "{\"s\":%010u,\"t\":%020llu,\"body\":\"", seq, (unsigned long long)s->sent);
+    int n = snprintf(payload, sizeof payload, "{\"id\":\"%010u\",\"t\":\"%020llu\",\"body\":\"", seq, (unsigned long long)s->sent);
     memset(payload + n, 'x', PAYLOAD - n - 2); memcpy(payload + PAYLOAD - 2, "\"}", 2);
     Conn *c = &conns[from]; c->pid = c->pid % 65535 + 1;
     put_header(&c->out, 0x32, 2 + strlen(topic) + 2 + PAYLOAD);
@@ -163,8 +163,8 @@ static void publish(void) { /* one QoS 1 message from a random ready user */
 }
 
 static void on_delivery(const unsigned char *p, size_t n, uint64_t now) {
-    if (n < 41 || memcmp(p, "{\"s\":", 5) != 0) return;
-    uint32_t seq = (uint32_t)strtoul((const char *)p + 5, NULL, 10);
+    if (n < 41 || memcmp(p, "{\"id\":\"", 7) != 0) return; /* a chat message: {"id", "body"} */
+    uint32_t seq = (uint32_t)strtoul((const char *)p + 7, NULL, 10);
     Slot *s = &slots[seq % SLOTS];
     if (s->seq != seq || s->left <= 0) { dups++; return; }
     s->left--; outstanding--;

@@ -13,15 +13,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker.directory_cache import CachedDirectory, Miss
 from broker.login_batch import LoginBatcher
 from broker.principal import Principal
 from switchboard import lookups
-from switchboard.acl import ANONYMOUS, Action, Decision, Identity, Policy
+from switchboard.acl import ANONYMOUS, Action, Decision, DmPolicy, Identity, Policy
 from switchboard.credentials import VerifiedCredentials
 from switchboard.errors import StoreError
 from switchboard.logins import LoginThrottle, Throttled
@@ -37,87 +37,8 @@ DECISIONS_PER_CLIENT = 64
 #: The topics whose publish decisions are kept: a client's own group topics, a few each, published to again and
 #: again. A DM's goes to any of many users, so keeping it would cost memory (per client) for little reuse.
 KEPT_PUBLISH = ("group/", "typing/group:")
-
-
-class _Miss(Exception):
-    """A fact the cache does not hold (or holds too old); ``fill`` loads it (blocking: run it in a thread),
-    ``keep_stale`` extends the old value when the database cannot be reached."""
-
-    def __init__(self, fill: Callable[[], None], keep_stale: Callable[[], bool]) -> None:
-        super().__init__("directory cache miss")
-        self.fill = fill
-        self.keep_stale = keep_stale
-
-
-class CachedDirectory:
-    """The ACL's facts (user exists, group membership) from the database, remembered for ``ttl`` seconds.
-
-    Lookups never block: a miss raises :class:`_Miss`, the caller loads the fact in a worker thread and
-    asks again. So the common decisions (publishing to a known user, receiving a group message) cost
-    no thread hop and no query. While the database is unreachable, facts already known stay in use, so
-    an outage does not turn every chat message into a denial.
-    """
-
-    MAX_ENTRIES = 200_000
-
-    def __init__(self, engine: Engine, *, ttl: float = 5.0) -> None:
-        self._engine = engine
-        self._ttl = ttl
-        self._users: dict[str, tuple[bool, float]] = {}
-        self._members: dict[tuple[str, str], tuple[bool, float]] = {}
-        #: The earliest expiry of the facts read since :meth:`start_decision`: how long a decision made on them holds.
-        self.horizon = 0.0
-
-    def start_decision(self) -> None:
-        """Track the facts a decision reads from now on (see ``horizon``)."""
-        self.horizon = time.monotonic() + self._ttl
-
-    def user_exists(self, name: str) -> bool:
-        hit = self._users.get(name)
-        if hit is not None and hit[1] > time.monotonic():
-            if hit[1] < self.horizon:
-                self.horizon = hit[1]
-            return hit[0]
-        raise _Miss(lambda: self._load_user(name), lambda: self._extend(self._users, name))
-
-    def is_member(self, group: str, user: str) -> bool:
-        hit = self._members.get((group, user))
-        if hit is not None and hit[1] > time.monotonic():
-            if hit[1] < self.horizon:
-                self.horizon = hit[1]
-            return hit[0]
-        raise _Miss(lambda: self._load_member(group, user), lambda: self._extend(self._members, (group, user)))
-
-    def forget_user(self, name: str) -> None:
-        """The user changed (disabled, enabled, deleted): ask the database next time."""
-        self._users.pop(name, None)
-
-    def forget_member(self, group: str, user: str) -> None:
-        """The membership changed: ask the database next time."""
-        self._members.pop((group, user), None)
-
-    def _extend(self, cache: dict[Any, tuple[bool, float]], key: Any) -> bool:
-        """Keep using a known (expired) fact while the database is down; False when nothing is known."""
-        hit = cache.get(key)
-        if hit is None:
-            return False
-        cache[key] = (hit[0], time.monotonic() + self._ttl)
-        return True
-
-    def _load_user(self, name: str) -> None:
-        with self._engine.connect() as connection:
-            exists = lookups.user_exists(connection, name)
-        self._remember(self._users, name, exists)
-
-    def _load_member(self, group: str, user: str) -> None:
-        with self._engine.connect() as connection:
-            member = lookups.is_member(connection, group, user)
-        self._remember(self._members, (group, user), member)
-
-    def _remember(self, cache: dict[Any, tuple[bool, float]], key: Any, value: bool) -> None:
-        if len(cache) >= self.MAX_ENTRIES:
-            cache.clear()
-        cache[key] = (value, time.monotonic() + self._ttl)
+#: The chat topics whose every delivery is checked (kept decisions make that cheap).
+CHECKED_RECEIVE = ("group/", "typing/", "presence/")
 
 
 class AccessControl:
@@ -132,12 +53,15 @@ class AccessControl:
         throttle: LoginThrottle,
         cache_seconds: float = 30.0,
         credentials_seconds: float = 300.0,
+        dm_policy: DmPolicy = DmPolicy.ANYONE,
     ) -> None:
         self._engine = engine
         self._logins = LoginBatcher(engine, throttle)
         self._directory = CachedDirectory(engine, ttl=cache_seconds)
         self._credentials: VerifiedCredentials[Identity] = VerifiedCredentials(credentials_seconds)
-        self._policy = Policy(generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules))
+        self._policy = Policy(
+            generic_topics=allow_anonymous, rules=None if rules is None else tuple(rules), dm_policy=dm_policy
+        )
         self.allow_anonymous = allow_anonymous
         self._identities: dict[str, Identity] = {}
         #: Bumped by every directory event: the receive decisions clients hold are then made again.
@@ -212,9 +136,9 @@ class AccessControl:
 
     def receive_needs_check(self, topic: str, *, root_wildcard: bool) -> bool:
         """Whether delivering ``topic`` must be checked per recipient: group membership can change (group
-        messages, typing in groups), operator rules may deny part of what a filter matches, and a filter
-        starting with a wildcard reaches chat topics."""
-        if topic.startswith(("group/", "typing/group:")):
+        messages, typing in groups), presence goes only to contacts and typing not across a block, operator
+        rules may deny part of what a filter matches, and a filter starting with a wildcard reaches chat topics."""
+        if topic.startswith(CHECKED_RECEIVE):
             return True
         if is_chat_topic(topic):
             return root_wildcard
@@ -255,6 +179,16 @@ class AccessControl:
         self._credentials.forget(name)
         self._generation += 1
 
+    def forget_blocks(self, blocker: str) -> None:
+        """A directory event: ``blocker`` blocked or unblocked someone (whom is not said)."""
+        self._directory.forget_blocks()
+        self._generation += 1
+
+    def dm_sent(self, sender: str, recipient: str) -> None:
+        """A DM was let through: the two now share a conversation (presence, ``chat.dm_policy``)."""
+        if self._directory.dm_started(sender, recipient):
+            self._generation += 1
+
     def identity(self, session: Principal) -> Identity | None:
         """Who this client logged in as; None if it never authenticated here."""
         if session.username is None:
@@ -272,7 +206,7 @@ class AccessControl:
         else:
             try:
                 decision = self._policy.check(action, who, topic, self._directory, client_id=session.client_id or "")
-            except _Miss:
+            except Miss:
                 return None
         if not decision.allowed:
             _log_denial(session, topic, action, decision)
@@ -349,7 +283,7 @@ class AccessControl:
         while True:
             try:
                 return decide()
-            except _Miss as miss:
+            except Miss as miss:
                 try:
                     await asyncio.to_thread(miss.fill)
                 except (StoreError, SQLAlchemyError) as exc:

@@ -33,6 +33,7 @@ from broker.transport import FramedProtocol
 
 if TYPE_CHECKING:
     from broker.access import AccessControl
+    from broker.door import Door
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Context:
     access: AccessControl
     limits: ConnectionLimits
     connections: set[Connection]
+    door: Door
 
 
 class _Routing:

@@ -1,6 +1,7 @@
 """Acts on directory events (switchboard.directory) as they commit, so administration takes effect on
 open connections: a removed group member stops receiving the group, a disabled or deleted user (or one
-whose password was reset) is disconnected.
+whose password was reset) is disconnected, a block (``user_name`` is the blocker) counts for its next DM,
+typing and presence.
 
 The broker polls the events table every ``mqtt.directory_poll_seconds`` (one indexed query; the API may
 run in another process, and the embedded SQLite default has no LISTEN/NOTIFY). It starts at the head, so
@@ -33,6 +34,9 @@ REVOKING = {
     DirectoryChange.USER_DELETED: "the account was deleted",
     DirectoryChange.PASSWORD_RESET: "the password was reset",
 }
+
+
+BLOCKS = (DirectoryChange.BLOCK_ADDED, DirectoryChange.BLOCK_REMOVED)
 
 
 class DirectoryWatch:
@@ -104,7 +108,9 @@ class DirectoryWatch:
     def apply(self, events: Sequence[DirectoryEvent]) -> None:
         for event in events:
             change = DirectoryChange(event.change)
-            if event.group_name is not None:
+            if change in BLOCKS:
+                self._access.forget_blocks(event.user_name)
+            elif event.group_name is not None:
                 self._access.forget_member(event.group_name, event.user_name)
             else:
                 self._access.forget_user(event.user_name)

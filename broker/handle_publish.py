@@ -10,6 +10,9 @@ an awaitable and the connection handles this client's next packets only after it
 - A QoS 2 message resent before PUBREL is not routed twice [MQTT-4.3.3-2].
 - PUBACK/PUBREC go out only after the state file holds the message [MQTT-4.6.0-2 order kept].
 - A client's own ``presence/{user}`` carries the broker's time, not the client's.
+- A chat message (``dm/``, ``group/``) passes the door (broker.door) before it is routed: refused (ACL, rate,
+  payload), it is delivered to no one and the sender gets a notice on ``ack/{sender}``; the PUBACK/PUBREC is
+  still sent (MQTT 3.1.1 has no way to say no: the message was handled).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, Malformed, ProtocolViolation, encode_ack
+from broker.door import MESSAGE_TOPICS
 from broker.sessions import Session
-from switchboard.acl import Action
+from switchboard.acl import Action, Decision
 from switchboard.payloads import Rejection, stamp_presence
 from switchboard.topics import is_ephemeral
 
@@ -75,21 +79,36 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
             decision = conn.ctx.access.check_kept(conn.principal, topic, Action.PUBLISH)
             if decision is None:
                 return _publish_later(conn, topic, body[end:], qos, bool(flags & 0x01), packet_id)
-            if decision.allowed:
-                routing = _route(conn, session, topic, body[end:], qos, bool(flags & 0x01))
-                if routing is not None:
-                    return _acknowledge_after(routing, conn, qos, packet_id)
+            routing = _decided(conn, session, decision, topic, body[end:], qos, bool(flags & 0x01))
+            if routing is not None:
+                return _acknowledge_after(routing, conn, qos, packet_id)
     _acknowledge(conn, qos, packet_id)
     return None
+
+
+def _decided(
+    conn: Connection, session: Session, decision: Decision, topic: str, payload: bytes, qos: int, retain: bool
+) -> Coroutine[Any, Any, int] | None:
+    """Route a message the ACL decided on, a chat message once past the door (broker.door); None when done."""
+    assert conn.principal is not None
+    if topic.startswith(MESSAGE_TOPICS):
+        door = conn.ctx.door
+        refusal = door.check(conn.principal, topic, payload, decision)
+        if refusal is not None:
+            door.refuse(conn.principal, topic, payload, refusal)
+            return None
+    elif not decision.allowed:
+        return None
+    return _route(conn, session, topic, payload, qos, retain)
 
 
 async def _publish_later(conn: Connection, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int) -> None:
     """The same, once the ACL has asked the database."""
     assert conn.session is not None and conn.principal is not None
-    if (await conn.ctx.access.check(conn.principal, topic, Action.PUBLISH)).allowed:
-        routing = _route(conn, conn.session, topic, payload, qos, retain)
-        if routing is not None:
-            await routing
+    decision = await conn.ctx.access.check(conn.principal, topic, Action.PUBLISH)
+    routing = _decided(conn, conn.session, decision, topic, payload, qos, retain)
+    if routing is not None:
+        await routing
     _acknowledge(conn, qos, packet_id)
 
 

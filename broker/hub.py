@@ -56,6 +56,8 @@ class Stats:
     dropped_qos0: int = 0
     refused_connections: int = 0
     shared_handed_over: int = 0  # shared-subscription messages given to another member when theirs went away
+    #: Chat messages refused at the door (broker.door), by reason.
+    refused: dict[str, int] = field(default_factory=lambda: {"not_authorized": 0, "rate": 0, "payload": 0})
 
 
 class Hub:
@@ -252,6 +254,13 @@ class Hub:
             self._retain(topic, payload, qos, persist=not internal, properties=properties)
         return await self._route(topic, payload, qos, properties)
 
+    def notify(self, topic: str, payload: bytes) -> None:
+        """The broker's own QoS 1 message to a client (a refused message's notice on ``ack/{user}``), not retained;
+        routed at once, or in the background where a receive check must ask the database."""
+        routed = self._route_now(topic, payload, 1)
+        if not isinstance(routed, int):
+            self._spawn(_finish(routed))
+
     def publish_now(
         self, topic: str, payload: bytes, qos: int, retain: bool, properties: V5Properties | None = None
     ) -> Coroutine[Any, Any, int] | None:
@@ -421,3 +430,7 @@ class Hub:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+async def _finish(routing: Coroutine[Any, Any, int]) -> None:
+    await routing

@@ -68,6 +68,16 @@ class BrokerCollector(Collector):
         dropped.add_metric(["queue_full"], sum(s.dropped for s in sessions))
         dropped.add_metric(["slow_consumer"], stats.dropped_qos0)
         yield dropped
+        refused = CounterMetricFamily(
+            "switchboard_broker_messages_refused",
+            "Chat messages refused at the broker's door, delivered to no one, the sender told on ack/{user}: by "
+            "reason (not_authorized: ACL, block or chat.dm_policy; rate: over mqtt.publish_rate; payload: not a "
+            "valid message).",
+            labels=["reason"],
+        )
+        for reason, count in stats.refused.items():
+            refused.add_metric([reason], count)
+        yield refused
         yield CounterMetricFamily(
             "switchboard_broker_auth_failures", "CONNECTs refused for bad credentials.", stats.auth_failures
         )

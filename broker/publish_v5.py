@@ -6,6 +6,9 @@ acknowledgement after the commit), plus:
 - a refused message is acknowledged with a reason code instead of silently: 0x87 "not authorized" with a
   reason string for the ACL or a ``$`` topic, 0x99 "payload format invalid" for a payload marked UTF-8
   that is not [MQTT-3.3.2-?] or a presence payload the chat scheme refuses (QoS 0 has no acknowledgement);
+- a chat message (``dm/``, ``group/``) passes the door (broker.door) first: refused, it is delivered to no one,
+  the sender gets a notice on ``ack/{sender}`` and the PUBACK/PUBREC the door's reason code (0x87 not authorized,
+  0x97 quota exceeded for the rate limit, 0x99 payload format invalid) with its reason string;
 - at most ``v5.RECEIVE_MAXIMUM`` QoS 1/2 PUBLISHes unacknowledged: one more gets DISCONNECT 0x93
   [MQTT-3.3.4-7, MQTT-3.3.4-8];
 - a Topic Alias sets or names the topic for this connection (``broker.topic_aliases``); a Subscription
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from broker import properties, topic_aliases, v5
 from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, Malformed, ProtocolViolation
 from broker.codec_v5 import Reason, encode_ack
+from broker.door import MESSAGE_TOPICS
 from broker.properties import P, Properties
 from broker.sessions import Session, V5Properties
 from switchboard.acl import Action, Decision
@@ -118,7 +122,15 @@ def _decided(
     packet_id: int,
     fields: V5Properties | None,
 ) -> Awaitable[None] | None:
-    if not decision.allowed:
+    if topic.startswith(MESSAGE_TOPICS):
+        assert conn.principal is not None
+        door = conn.ctx.door
+        refusal = door.check(conn.principal, topic, payload, decision)
+        if refusal is not None:
+            door.refuse(conn.principal, topic, payload, refusal)
+            _refuse(conn, session, qos, packet_id, refusal.code, refusal.reason, logged=True)
+            return None
+    elif not decision.allowed:
         reason = f"not allowed to publish to {topic}: {decision.reason}"
         _refuse(conn, session, qos, packet_id, Reason.NOT_AUTHORIZED, reason)
         return None
@@ -168,15 +180,18 @@ def _acknowledge(conn: Connection, qos: int, packet_id: int) -> None:
         conn.hub.after_commit(lambda: conn.write(encode_ack(PUBREC_BYTE, packet_id)))
 
 
-def _refuse(conn: Connection, session: Session, qos: int, packet_id: int, code: int, reason: str) -> None:
-    """PUBACK/PUBREC with ``code`` and (if the client accepts them) a reason string; logged."""
-    log.warning(
-        "refused PUBLISH from client_id=%s: %s (reason code 0x%02X)",
-        session.client_id,
-        reason,
-        code,
-        extra={"client_id": session.client_id},
-    )
+def _refuse(
+    conn: Connection, session: Session, qos: int, packet_id: int, code: int, reason: str, *, logged: bool = False
+) -> None:
+    """PUBACK/PUBREC with ``code`` and (if the client accepts them) a reason string; logged (unless ``logged``)."""
+    if not logged:
+        log.warning(
+            "refused PUBLISH from client_id=%s: %s (reason code 0x%02X)",
+            session.client_id,
+            reason,
+            code,
+            extra={"client_id": session.client_id},
+        )
     if not qos:
         return
     if qos == 2:  # a PUBREC of 0x80 or more ends the exchange: no PUBREL follows [MQTT-4.3.3-?]

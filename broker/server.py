@@ -18,16 +18,18 @@ from broker import sysinfo
 from broker.access import AccessControl
 from broker.connection import Connection, ConnectionLimits, Context
 from broker.directory_watch import DirectoryWatch
+from broker.door import Door
 from broker.hub import Hub
 from broker.listeners import Listener, close_listeners, open_listeners
 from broker.persistence import StateStore
 from broker.principal import Principal
 from broker.sessions import Limits
+from switchboard.acl import DmPolicy
 from switchboard.errors import ConfigError
 from switchboard.logins import LoginThrottle
 from switchboard.ports import ensure_port_free
 from switchboard.rules import OperatorRule, RuleAction
-from switchboard.settings import LoginSettings, MqttSettings
+from switchboard.settings import ChatSettings, LoginSettings, MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class SwitchboardBroker:
                 max_session_expiry=settings.max_session_expiry_seconds,
             ),
             connections=self._connections,
+            door=Door(self.hub, rate=settings.publish_rate, burst=settings.publish_burst),
         )
         self._listeners: list[Listener] = []
         self._sys_task: asyncio.Task[None] | None = None
@@ -152,9 +155,11 @@ def _principal(username: str | None) -> Principal:
     return Principal(username=username)
 
 
-async def start_broker(settings: MqttSettings, engine: Engine, login: LoginSettings) -> SwitchboardBroker:
+async def start_broker(
+    settings: MqttSettings, engine: Engine, login: LoginSettings, chat: ChatSettings | None = None
+) -> SwitchboardBroker:
     """Start listening; ConfigError (one line) when a port is taken. Failed logins are throttled by
-    ``login`` in the database, with the API's (switchboard/logins.py)."""
+    ``login`` in the database, with the API's (switchboard/logins.py); ``chat``: the chat's rules (dm_policy)."""
     ports = (settings.port, settings.ws_port, settings.tls_port, settings.wss_port)
     for name, port in zip(("port", "ws_port", "tls_port", "wss_port"), ports, strict=True):
         if port is not None:
@@ -169,6 +174,7 @@ async def start_broker(settings: MqttSettings, engine: Engine, login: LoginSetti
         throttle=LoginThrottle(engine, login),
         cache_seconds=settings.directory_cache_seconds,
         credentials_seconds=settings.credentials_cache_seconds,
+        dm_policy=DmPolicy((chat or ChatSettings()).dm_policy),
     )
     broker = SwitchboardBroker(settings=settings, access=access, engine=engine)
     try:

@@ -100,7 +100,7 @@ async def up(settings: Settings, engine: Engine) -> None:
 
     has_admin = await asyncio.to_thread(_has_admin, engine)
 
-    broker = await start_broker(settings.mqtt, engine, settings.login)
+    broker = await start_broker(settings.mqtt, engine, settings.login, settings.chat)
     bridge_metrics = bridge_main.start_metrics(settings)
     web = WebContext(
         app_config=web_config(broker.addresses()),
@@ -159,7 +159,7 @@ async def broker_only(settings: Settings, engine: Engine) -> None:
         await asyncio.to_thread(
             bridge_main.provision_account, engine, settings.bridge.username, settings.bridge.password.get_secret_value()
         )
-    broker = await start_broker(settings.mqtt, engine, settings.login)
+    broker = await start_broker(settings.mqtt, engine, settings.login, settings.chat)
     _say_broker(broker)
     try:
         await _until(stop)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import literal, tuple_, union_all
 from sqlmodel import Session, col, select
 
-from switchboard import directory, tokens
+from switchboard import directory, lookups, tokens
 from switchboard.errors import AccountError, InvalidAccount, UnknownAccount
 from switchboard.passwords import MAX_PASSWORD_CHARS, hash_password, verify_password, waste_time
 from switchboard.tables import ApiToken, DirectoryChange, DmMember, Group, GroupMember, Presence, Role, User
@@ -270,7 +270,7 @@ __all__ = [
 
 
 class SessionDirectory:
-    """The ACL's two questions (switchboard.acl.Directory), answered from the database through a session."""
+    """The ACL's questions (switchboard.acl.Directory), answered from the database through a session."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -280,3 +280,12 @@ class SessionDirectory:
 
     def is_member(self, group: str, user: str) -> bool:
         return is_member(self._session, group, user)
+
+    def is_blocked(self, blocker: str, blocked: str) -> bool:
+        return lookups.is_blocked(self._session.connection(), blocker, blocked)
+
+    def shares_conversation(self, user: str, other: str) -> bool:
+        connection = self._session.connection()
+        if other in lookups.dm_partners(connection, user):
+            return True
+        return not lookups.groups_of(connection, user).isdisjoint(lookups.groups_of(connection, other))

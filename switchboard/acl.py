@@ -1,8 +1,14 @@
 """Who may publish, subscribe to or receive which topic: topic scheme v1 as pure decisions.
 
-The functions take the caller's identity, the topic and a :class:`Directory` that answers two
-questions about the world (does this user exist, is this user in that group). They return a
-:class:`Decision` with a reason a person can read. The broker calls them; they do no I/O of their own.
+The functions take the caller's identity, the topic and a :class:`Directory` that answers a few
+questions about the world (does this user exist, is this user in that group, who blocked whom, do two
+users share a conversation). They return a :class:`Decision` with a reason a person can read. The broker
+calls them; they do no I/O of their own.
+
+Issue 16's abuse controls are decided here too: a DM from a user its recipient blocked, or (with
+``chat.dm_policy: shared_group``) to a user it shares no group or DM with, is refused with the same words
+(the sender is not told it was blocked); ``presence/{user}`` reaches only users who share a conversation
+with it and neither blocked the other; typing is not shown to a user who blocked its author.
 """
 
 from __future__ import annotations
@@ -51,12 +57,31 @@ class Identity:
 ANONYMOUS = Identity(None)
 
 
+class DmPolicy(StrEnum):
+    """Who may start a DM (``chat.dm_policy``)."""
+
+    ANYONE = "anyone"
+    #: Only users who share a group, or already have a DM conversation with messages.
+    SHARED_GROUP = "shared_group"
+
+
+def dm_refused(recipient: str) -> str:
+    """Why a DM was refused, for a block and for ``chat.dm_policy`` alike: the sender is not told which."""
+    return f"{recipient} is not accepting direct messages from you"
+
+
 class Directory(Protocol):
-    """The two facts the rules need about users and groups."""
+    """The facts the rules need about users, groups, blocks and conversations."""
 
     def user_exists(self, name: str) -> bool: ...
 
     def is_member(self, group: str, user: str) -> bool: ...
+
+    def is_blocked(self, blocker: str, blocked: str) -> bool: ...
+
+    def shares_conversation(self, user: str, other: str) -> bool:
+        """Whether the two share a group, or a DM conversation with messages."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +116,12 @@ class Policy:
 
     ``generic_topics``: with no operator rules, anyone may use non-chat topics (mqtt.allow_anonymous).
     ``rules``: the operator's rules (mqtt.acl_rules); when given, they alone decide non-chat topics.
+    ``dm_policy``: who may start a DM (chat.dm_policy).
     """
 
     generic_topics: bool = False
     rules: tuple[OperatorRule, ...] | None = None
+    dm_policy: DmPolicy = DmPolicy.ANYONE
 
     def check(
         self, action: Action, who: Identity, topic: str, directory: Directory, *, client_id: str = ""
@@ -130,10 +157,25 @@ class Policy:
                 return _deny("the bridge's service account publishes only on ack/{user} and receipt/{to}/{from}")
             return _allow("service account")
         if action is Action.PUBLISH:
-            return _check_publish(who.name, topic, directory)
-        # SUBSCRIBE, and RECEIVE: a delivered chat message must be one the client could subscribe to
-        # by its exact topic (group membership is looked up again, so removal takes effect at once).
+            decision = _check_publish(who.name, topic, directory)
+            if decision.allowed and topic.startswith("dm/"):
+                return self._check_dm(who.name, topic.split("/", 2)[1], directory)
+            return decision
+        if action is Action.RECEIVE:
+            return _check_receive(who.name, topic, directory)
+        if first in (Kind.TYPING, Kind.PRESENCE):
+            directory.is_blocked(who.name, who.name)  # read now what each delivery will ask (cached for it)
         return _check_subscribe(who.name, topic, directory)
+
+    def _check_dm(self, me: str, recipient: str, directory: Directory) -> Decision:
+        """A DM the topic rules allow: refused when the recipient blocked the sender, or by ``dm_policy``."""
+        if recipient == me:
+            return _allow("own message to an existing user")
+        if directory.is_blocked(recipient, me):
+            return _deny(dm_refused(recipient))
+        if self.dm_policy is DmPolicy.SHARED_GROUP and not directory.shares_conversation(me, recipient):
+            return _deny(dm_refused(recipient))
+        return _allow("own message to an existing user")
 
     def _generic(self, action: Action, who: Identity, topic: str, client_id: str) -> Decision:
         if self.rules is None:
@@ -207,6 +249,31 @@ def _in_conversation(me: str, conversation: str, directory: Directory) -> Decisi
     return _allow("own conversation")
 
 
+def _check_receive(me: str, topic: str, directory: Directory) -> Decision:
+    """A delivered chat message must be one the client could subscribe to by its exact topic (group membership
+    is looked up again, so removal takes effect at once); presence only from users it shares a conversation
+    with, neither having blocked the other; typing not from a user it blocked."""
+    kind = topic.split("/", 1)[0]
+    if kind == Kind.PRESENCE:
+        decision = _check_subscribe(me, topic, directory)
+        if not decision.allowed:
+            return decision
+        user = topic[9:]
+        if user == me:
+            return _allow("own presence")
+        if directory.is_blocked(me, user) or directory.is_blocked(user, me):
+            return _deny(f"presence of {user!r} is not shown: a block between you")
+        if not directory.shares_conversation(me, user):
+            return _deny(f"presence of {user!r} is shown only to users who share a group or a DM with it")
+        return _allow("presence of a contact")
+    if kind == Kind.TYPING:
+        decision = _check_subscribe(me, topic, directory)
+        if decision.allowed and directory.is_blocked(me, topic.rsplit("/", 1)[1]):
+            return _deny("typing of a user you blocked is not shown")
+        return decision
+    return _check_subscribe(me, topic, directory)
+
+
 def _check_subscribe(me: str, topic_filter: str, directory: Directory) -> Decision:
     levels = topic_filter.split("/")
     kind = levels[0]
@@ -219,7 +286,7 @@ def _check_subscribe(me: str, topic_filter: str, directory: Directory) -> Decisi
     if not all(level == "+" or is_valid_name(level) for level in levels[1:]):
         return _deny(f"{topic_filter!r} is not a valid chat topic filter")
     if kind == Kind.PRESENCE:
-        return _allow("presence is visible to every user") if len(levels) == 2 else _deny("use presence/+")
+        return _allow("presence: each delivery is checked") if len(levels) == 2 else _deny("use presence/+")
     if kind == Kind.ACK:
         return _allow("own acks") if levels[1:] == [me] else _deny(f"you may only read ack/{me}")
 

@@ -7,9 +7,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, select
 
-from switchboard.schema import DirectoryChange, Role, directory_events, group_members, stream_positions, users
+from switchboard.schema import (
+    DirectoryChange,
+    Role,
+    blocks,
+    conversations,
+    directory_events,
+    dm_members,
+    group_members,
+    stream_positions,
+    users,
+)
 from switchboard.topics import is_valid_name
 
 
@@ -67,6 +77,47 @@ def is_member(connection: Connection, group: str, user: str) -> bool:
     """True when ``user`` belongs to ``group``."""
     query = select(group_members.c.user_name).where(group_members.c.group_name == group)
     return connection.execute(query.where(group_members.c.user_name == user)).first() is not None
+
+
+def blocked_users(connection: Connection) -> frozenset[str]:
+    """Every user someone blocked (few: most decisions need to know no more than that their user is not one)."""
+    return frozenset(connection.execute(select(blocks.c.blocked).distinct()).scalars().all())
+
+
+def blockers_of(connection: Connection, user: str) -> frozenset[str]:
+    """The users who blocked ``user``."""
+    return frozenset(connection.execute(select(blocks.c.blocker).where(blocks.c.blocked == user)).scalars().all())
+
+
+def is_blocked(connection: Connection, blocker: str, blocked: str) -> bool:
+    """Whether ``blocker`` blocked ``blocked``."""
+    query = select(blocks.c.blocker).where(blocks.c.blocker == blocker, blocks.c.blocked == blocked)
+    return connection.execute(query).first() is not None
+
+
+def groups_of(connection: Connection, user: str) -> frozenset[str]:
+    """The groups ``user`` belongs to."""
+    query = select(group_members.c.group_name).where(group_members.c.user_name == user)
+    return frozenset(connection.execute(query).scalars().all())
+
+
+def members_of(connection: Connection, group: str) -> frozenset[str]:
+    """The members of ``group``."""
+    query = select(group_members.c.user_name).where(group_members.c.group_name == group)
+    return frozenset(connection.execute(query).scalars().all())
+
+
+def dm_partners(connection: Connection, user: str) -> frozenset[str]:
+    """The users ``user`` has a DM conversation with messages with."""
+    mine, theirs = dm_members.alias("mine"), dm_members.alias("theirs")
+    query = (
+        select(theirs.c.user_name)
+        .select_from(mine)
+        .join(theirs, and_(theirs.c.conversation_id == mine.c.conversation_id, theirs.c.user_name != user))
+        .join(conversations, conversations.c.id == mine.c.conversation_id)
+        .where(mine.c.user_name == user, conversations.c.last_seq > 0)
+    )
+    return frozenset(connection.execute(query).scalars().all())
 
 
 def stream_head(connection: Connection, stream: str) -> int:

@@ -94,8 +94,9 @@ directory_events = _table(
     ("group_name", String()),
 )
 stream_positions = _table("stream_positions", ("name", String()), ("position", BigInteger()))
-dm_members = _table("dm_members", ("conversation_id", String()), ("user_name", String()))
 blocks = _table("blocks", ("blocker", String()), ("blocked", String()))
+dm_members = _table("dm_members", ("conversation_id", String()), ("user_name", String()))
+conversations = _table("conversations", ("id", String()), ("last_seq", BigInteger()))
 alembic_version = _table("alembic_version", ("version_num", String()))
 
 #: Every clause above, for the test that compares them with the ORM tables.
@@ -106,6 +107,7 @@ CORE_TABLES = (
     login_failures,
     directory_events,
     stream_positions,
-    dm_members,
     blocks,
+    dm_members,
+    conversations,
 )

@@ -132,6 +132,16 @@ class MqttSettings(_Section):
     max_subscriptions: int = Field(
         1000, ge=1, description="Most subscriptions per client; further filters get SUBACK 0x80."
     )
+    publish_rate: float = Field(
+        20,
+        gt=0,
+        description="Chat messages (dm/ and group/ publishes) a user may send per second, on average, over all its "
+        "connections; beyond it (and the burst) a message is refused with a notice on ack/{user} (MQTT 5: reason "
+        "code 0x96). Service accounts are exempt.",
+    )
+    publish_burst: int = Field(
+        100, ge=1, description="Chat messages a user may send at once before publish_rate applies (a token bucket)."
+    )
     max_session_expiry_seconds: int = Field(
         7 * 24 * 3600,
         ge=0,
@@ -153,8 +163,13 @@ class MqttSettings(_Section):
 
 
 class ChatSettings(_Section):
-    """Rules of the chat itself."""
+    """Rules of the chat itself, enforced by the broker (dm_policy) and the bridge (edits) as messages arrive."""
 
+    dm_policy: Literal["anyone", "shared_group"] = Field(
+        "anyone",
+        description="Who may send a user a direct message: anyone, or shared_group (only users who share a group "
+        "with it, or already have a DM conversation with messages). Others are refused with a notice on ack/{user}.",
+    )
     edit_window_seconds: int = Field(
         24 * 3600,
         ge=0,

@@ -275,3 +275,30 @@ def v5_port(request: pytest.FixtureRequest, open_stack: Stack) -> int:
     if request.param == "switchboard":
         return open_stack.mqtt_port
     return int(request.getfixturevalue("mosquitto"))
+
+
+#: The door stack's rate limit: small enough for a test to reach with a handful of messages, never refilled
+#: within one (a token every 10 s).
+DOOR_RATE, DOOR_BURST = 0.1, 10
+
+
+@pytest.fixture(scope="session")
+def door_stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose broker refuses what issue 16's door refuses early: a rate limit a test reaches and
+    chat.dm_policy shared_group, on Postgres and SQLite (directory changes reach it only through events)."""
+    running = start_stack(
+        database_url,
+        tmp_path_factory.mktemp("door"),
+        SWITCHBOARD_MQTT__PUBLISH_RATE=str(DOOR_RATE),
+        SWITCHBOARD_MQTT__PUBLISH_BURST=str(DOOR_BURST),
+        SWITCHBOARD_CHAT__DM_POLICY="shared_group",
+        SWITCHBOARD_MQTT__DIRECTORY_CACHE_SECONDS="3600",
+    )
+    yield running
+    assert running.stop() == 0, running.output()
+
+
+@pytest.fixture
+def door_users(door_stack: Stack) -> Iterator[Users]:
+    with stack_users(door_stack) as made:
+        yield made

@@ -33,6 +33,9 @@ class Deployment:
             SWITCHBOARD_MQTT__PORT=str(self.port),
             SWITCHBOARD_BRIDGE__BROKER_PORT=str(self.port),
             SWITCHBOARD_BRIDGE__PASSWORD=secrets.token_urlsafe(16),
+            # These tests send thousands of messages from one user as fast as they can: no rate limit.
+            SWITCHBOARD_MQTT__PUBLISH_RATE="1000000",
+            SWITCHBOARD_MQTT__PUBLISH_BURST="1000000",
             **settings,
         )
         self.broker: Service | None = None

@@ -21,6 +21,12 @@ class Directory:
     def is_member(self, group: str, user: str) -> bool:
         return user in self.groups.get(group, set())
 
+    def is_blocked(self, blocker: str, blocked: str) -> bool:
+        return False
+
+    def shares_conversation(self, user: str, other: str) -> bool:
+        return any(user in members and other in members for members in self.groups.values())
+
 
 ALICE = Identity("alice", Role.USER)
 BRIDGE = Identity("switchboard-bridge", Role.SERVICE)

@@ -67,6 +67,7 @@ def test_will_must_be_own_presence_and_presence_goes_offline_on_abrupt_disconnec
         assert forger.connect() == "Not authorized", topic
         forger.close()
 
+    users.group("friends", [alice, bob])  # presence goes to those who share a conversation
     watcher = MosquittoSub(stack.mqtt_port, bob, bob_pw, f"presence/{alice}")
     assert watcher.granted() == [1]
     will = '{"status": "offline"}'

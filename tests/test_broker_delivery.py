@@ -254,6 +254,7 @@ def test_presence_is_online_while_any_device_is_connected(chat_stack: Stack, cha
     """Presence per user: several devices; a clean DISCONNECT updates presence too; silence ends in offline."""
     alice, alice_pw = chat_users.user("alice")
     bob, bob_pw = chat_users.user("bob")
+    chat_users.group("friends", [alice, bob])  # presence goes to those who share a conversation
     watcher = raw(chat_stack.mqtt_port)
     watcher.connect(_id("w"), bob, bob_pw)
     watcher.subscribe((f"presence/{alice}", 1))
@@ -298,6 +299,7 @@ def test_retained_messages_go_only_to_matching_allowed_new_subscriptions(
     alice, alice_pw = chat_users.user("alice")
     bob, bob_pw = chat_users.user("bob")
     mallory, mallory_pw = chat_users.user("mallory")
+    chat_users.group("friends", [alice, bob, mallory])  # presence goes to those who share a conversation
     device = raw(chat_stack.mqtt_port)
     device.connect(_id("alice"), alice, alice_pw)  # the broker retains presence/{alice} "online"
 

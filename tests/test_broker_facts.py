@@ -32,6 +32,7 @@ def test_an_anonymous_wildcard_subscriber_sees_no_presence(open_stack: Stack, ra
     with stack_users(open_stack) as users:
         alice, alice_pw = users.user("alice")
         bob, bob_pw = users.user("bob")
+        users.group("friends", [alice, bob])  # presence goes to those who share a conversation
     snoop = raw(open_stack.mqtt_port)
     snoop.connect(_id("snoop"))
     assert snoop.subscribe(("#", 1)) == [1]
@@ -57,6 +58,7 @@ def test_the_time_of_a_presence_change_is_the_servers(chat_stack: Stack, chat_us
     ignored every later (true) offline. The broker stamps its own clock, so going offline is stored."""
     alice, alice_pw = chat_users.user("alice")
     bob, bob_pw = chat_users.user("bob")
+    chat_users.group("friends", [alice, bob])  # presence goes to those who share a conversation
     watcher = raw(chat_stack.mqtt_port)
     watcher.connect(_id("watch"), bob, bob_pw)
     watcher.subscribe((f"presence/{alice}", 1))

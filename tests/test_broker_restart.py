@@ -75,6 +75,7 @@ def test_presence_is_offline_after_a_restart(how: str, tmp_path: Path, raw: Raw)
     with stack_users(stack) as users:
         alice, alice_pw = users.user("alice")
         bob, bob_pw = users.user("bob")
+        users.group("friends", [alice, bob])  # presence goes to those who share a conversation
     try:
         device = raw(stack.mqtt_port)
         device.connect(f"phone-{secrets.token_hex(3)}", alice, alice_pw)

@@ -152,25 +152,34 @@ def test_duplicate_sender_id_is_stored_once_and_acked_with_original_seq(
     assert [(m.seq, m.client_msg_id) for m in _stored(engine, conversation)] == [(1, "same-id"), (2, "next")]
 
 
-def test_garbage_payload_is_rejected_and_next_message_still_stored(stack: Stack, users: Users, engine: Engine) -> None:
+def test_garbage_payload_is_refused_at_the_door_and_next_message_still_stored(
+    stack: Stack, users: Users, engine: Engine
+) -> None:
+    """Issue 16 §1: the broker refuses what the bridge could not store, before routing it (so it is never in
+    rejected_messages either), and tells the sender on ack/{sender}; the next message is stored."""
     alice, alice_pw = users.user("alice")
     bob, _ = users.user("bob")
     topic = f"dm/{bob}/{alice}"
     conversation = "dm:" + ":".join(sorted((alice, bob)))
+    acks = MosquittoSub(stack.mqtt_port, alice, alice_pw, f"ack/{alice}")
+    try:
+        assert acks.granted() == [1]
+        mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, b"{not json")
+        mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, b"\xff\xfe binary")
+        mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, json.dumps({"id": "x" * 65, "body": "long id"}))
+        mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, json.dumps({"id": "ok-1", "body": "good"}))
 
-    mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, b"{not json")
-    mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, b"\xff\xfe binary")
-    mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, json.dumps({"id": "x" * 65, "body": "long id"}))
-    mosquitto_pub(stack.mqtt_port, alice, alice_pw, topic, json.dumps({"id": "ok-1", "body": "good"}))
-
-    rows = wait_for(lambda: _stored(engine, conversation), what="the good message")
-    assert [(m.seq, m.client_msg_id, m.body) for m in rows] == [(1, "ok-1", "good")]
-    rejected = wait_for(lambda: len(r := _rejected(engine, topic)) == 3 and r, what="3 rejections")
-    reasons = sorted(r.reason for r in rejected)
+        rows = wait_for(lambda: _stored(engine, conversation), what="the good message")
+        assert [(m.seq, m.client_msg_id, m.body) for m in rows] == [(1, "ok-1", "good")]
+        replies = [json.loads(payload) for _, payload in acks.wait_messages(4)]
+    finally:
+        acks.close()
+    reasons = sorted(reply["error"] for reply in replies if "error" in reply)
+    assert len(reasons) == 3 and all(reply["conversation"] == conversation for reply in replies)
     assert any("invalid JSON" in reason for reason in reasons)
     assert any("not UTF-8" in reason for reason in reasons)
     assert any("the limit is 64" in reason for reason in reasons)
-    assert {bytes(r.payload) for r in rejected} >= {b"{not json", b"\xff\xfe binary"}
+    assert _rejected(engine, topic) == []
 
 
 def test_history_pages_backward_and_forward(stack: Stack, users: Users, engine: Engine) -> None:

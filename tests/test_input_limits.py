@@ -153,8 +153,10 @@ def test_deeply_nested_and_overflowing_payloads_are_rejected_not_fatal(
             query = select(RejectedMessage.reason).where(col(RejectedMessage.topic).contains(alice))
             return sorted(session.exec(query).all())
 
-    found = wait_for(lambda: len(r := reasons()) == 3 and r, what="3 rejections")
-    assert sum("nested too deeply" in reason for reason in found) == 2, found
+    # The deep DM is refused by the broker's door (a notice to alice, tests/test_broker_door.py), the two
+    # receipts by the bridge.
+    found = wait_for(lambda: len(r := reasons()) == 2 and r, what="2 rejections")
+    assert sum("nested too deeply" in reason for reason in found) == 1, found
     assert any("up_to_seq" in reason and str(2**63 - 1) in reason for reason in found), found
 
 

@@ -78,13 +78,13 @@ def test_stack_logs_json_with_client_id_user_and_topic(tmp_path: Path) -> None:
         bob, _ = Users(engine).user("bob")
         engine.dispose()
 
-        # a wrong password, a publish as somebody else, and a message the bridge rejects
+        # a wrong password, a publish as somebody else, and a message the broker's door refuses
         refused = run_mosquitto_pub(mqtt_port, alice, "wrong", f"dm/{bob}/{alice}", "x", extra=("-i", "bad-login"))
         assert refused.returncode != 0
         mosquitto_pub(mqtt_port, alice, alice_pw, f"dm/{bob}/{bob}", "forged", extra=("-i", "forger"))
         mosquitto_pub(mqtt_port, alice, alice_pw, f"dm/{bob}/{alice}", b"\xff not utf-8", extra=("-i", "sender"))
 
-        up.out.wait_for("rejected a message", 60)
+        up.out.wait_for("refused a message", 60)
     finally:
         assert up.stop() == 0, up.output()
     entries = _json_lines(up.output())
@@ -100,6 +100,6 @@ def test_stack_logs_json_with_client_id_user_and_topic(tmp_path: Path) -> None:
     assert (denied["client_id"], denied["user"], denied["topic"]) == ("forger", alice, f"dm/{bob}/{bob}")
     connected = one(lambda e: e.get("client_id") == "sender" and "connected from" in e["message"], "a connect")
     assert connected["user"] == alice and connected["logger"] == "broker.handle_connect"
-    rejection = one(lambda e: "rejected a message" in e["message"], "the bridge's rejection")
-    assert (rejection["logger"], rejection["topic"]) == ("bridge.consumer", f"dm/{bob}/{alice}")
+    rejection = one(lambda e: "refused a message" in e["message"] and e["client_id"] == "sender", "the door's refusal")
+    assert (rejection["logger"], rejection["topic"], rejection["user"]) == ("broker.door", f"dm/{bob}/{alice}", alice)
     assert any(e["logger"] == "switchboard" and e["message"].startswith("stopped") for e in entries)

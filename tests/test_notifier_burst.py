@@ -50,6 +50,7 @@ def test_a_burst_into_a_big_offline_group_is_notified_without_stalling(fresh_url
     env = {
         "SWITCHBOARD_NOTIFY__WEBHOOK_URL": webhook.url,
         "SWITCHBOARD_NOTIFY__SECRET": "burst-secret",
+        "SWITCHBOARD_MQTT__PUBLISH_BURST": str(MESSAGES),  # one sender's burst, within the rate limit
         "SWITCHBOARD_NOTIFY__BATCH_SECONDS": "2",
         "SWITCHBOARD_NOTIFY__TIMEOUT_SECONDS": "2",  # a batch cut off by the stop is due again 7 s later
         "SWITCHBOARD_BRIDGE__STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT_SECONDS),

@@ -260,8 +260,9 @@ def test_me_names_the_callers_role_and_groups(chat: Chat) -> None:
 
 
 def test_the_console_for_an_admin(chat: Chat) -> None:
-    # Something for the rejected-messages table: JSON that does not parse.
-    mosquitto_pub(chat.stack.mqtt_port, chat.alice, chat.alice_pw, f"dm/{chat.bob}/{chat.alice}", '{"id": oops')
+    # Something for the rejected-messages table: a receipt whose JSON does not parse (a chat message like it is
+    # refused by the broker before the bridge sees it).
+    mosquitto_pub(chat.stack.mqtt_port, chat.alice, chat.alice_pw, f"receipt/{chat.bob}/{chat.alice}", '{"id": oops')
     # ... and one the bridge stores, whatever ran before.
     mosquitto_pub(chat.stack.mqtt_port, chat.alice, chat.alice_pw, f"dm/{chat.bob}/{chat.alice}", "from the shell")
     browser = chromium()
