@@ -79,8 +79,9 @@ def on_connect(conn: Connection, flags: int, body: bytes) -> Awaitable[None]:
             _refuse(conn, Reason.PAYLOAD_FORMAT_INVALID, "the will is marked UTF-8 and is not [MQTT-3.1.2-?]")
         state.will_delay = packet.will_properties.get_int(P.WILL_DELAY_INTERVAL, 0) or 0
         fields = forwarded(packet.will_properties)
-        extra = V5Properties(fields) if fields else None  # the will's Message Expiry Interval is not kept yet
-        conn.will = Will(will_topic, packet.will_payload, packet.will_qos, packet.will_retain, extra)
+        extra = V5Properties(fields) if fields else None
+        expiry = packet.will_properties.get_int(P.MESSAGE_EXPIRY_INTERVAL, 0) or 0  # counted from its publish
+        conn.will = Will(will_topic, packet.will_payload, packet.will_qos, packet.will_retain, extra, expiry)
     elif packet.flags & 0x38:
         _refuse(conn, Reason.MALFORMED_PACKET, "will QoS or retain set without a will [MQTT-3.1.2-11, -13]")
     client_id, assigned = packet.client_id, None
@@ -123,13 +124,14 @@ async def _accept(
             return
     existing = hub.sessions.get(client_id)
     ends_at_disconnect = state.session_expiry == 0
+    if existing is not None:  # its expiry stops; its delayed will is cancelled, or published as Clean Start ends it
+        v5.session_reconnected(hub, existing, ends=packet.clean_start or existing.clean)
     if existing is not None and (packet.clean_start or existing.clean):
         hub.discard_session(existing)  # Clean Start [MQTT-3.1.2-4]
         existing = None
     if existing is not None:  # resumed [MQTT-3.1.2-5]; it ends at this disconnect if the interval is 0 now
         session, present = hub.open_session(client_id, principal.username, clean=False, principal=principal)
         session.clean = ends_at_disconnect
-        v5.session_resumed(session)
     else:
         session, present = hub.open_session(
             client_id, principal.username, clean=ends_at_disconnect, principal=principal
