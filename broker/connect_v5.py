@@ -10,6 +10,8 @@ level 5 here.
   The Session Expiry Interval (capped by ``mqtt.max_session_expiry_seconds``, the granted value returned
   in CONNACK [MQTT-3.2.2-?]) decides how long the session outlives the connection; 0 ends it at
   disconnect.
+- Server Keep Alive: a client asking for a longer keep-alive than ``mqtt.max_keep_alive_seconds``, or for none, gets
+  that in CONNACK and is held to it [MQTT-3.2.2-21, MQTT-3.2.2-22].
 - CONNACK announces what the broker supports: Retain, Wildcard and Shared Subscription Available,
   Subscription Identifier Available 1, Topic Alias Maximum (``broker.topic_aliases.MAXIMUM``), Maximum Packet
   Size, Receive Maximum (``broker.v5.RECEIVE_MAXIMUM``).
@@ -139,10 +141,14 @@ async def _accept(
     conn.session = session
     v5.session_opened(session, state)
     v5.apply_receive_maximum(session, state)
-    conn.write(encode_connack(present, Reason.SUCCESS, _connack_properties(conn, state, assigned, requested)))
+    keep_alive = _keep_alive(conn, packet.keep_alive)
+    props = _connack_properties(conn, state, assigned, requested)
+    if keep_alive != packet.keep_alive:  # the client must use it [MQTT-3.2.2-21]
+        props.values[P.SERVER_KEEP_ALIVE] = keep_alive
+    conn.write(encode_connack(present, Reason.SUCCESS, props))
     session.attach(conn)
     await hub.connected(session)
-    conn.start_keepalive(packet.keep_alive)
+    conn.start_keepalive(keep_alive)
     log.info(
         "client_id=%s user=%s connected from %s with MQTT 5 (clean_start=%d, session_expiry=%ds, keep_alive=%ds, "
         "resumed=%s)",
@@ -151,7 +157,7 @@ async def _accept(
         conn.peer,
         packet.clean_start,
         state.session_expiry,
-        packet.keep_alive,
+        keep_alive,
         present,
         extra={"client_id": client_id, "user": principal.username},
     )
@@ -175,6 +181,13 @@ def _connack_properties(conn: Connection, state: v5.V5State, assigned: str | Non
     if assigned is not None:
         props.values[P.ASSIGNED_CLIENT_IDENTIFIER] = assigned
     return props
+
+
+def _keep_alive(conn: Connection, asked: int) -> int:
+    """The keep-alive the broker holds the client to: at most ``mqtt.max_keep_alive_seconds``, and that for a client
+    asking for none (0); sent as Server Keep Alive when it differs [MQTT 5.0 §3.2.2.3.14]."""
+    cap = conn.ctx.limits.max_keep_alive
+    return cap if cap and (asked == 0 or asked > cap) else asked
 
 
 def _refuse_if(conn: Connection, condition: bool, code: int, reason: str) -> None:

@@ -72,6 +72,7 @@ class ConnectionLimits:
     connect_timeout: float = 10.0
     max_connections: int = 10_000
     max_session_expiry: int = 7 * 24 * 3600  # MQTT 5 session expiry interval cap, seconds
+    max_keep_alive: int = 65_535  # MQTT 5: a longer (or no) keep-alive gets this as Server Keep Alive; 0: none
 
 
 @dataclass(slots=True)
