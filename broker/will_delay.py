@@ -75,13 +75,14 @@ def left(session: Session) -> float:
 
 
 def publish_held(hub: Hub, session: Session) -> None:
-    """The delay is over (or the session ends): publish the held will, unless its client is back."""
+    """The delay is over (or the session ends): publish the held will, unless its client is back or the session was
+    dropped meanwhile (its user deleted)."""
     timers = session.v5
     if timers is None or timers.pending_will is None:
         return
     will = timers.pending_will
     cancel(hub, session)
-    if not session.connected:
+    if not session.connected and hub.sessions.get(session.client_id) is session:
         publish(hub, session.username, will)
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -137,21 +138,24 @@ def _statuses(watcher: V5Client, seconds: float) -> list[str]:
     return found
 
 
+@pytest.mark.parametrize("transport", ["tcp", "websocket"])
 def test_presence_does_not_flap_when_the_client_is_back_within_its_will_delay_MQTT_3_1_3_9(
-    chat_stack: Stack, chat_users: Users, clients: Clients
+    chat_stack: Stack, chat_users: Users, clients: Clients, transport: str
 ) -> None:
     """The broker's own presence announcement is the user's will: a client whose connection drops and that
     reconnects within min(Will Delay Interval, Session Expiry Interval) is never announced offline (nor online
-    again) [MQTT-3.1.3-9]; one that stays away is announced offline once the delay has passed."""
+    again) [MQTT-3.1.3-9]; one that stays away is announced offline once the delay has passed. Over TCP and over
+    MQTT over WebSocket (the web app's transport)."""
     alice, alice_pw = chat_users.user("alice")
     bob, bob_pw = chat_users.user("bob")
-    port, client_id = chat_stack.mqtt_port, f"{alice}-phone"
-    watcher = clients(port, user=bob, password=bob_pw)
+    websocket = transport == "websocket"
+    port, client_id = chat_stack.ws_port if websocket else chat_stack.mqtt_port, f"{alice}-phone"
+    watcher = clients(chat_stack.mqtt_port, user=bob, password=bob_pw)
     watcher.connect()
     watcher.subscribe((f"presence/{alice}", 1))
 
     def phone() -> V5Client:
-        client = clients(port, client_id, user=alice, password=alice_pw)
+        client = clients(port, client_id, user=alice, password=alice_pw, websocket=websocket)
         return _with_will(client, f"presence/{alice}", b'{"status": "offline"}', delay=4)
 
     first = phone()
