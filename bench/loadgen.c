@@ -1,8 +1,10 @@
-/* loadgen.c: a compiled MQTT 3.1.1 load generator for bench/throughput.py (one process, epoll,
+/* loadgen.c: a compiled MQTT 3.1.1 and MQTT 5 load generator for bench/throughput.py (one process, epoll,
  * non-blocking sockets), so that the generator is not the ceiling when a broker is measured.
  *
  * Built by bench/throughput.py with `cc -O2`. Driven over stdin/stdout:
- *   loadgen --port P --users FILE --mode dm|idle --scheme inbox|chat [--window W] [--pending N]
+ *   loadgen --port P --users FILE --mode dm|idle --scheme inbox|chat [--window W] [--pending N] [--protocol 4|5]
+ * --protocol 5 speaks MQTT 5 (protocol level 5, an empty property list on CONNECT, SUBSCRIBE and PUBLISH; the
+ * properties of what arrives are skipped), the same packets otherwise.
  * FILE has one user per line: "name<TAB>password<TAB>group,group" (password "-": anonymous, no groups: "-").
  * It connects and subscribes every user (clean session, keep-alive 0, at most N handshakes pending),
  * then prints  READY {"connack_s":..,"suback_s":..,...}  and waits for a command on stdin:
@@ -52,7 +54,7 @@ static Conn *conns; static int epfd;
 static Conn **dirty_list; static int ndirty;
 static int *queue; static int qhead, qtail, qcap; /* users waiting to connect */
 static int pending, pending_max = 200, nready, nconnacked;
-static int chat, mode_dm, window = 200, port;
+static int chat, mode_dm, window = 200, port, v5;
 static long retries, refused_subs, disconnects, dups, lost, acks;
 static Slot *slots; static uint32_t next_seq = 1, oldest = 1; static long outstanding;
 static uint32_t *hist; static uint64_t win_start, win_end, delivered, published;
@@ -120,7 +122,8 @@ static void start_connects(void) {
 static void send_connect(int i) {
     User *u = &users[i]; Buf body = {0}; int anon = strcmp(u->pass, "-") == 0;
     put_str(&body, "MQTT");
-    unsigned char lvl[2] = {4, 0x02 | (anon ? 0 : 0xC0)}; put(&body, lvl, 2); put_u16(&body, 0);
+    unsigned char lvl[2] = {v5 ? 5 : 4, 0x02 | (anon ? 0 : 0xC0)}; put(&body, lvl, 2); put_u16(&body, 0);
+    if (v5) put(&body, "", 1); /* no properties */
     char id[128]; snprintf(id, sizeof id, "lg-%s", u->name); put_str(&body, id);
     if (!anon) { put_str(&body, u->name); put_str(&body, u->pass); }
     put_header(&conns[i].out, 0x10, body.len); put(&conns[i].out, body.p, body.len); free(body.p);
@@ -130,6 +133,7 @@ static void send_connect(int i) {
 static void send_subscribe(int i) {
     User *u = &users[i]; Buf body = {0}; char f[256];
     put_u16(&body, 1);
+    if (v5) put(&body, "", 1);
     if (chat) snprintf(f, sizeof f, "dm/%s/+", u->name); else snprintf(f, sizeof f, "inbox/%s", u->name);
     put_str(&body, f); put(&body, "\1", 1);
     for (int g = 0; chat && g < u->ngroups; g++) {
@@ -157,8 +161,8 @@ static void publish(void) { /* one QoS 1 message from a random ready user */
     int n = snprintf(payload, sizeof payload, "{\"id\":\"%010u\",\"t\":\"%020llu\",\"body\":\"", seq, (unsigned long long)s->sent);
     memset(payload + n, 'x', PAYLOAD - n - 2); memcpy(payload + PAYLOAD - 2, "\"}", 2);
     Conn *c = &conns[from]; c->pid = c->pid % 65535 + 1;
-    put_header(&c->out, 0x32, 2 + strlen(topic) + 2 + PAYLOAD);
-    put_str(&c->out, topic); put_u16(&c->out, c->pid); put(&c->out, payload, PAYLOAD);
+    put_header(&c->out, 0x32, 2 + strlen(topic) + 2 + v5 + PAYLOAD);
+    put_str(&c->out, topic); put_u16(&c->out, c->pid); if (v5) put(&c->out, "", 1); put(&c->out, payload, PAYLOAD);
     mark(from);
 }
 
@@ -172,6 +176,12 @@ static void on_delivery(const unsigned char *p, size_t n, uint64_t now) {
         delivered++;
         uint64_t b = (now - s->sent) / 10000; hist[b < HIST ? b : HIST - 1]++;
     }
+}
+
+static size_t skip_properties(const unsigned char *b, size_t at, size_t len) { /* MQTT 5: past a property list */
+    size_t n = 0, k = at; int shift = 0;
+    while (k < len) { n |= (size_t)(b[k] & 127) << shift; shift += 7; if (!(b[k++] & 128)) break; }
+    return k + n;
 }
 
 static size_t parse(int i, const unsigned char *p, size_t n, uint64_t now) { /* returns bytes used */
@@ -189,11 +199,13 @@ static size_t parse(int i, const unsigned char *p, size_t n, uint64_t now) { /* 
             if (len < 2 || b[1] != 0) { fprintf(stderr, "CONNACK refused (%d) for %s\n", len < 2 ? -1 : b[1], users[i].name); exit(3); }
             c->state = WAIT_SUBACK; nconnacked++; send_subscribe(i);
         } else if (type == 9) {
-            for (size_t j = 2; j < len; j++) if (b[j] & 0x80) refused_subs++;
+            for (size_t j = v5 ? skip_properties(b, 2, len) : 2; j < len; j++) if (b[j] & 0x80) refused_subs++;
             if (c->state == WAIT_SUBACK) { c->state = READY; pending--; nready++; }
         } else if (type == 3) {
             unsigned qos = (p[at] >> 1) & 3; size_t t = ((size_t)b[0] << 8 | b[1]) + 2;
             if (qos) { unsigned char ack[4] = {0x40, 2, b[t], b[t + 1]}; put(&c->out, ack, 4); mark(i); t += 2; }
+            if (v5) t = skip_properties(b, t, len);
+            if (t > len) t = len;
             on_delivery(b + t, len - t, now);
         } else if (type == 4) acks++;
         at = k + len;
@@ -273,11 +285,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[a], "--scheme")) chat = !strcmp(argv[a + 1], "chat");
         else if (!strcmp(argv[a], "--window")) window = atoi(argv[a + 1]);
         else if (!strcmp(argv[a], "--pending")) pending_max = atoi(argv[a + 1]);
+        else if (!strcmp(argv[a], "--protocol")) v5 = atoi(argv[a + 1]) == 5;
         else if (!strcmp(argv[a], "--seed")) rng ^= strtoull(argv[a + 1], NULL, 10) * 0x9E3779B97F4A7C15ull;
         else { fprintf(stderr, "unknown option %s\n", argv[a]); return 2; }
     }
     if (!port || !path || (!mode_dm && !idle) || window < 1 || window > (int)SLOTS / 2) {
-        fprintf(stderr, "usage: loadgen --port P --users FILE --mode dm|idle [--scheme inbox|chat] [--window W<=%u] [--pending N]\n", SLOTS / 2);
+        fprintf(stderr, "usage: loadgen --port P --users FILE --mode dm|idle [--scheme inbox|chat] [--window W<=%u] [--pending N] [--protocol 4|5]\n", SLOTS / 2);
         return 2;
     }
     struct rlimit lim; getrlimit(RLIMIT_NOFILE, &lim); lim.rlim_cur = lim.rlim_max; setrlimit(RLIMIT_NOFILE, &lim);

@@ -10,6 +10,10 @@ Workloads (each broker gets the same one, back to back):
 - ``idle``: U authenticated users connect and subscribe to their inbox (time to the last SUBACK), are held
   (broker resident memory), then all dropped at once (RST) and reconnected and resubscribed (reconnect storm).
 
+``--protocols 4 5`` runs each workload with MQTT 3.1.1 and then MQTT 5 clients (the same generator speaking
+protocol level 5, reported as "{broker} v5"), each broker with both back to back in the same run, and closes with
+the MQTT 5 / 3.1.1 ratios. Plain amqtt has no MQTT 5 and is skipped for it.
+
 Measured over a window after a warm-up: delivered msg/s, the broker's CPU (utime + stime of its process tree
 from /proc) in microseconds per delivered message, the generator's own CPU share of one core (it must stay
 well below 1: above 0.6 the run says so; ``--shards 2`` splits it into two processes), the broker's resident
@@ -18,6 +22,7 @@ memory, publish-to-delivery latency (p50/p99). Ratios Switchboard / Mosquitto cl
     uv run python bench/throughput.py                         # the issue 14 set, < 10 minutes
     uv run python bench/throughput.py --runs dm:1000 chat:1000 --brokers switchboard mosquitto
     uv run python bench/throughput.py --runs idle:10000 --json /tmp/idle.json
+    uv run python bench/throughput.py --runs chat:1000 --brokers switchboard mosquitto --protocols 4 5
 
 Needs cc, mosquitto and mosquitto_passwd (Debian packages). Results go in docs/performance.md.
 """
@@ -111,8 +116,11 @@ def shard_groups(users: int, shards: int, groups_per_user: int, group_size: int)
 class Generators:
     """The load-generator processes of one run, one per shard, each with its own users file."""
 
-    def __init__(self, binary: Path, workdir: Path, broker: RunningBroker, mode: str, scheme: str) -> None:
+    def __init__(
+        self, binary: Path, workdir: Path, broker: RunningBroker, mode: str, scheme: str, protocol: int = 4
+    ) -> None:
         self.binary, self.workdir, self.broker, self.mode, self.scheme = binary, workdir, broker, mode, scheme
+        self.protocol = protocol
         self.processes: list[asyncio.subprocess.Process] = []
 
     async def start(self, users: list[list[tuple[str, str, list[str]]]], window: int, pending: int) -> None:
@@ -125,6 +133,7 @@ class Generators:
                     *("--port", str(self.broker.port), "--users", str(path), "--mode", self.mode),
                     *("--scheme", self.scheme, "--window", str(max(1, window // len(users)))),
                     *("--pending", str(max(1, pending // len(users))), "--seed", str(shard + 1)),
+                    *("--protocol", str(self.protocol)),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                 )
@@ -181,11 +190,19 @@ def make_broker(workload: str, name: str, groups: dict[int, list[str]]) -> Runni
     return factory(anonymous=True) if workload == "dm" else factory(groups)
 
 
-async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, workload: str, name: str, users: int) -> Row:
+def labelled(name: str, protocol: int) -> str:
+    """A broker's name in the results: "switchboard", or "switchboard v5" for its run with MQTT 5 clients."""
+    return name if protocol == 4 else f"{name} v5"
+
+
+async def load_run(
+    args: argparse.Namespace, binary: Path, workdir: Path, workload: str, name: str, users: int, protocol: int = 4
+) -> Row:
     groups = shard_groups(users, args.shards, 2, 10) if workload == "chat" else {}
     async with make_broker(workload, name, groups) as broker:
         assert broker.process is not None
-        generators = Generators(binary, workdir, broker, "dm", "chat" if workload == "chat" else "inbox")
+        scheme = "chat" if workload == "chat" else "inbox"
+        generators = Generators(binary, workdir, broker, "dm", scheme, protocol)
         try:
             await generators.start(user_rows(broker, users, groups, args.shards), args.window, args.pending)
             ready = await generators.lines("READY", args.connect_timeout)
@@ -195,7 +212,9 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
             await asyncio.sleep((start - time.monotonic_ns()) / 1e9)
             broker_cpu, generator_cpu = tree_cpu_seconds(broker.process.pid), generators.cpu_seconds()
             broker_sys = tree_cpu_seconds(broker.process.pid, system_only=True)
-            profiler = await start_profiler(args, broker, f"{workload}-{name}-{users}")
+            profiler = await start_profiler(
+                args, broker, f"{workload}-{labelled(name, protocol).replace(' ', '-')}-{users}"
+            )
             await asyncio.sleep((end - time.monotonic_ns()) / 1e9)
             if profiler is not None:
                 await profiler.wait()
@@ -210,7 +229,7 @@ async def load_run(args: argparse.Namespace, binary: Path, workdir: Path, worklo
     seconds = args.duration
     return Row(
         workload,
-        name,
+        labelled(name, protocol),
         users,
         rate=delivered / seconds,
         broker_us_per_msg=broker_cpu / delivered * 1e6 if delivered else 0.0,
@@ -308,8 +327,8 @@ def ratios(rows: list[Row]) -> None:
     by = {(r.workload, r.broker, r.users): r for r in rows}
     print("\nAgainst Mosquitto (same run):")
     for (workload, broker, users), sb in sorted(by.items()):
-        mq = by.get((workload, "mosquitto", users))
-        if broker in ("mosquitto", "amqtt") or mq is None:
+        mq = by.get((workload, "mosquitto v5" if broker.endswith(" v5") else "mosquitto", users))
+        if broker.split(" ")[0] in ("mosquitto", "amqtt") or mq is None:
             continue
         if workload == "idle":
             print(
@@ -320,6 +339,13 @@ def ratios(rows: list[Row]) -> None:
             print(
                 f"  {broker} {workload} U={users}: msg/s {sb.rate / mq.rate:.2f}x, CPU per message "
                 f"{sb.broker_us_per_msg / mq.broker_us_per_msg:.2f}x"
+            )
+    versions = [(key, row, by.get((key[0], key[1].removesuffix(" v5"), key[2]))) for key, row in sorted(by.items())]
+    for (workload, broker, users), v5, v4 in versions:
+        if broker.endswith(" v5") and v4 is not None and workload != "idle":
+            print(
+                f"  MQTT 5 / 3.1.1, {broker.removesuffix(' v5')} {workload} U={users}: msg/s {v5.rate / v4.rate:.2f}x, "
+                f"CPU per message {v5.broker_us_per_msg / v4.broker_us_per_msg:.2f}x, p99 {v5.p99_ms / v4.p99_ms:.2f}x"
             )
     for broker in sorted({r.broker for r in rows}):
         low, high = by.get(("dm", broker, 100)), by.get(("dm", broker, 10000))
@@ -364,6 +390,14 @@ def main() -> None:
     parser.add_argument("--amqtt-max-users", type=int, default=1000, help="skip plain amqtt above this U")
     parser.add_argument("--json", type=Path, help="append the rows to this JSON-lines file")
     parser.add_argument(
+        "--protocols",
+        nargs="+",
+        type=int,
+        default=[4],
+        choices=[4, 5],
+        help="MQTT protocol levels the clients speak: 4 (3.1.1), 5 (MQTT 5, shown as '{broker} v5')",
+    )
+    parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="py-spy each Switchboard broker over the window into DIR"
     )
     parser.add_argument(
@@ -393,16 +427,18 @@ def main() -> None:
                 raise SystemExit(
                     f"{spec}: {users} connections need more than the {hard} open files allowed (ulimit -Hn)"
                 )
-            for name in brokers:
-                if name == "amqtt" and (users > args.amqtt_max_users or workload == "idle"):
-                    continue  # ~8 argon2 logins/s, ~100 anonymous connections/s: minutes of waiting
+            for name, protocol in [(name, protocol) for name in brokers for protocol in args.protocols]:
+                if name == "amqtt" and (users > args.amqtt_max_users or workload == "idle" or protocol == 5):
+                    continue  # ~8 argon2 logins/s, ~100 anonymous connections/s: minutes of waiting; no MQTT 5
+                if workload == "idle" and protocol == 5:
+                    continue
                 try:
                     if workload == "idle":
                         row = asyncio.run(idle_run(args, binary, Path(tmp), name, users))
                     else:
-                        row = asyncio.run(load_run(args, binary, Path(tmp), workload, name, users))
+                        row = asyncio.run(load_run(args, binary, Path(tmp), workload, name, users, protocol))
                 except (RuntimeError, TimeoutError, OSError) as exc:
-                    print(f"{workload:<5} {name:<12} U={users:<6} failed: {exc!r}", flush=True)
+                    print(f"{workload:<5} {labelled(name, protocol):<15} U={users:<6} failed: {exc!r}", flush=True)
                     continue
                 show(row)
                 rows.append(row)

@@ -10,6 +10,8 @@ level 5 here.
   The Session Expiry Interval (capped by ``mqtt.max_session_expiry_seconds``, the granted value returned
   in CONNACK [MQTT-3.2.2-?]) decides how long the session outlives the connection; 0 ends it at
   disconnect.
+- Server Keep Alive: a client asking for a longer keep-alive than ``mqtt.max_keep_alive_seconds``, or for none, gets
+  that in CONNACK and is held to it [MQTT-3.2.2-21, MQTT-3.2.2-22].
 - CONNACK announces what the broker supports: Retain, Wildcard and Shared Subscription Available,
   Subscription Identifier Available 1, Topic Alias Maximum (``broker.topic_aliases.MAXIMUM``), Maximum Packet
   Size, Receive Maximum (``broker.v5.RECEIVE_MAXIMUM``).
@@ -79,8 +81,9 @@ def on_connect(conn: Connection, flags: int, body: bytes) -> Awaitable[None]:
             _refuse(conn, Reason.PAYLOAD_FORMAT_INVALID, "the will is marked UTF-8 and is not [MQTT-3.1.2-?]")
         state.will_delay = packet.will_properties.get_int(P.WILL_DELAY_INTERVAL, 0) or 0
         fields = forwarded(packet.will_properties)
-        extra = V5Properties(fields) if fields else None  # the will's Message Expiry Interval is not kept yet
-        conn.will = Will(will_topic, packet.will_payload, packet.will_qos, packet.will_retain, extra)
+        extra = V5Properties(fields) if fields else None
+        expiry = packet.will_properties.get_int(P.MESSAGE_EXPIRY_INTERVAL, 0) or 0  # counted from its publish
+        conn.will = Will(will_topic, packet.will_payload, packet.will_qos, packet.will_retain, extra, expiry)
     elif packet.flags & 0x38:
         _refuse(conn, Reason.MALFORMED_PACKET, "will QoS or retain set without a will [MQTT-3.1.2-11, -13]")
     client_id, assigned = packet.client_id, None
@@ -123,13 +126,14 @@ async def _accept(
             return
     existing = hub.sessions.get(client_id)
     ends_at_disconnect = state.session_expiry == 0
+    if existing is not None:  # its expiry stops; its delayed will is cancelled, or published as Clean Start ends it
+        v5.session_reconnected(hub, existing, ends=packet.clean_start or existing.clean)
     if existing is not None and (packet.clean_start or existing.clean):
         hub.discard_session(existing)  # Clean Start [MQTT-3.1.2-4]
         existing = None
     if existing is not None:  # resumed [MQTT-3.1.2-5]; it ends at this disconnect if the interval is 0 now
         session, present = hub.open_session(client_id, principal.username, clean=False, principal=principal)
         session.clean = ends_at_disconnect
-        v5.session_resumed(session)
     else:
         session, present = hub.open_session(
             client_id, principal.username, clean=ends_at_disconnect, principal=principal
@@ -137,10 +141,14 @@ async def _accept(
     conn.session = session
     v5.session_opened(session, state)
     v5.apply_receive_maximum(session, state)
-    conn.write(encode_connack(present, Reason.SUCCESS, _connack_properties(conn, state, assigned, requested)))
+    keep_alive = _keep_alive(conn, packet.keep_alive)
+    props = _connack_properties(conn, state, assigned, requested)
+    if keep_alive != packet.keep_alive:  # the client must use it [MQTT-3.2.2-21]
+        props.values[P.SERVER_KEEP_ALIVE] = keep_alive
+    conn.write(encode_connack(present, Reason.SUCCESS, props))
     session.attach(conn)
     await hub.connected(session)
-    conn.start_keepalive(packet.keep_alive)
+    conn.start_keepalive(keep_alive)
     log.info(
         "client_id=%s user=%s connected from %s with MQTT 5 (clean_start=%d, session_expiry=%ds, keep_alive=%ds, "
         "resumed=%s)",
@@ -149,7 +157,7 @@ async def _accept(
         conn.peer,
         packet.clean_start,
         state.session_expiry,
-        packet.keep_alive,
+        keep_alive,
         present,
         extra={"client_id": client_id, "user": principal.username},
     )
@@ -173,6 +181,13 @@ def _connack_properties(conn: Connection, state: v5.V5State, assigned: str | Non
     if assigned is not None:
         props.values[P.ASSIGNED_CLIENT_IDENTIFIER] = assigned
     return props
+
+
+def _keep_alive(conn: Connection, asked: int) -> int:
+    """The keep-alive the broker holds the client to: at most ``mqtt.max_keep_alive_seconds``, and that for a client
+    asking for none (0); sent as Server Keep Alive when it differs [MQTT 5.0 §3.2.2.3.14]."""
+    cap = conn.ctx.limits.max_keep_alive
+    return cap if cap and (asked == 0 or asked > cap) else asked
 
 
 def _refuse_if(conn: Connection, condition: bool, code: int, reason: str) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from broker import handle_acks, handle_connect, handle_publish, handle_subscribe, v5
+from broker import handle_acks, handle_connect, handle_publish, handle_subscribe, v5, will_delay
 from broker.codec import NAMES, PUBREL_BYTE, Malformed, ProtocolViolation, PublishEncoder, encode_ack
 from broker.hub import Hub
 from broker.principal import Principal
@@ -73,6 +73,7 @@ class ConnectionLimits:
     connect_timeout: float = 10.0
     max_connections: int = 10_000
     max_session_expiry: int = 7 * 24 * 3600  # MQTT 5 session expiry interval cap, seconds
+    max_keep_alive: int = 65_535  # MQTT 5: a longer (or no) keep-alive gets this as Server Keep Alive; 0: none
 
 
 @dataclass(slots=True)
@@ -233,7 +234,7 @@ class Connection(FramedProtocol):
                 )
                 last_will = self.will if will else None
                 if self.v5 is not None:
-                    last_will = v5.hold_will(self.hub, session, last_will, self.v5)  # its Will Delay Interval
+                    last_will = will_delay.hold(self.hub, session, last_will, self.v5)  # its Will Delay Interval
                 await self.hub.disconnected(session, will=last_will, announce=state is not Close.TAKEN_OVER)
                 if self.v5 is not None:
                     v5.session_ended(self.hub, session, self.v5)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from broker import connect_v5
+from broker import connect_v5, v5
 from broker.codec import (
     ACCEPTED,
     BAD_USERNAME_PASSWORD,
@@ -107,6 +107,9 @@ async def _accept(conn: Connection, principal: Principal, packet: Connect) -> No
         await existing.outbox.take_over()
         if conn.close_state is not Close.OPEN:
             return
+    existing = hub.sessions.get(client_id)
+    if existing is not None:  # a v5 session's expiry and delayed will (broker.v5); a 3.1.1 session never expires
+        v5.session_reconnected(hub, existing, ends=packet.clean_session or existing.clean, v311=True)
     session, present = hub.open_session(client_id, principal.username, clean=packet.clean_session, principal=principal)
     conn.session = session
     conn.write(encode_connack(present, ACCEPTED))

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from broker import v5
+from broker import v5, will_delay
 from broker.persistence import StateStore, refill_session
+from broker.presence_delay import PresenceDelay
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
 from broker.sessions import Limits, Outgoing, Session, V5Properties, Will
@@ -93,6 +94,7 @@ class Hub:
         self._background: set[asyncio.Task[None]] = set()
         self.retained = RetainedStore()
         self._online: dict[str, int] = {}
+        self.presence_delay = PresenceDelay()  # offline announcements held for a will delay (broker.presence_delay)
         #: Set when the broker shuts down: every member is going away, so none hands its shared messages to
         #: another (a clean one would lose them); a persistent member keeps them in the state file.
         self.stopping = False
@@ -124,14 +126,14 @@ class Hub:
         if self.store is None:
             return
         state = self.store.load()
-        for topic, payload, qos in state.retained:
+        for topic, payload, qos, properties in state.retained:
             if may_be_retained(topic):
-                self.retained.put(topic, payload, qos)
+                self.retained.put(topic, payload, qos, properties)
             else:  # a chat message retained by an older version: forget it, it would be stored again
                 self.store.retained(topic, b"", 0)
         for stored in state.sessions.values():
             session = Session(stored.client_id, stored.username, False, limits=self._limits_for(stored.username))
-            if not v5.session_restored(self, session, stored.options, stored.expiry, stored.expires_at):
+            if not v5.session_restored(self, session, stored):
                 self.store.session_deleted(stored.client_id)  # its MQTT 5 session expiry passed while we were down
                 continue
             session.principal = self._principal_for(stored.username)
@@ -191,7 +193,7 @@ class Hub:
         user = self._presence_user(session)
         if user is not None:
             self._online[user] = self._online.get(user, 0) + 1
-            if self._online[user] == 1:
+            if self._online[user] == 1 and not self.presence_delay.back(user):  # not back within a will delay
                 await self._announce(user, "online")
 
     async def disconnected(self, session: Session, *, will: Will | None, announce: bool = True) -> None:
@@ -206,9 +208,10 @@ class Hub:
             if last:
                 del self._online[user]
         if will is not None and not self._is_own_presence(session, will.topic):
-            await self.publish(will.topic, will.payload, will.qos, will.retain, properties=will.properties)
-        if user is not None and last and announce:
-            await self._announce(user, "offline")
+            extra = will_delay.message_properties(will)  # its Message Expiry Interval counts from now
+            await self.publish(will.topic, will.payload, will.qos, will.retain, properties=extra)
+        if user is not None and last and announce:  # held as long as a delayed will [MQTT-3.1.3-9]
+            await self.presence_delay.offline(user, will_delay.left(session), self._announce)
         if self.shared and not self.stopping:
             await self.share_delivery.hand_over(session)
         if session.clean:
@@ -349,7 +352,7 @@ class Hub:
         self, topic: str, payload: bytes, qos: int, *, persist: bool = True, properties: V5Properties | None = None
     ) -> None:
         if self.retained.put(topic, payload, qos, properties) and persist and self.store is not None:
-            self.store.retained(topic, payload, qos)
+            self.store.retained(topic, payload, qos, properties)
 
     def _deliver(self, session: Session, message: Outgoing) -> None:
         if session.outbox is not None or (message.qos > 0 and not session.clean):  # session.connected

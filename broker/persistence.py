@@ -1,5 +1,7 @@
 """Broker state that survives a restart or a crash: persistent sessions, their subscriptions, queued and
-in-flight messages, and retained messages, in a SQLite file the operator names (``mqtt.state_file``).
+in-flight messages, retained messages and delayed MQTT 5 wills, in a SQLite file the operator names
+(``mqtt.state_file``). MQTT 5 state (session expiry, subscription options and identifiers, message properties and
+expiry) is kept beside the 3.1.1 state it belongs to.
 
 amqtt 0.12.1 kept all of this in memory only. Writes are batched: changes are appended to a list and
 committed together every few milliseconds (group commit, WAL mode). A publisher's PUBACK/PUBREC is
@@ -21,7 +23,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from broker.sessions import InFlight, Outgoing, Session, V5Properties
+from broker.sessions import InFlight, Outgoing, Session, V5Properties, Will
 from broker.v5 import expired
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE INDEX IF NOT EXISTS pending_by_client ON pending (client_id, id);
 CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT, packet_id INTEGER, PRIMARY KEY (client_id, packet_id));
 CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER);
+CREATE TABLE IF NOT EXISTS wills (
+    client_id TEXT PRIMARY KEY, topic TEXT, payload BLOB, qos INTEGER, retain INTEGER, properties BLOB,
+    expiry INTEGER, due_at REAL
+);
 """
 #: Columns added since the first schema, each added to a state file written before it (defaults keep the old
 #: meaning): $share, then MQTT 5's session expiry, subscription options and message properties.
@@ -54,7 +60,16 @@ ADDED_COLUMNS = (
     ("pending", "expires_at", "ALTER TABLE pending ADD COLUMN expires_at REAL"),
     ("pending", "origin", "ALTER TABLE pending ADD COLUMN origin TEXT"),
     ("pending", "published_retain", "ALTER TABLE pending ADD COLUMN published_retain INTEGER DEFAULT 0"),
+    # a subscription's MQTT 5 Subscription Identifier (NULL: none)
+    ("subscriptions", "identifier", "ALTER TABLE subscriptions ADD COLUMN identifier INTEGER"),
+    # a retained message's MQTT 5 part, as for pending
+    ("retained", "properties", "ALTER TABLE retained ADD COLUMN properties BLOB"),
+    ("retained", "expires_at", "ALTER TABLE retained ADD COLUMN expires_at REAL"),
+    ("retained", "origin", "ALTER TABLE retained ADD COLUMN origin TEXT"),
+    ("retained", "published_retain", "ALTER TABLE retained ADD COLUMN published_retain INTEGER DEFAULT 0"),
 )
+#: A message's MQTT 5 part as stored: forwarded property fields, wall-clock expiry, publisher, RETAIN as published.
+V5Row = tuple[bytes | None, float | None, str | None, int]
 
 
 @dataclass
@@ -70,12 +85,14 @@ class StoredSession:
     expires_at: float | None = None  # wall clock (time.time()) when it ends; None: counted from start-up
     options: dict[str, int] = field(default_factory=dict)  # filter -> SUBSCRIBE options bits (MQTT 5)
     properties: dict[int, V5Properties] = field(default_factory=dict)  # pending row -> its MQTT 5 part
+    ids: dict[str, int] = field(default_factory=dict)  # filter -> Subscription Identifier (MQTT 5)
+    will: tuple[Will, float] | None = None  # a delayed MQTT 5 will and the wall-clock time it is due
 
 
 @dataclass
 class StoredState:
     sessions: dict[str, StoredSession]
-    retained: list[tuple[str, bytes, int]]
+    retained: list[tuple[str, bytes, int, V5Properties | None]]
     last_row: int
 
 
@@ -114,32 +131,43 @@ class StateStore:
                 "SELECT client_id, username, expiry, expires_at FROM sessions"
             )
         }
-        for client_id, topic_filter, qos, options in self._db.execute(
-            "SELECT client_id, filter, qos, options FROM subscriptions"
+        for client_id, topic_filter, qos, options, identifier in self._db.execute(
+            "SELECT client_id, filter, qos, options, identifier FROM subscriptions"
         ):
             if client_id in sessions:
                 sessions[client_id].subscriptions[topic_filter] = qos
                 if options:
                     sessions[client_id].options[topic_filter] = options
+                if identifier:
+                    sessions[client_id].ids[topic_filter] = identifier
         rows = self._db.execute(
             "SELECT id, client_id, topic, payload, qos, retain, packet_id, released, share, "
             "properties, expires_at, origin, published_retain FROM pending ORDER BY id"
         )
-        now_wall, now = time.time(), time.monotonic()
         for row_id, client_id, topic, payload, qos, retain, packet_id, released, share, *v5 in rows:
             stored = sessions.get(client_id)
             if stored is None:
                 continue
             stored.pending.append((row_id, topic, bytes(payload), qos, bool(retain), packet_id, bool(released), share))
-            fields, expires_at, origin, published_retain = v5
-            if fields is not None or expires_at is not None or origin is not None or published_retain:
-                # the remaining expiry counts from the original publish, across the restart [MQTT-3.3.2-6]
-                expires = max(now + (expires_at - now_wall), 1e-9) if expires_at is not None else 0.0
-                stored.properties[row_id] = V5Properties(bytes(fields or b""), expires, origin, bool(published_retain))
+            properties = _read_v5(*v5)
+            if properties is not None:
+                stored.properties[row_id] = properties
         for client_id, packet_id in self._db.execute("SELECT * FROM incoming_qos2"):
             if client_id in sessions:
                 sessions[client_id].incoming_qos2.add(packet_id)
-        retained = [(t, bytes(p), q) for t, p, q in self._db.execute("SELECT topic, payload, qos FROM retained")]
+        for client_id, topic, payload, qos, retain, fields, expiry, due_at in self._db.execute("SELECT * FROM wills"):
+            if client_id in sessions:
+                extra = V5Properties(bytes(fields)) if fields else None
+                sessions[client_id].will = (Will(topic, bytes(payload), qos, bool(retain), extra, expiry), due_at)
+        retained = []
+        for topic, payload, qos, *v5 in self._db.execute(
+            "SELECT topic, payload, qos, properties, expires_at, origin, published_retain FROM retained"
+        ):
+            properties = _read_v5(*v5)
+            if properties is not None and expired(properties):  # [MQTT-3.3.2-5]
+                self.retained(topic, b"", 0)
+                continue
+            retained.append((topic, bytes(payload), qos, properties))
         self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM pending").fetchone()[0]
         return StoredState(sessions, retained, self._last_row)
 
@@ -176,7 +204,7 @@ class StateStore:
         )
 
     def session_deleted(self, client_id: str) -> None:
-        for table in ("sessions", "subscriptions", "pending", "incoming_qos2"):
+        for table in ("sessions", "subscriptions", "pending", "incoming_qos2", "wills"):
             self._add(f"DELETE FROM {table} WHERE client_id = ?", (client_id,))  # noqa: S608 (fixed table names)
 
     def subscribed(self, client_id: str, topic_filter: str, qos: int) -> None:
@@ -191,6 +219,24 @@ class StateStore:
             "UPDATE subscriptions SET options = ? WHERE client_id = ? AND filter = ?",
             (options, client_id, topic_filter),
         )
+
+    def subscription_identifier(self, client_id: str, topic_filter: str, identifier: int | None) -> None:
+        """An MQTT 5 subscription's Subscription Identifier (None: none)."""
+        self._add(
+            "UPDATE subscriptions SET identifier = ? WHERE client_id = ? AND filter = ?",
+            (identifier, client_id, topic_filter),
+        )
+
+    def will_held(self, client_id: str, will: Will, due_at: float) -> None:
+        """A delayed MQTT 5 will and the wall-clock time it is due (``broker.will_delay``)."""
+        fields = will.properties.fields if will.properties is not None else None
+        self._add(
+            "INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (client_id, will.topic, will.payload, will.qos, int(will.retain), fields, will.expiry, due_at),
+        )
+
+    def will_gone(self, client_id: str) -> None:
+        self._add("DELETE FROM wills WHERE client_id = ?", (client_id,))
 
     def unsubscribed(self, client_id: str, topic_filter: str) -> None:
         self._add("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (client_id, topic_filter))
@@ -214,25 +260,10 @@ class StateStore:
                 (row, client_id, topic, payload, qos, int(retain), packet_id, share),
             )
             return
-        # the expiry as wall-clock time, so that it keeps counting while the broker is down [MQTT-3.3.2-5]
-        expires_at = time.time() + (properties.expires - time.monotonic()) if properties.expires else None
         self._add(
             "INSERT INTO pending (id, client_id, topic, payload, qos, retain, packet_id, share, properties, "
             "expires_at, origin, published_retain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row,
-                client_id,
-                topic,
-                payload,
-                qos,
-                int(retain),
-                packet_id,
-                share,
-                properties.fields,
-                expires_at,
-                properties.origin,
-                int(properties.retain),
-            ),
+            (row, client_id, topic, payload, qos, int(retain), packet_id, share, *_write_v5(properties)),
         )
 
     def sent(self, row: int, packet_id: int) -> None:
@@ -250,9 +281,13 @@ class StateStore:
     def incoming_removed(self, client_id: str, packet_id: int) -> None:
         self._add("DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?", (client_id, packet_id))
 
-    def retained(self, topic: str, payload: bytes, qos: int) -> None:
+    def retained(self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None) -> None:
         if payload:
-            self._add("INSERT OR REPLACE INTO retained VALUES (?, ?, ?)", (topic, payload, qos))
+            self._add(
+                "INSERT OR REPLACE INTO retained (topic, payload, qos, properties, expires_at, origin, "
+                "published_retain) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (topic, payload, qos, *_write_v5(properties)),
+            )
         else:
             self._add("DELETE FROM retained WHERE topic = ?", (topic,))
 
@@ -308,6 +343,25 @@ class StateStore:
                     self._db.execute("ROLLBACK")
                     raise
             self.commits += 1
+
+
+def _write_v5(properties: V5Properties | None) -> V5Row:
+    """A message's MQTT 5 part as stored, its expiry as wall-clock time so that it keeps counting while the broker
+    is down [MQTT-3.3.2-5]."""
+    if properties is None:
+        return None, None, None, 0
+    expires_at = time.time() + (properties.expires - time.monotonic()) if properties.expires else None
+    return properties.fields, expires_at, properties.origin, int(properties.retain)
+
+
+def _read_v5(
+    fields: bytes | None, expires_at: float | None, origin: str | None, published_retain: int | None
+) -> V5Properties | None:
+    """A stored MQTT 5 part back; its remaining expiry counts from the original publish [MQTT-3.3.2-6]."""
+    if fields is None and expires_at is None and origin is None and not published_retain:
+        return None
+    expires = max(time.monotonic() + (expires_at - time.time()), 1e-9) if expires_at is not None else 0.0
+    return V5Properties(bytes(fields or b""), expires, origin, bool(published_retain))
 
 
 def refill_session(session: Session, stored: StoredSession, store: StateStore) -> None:

@@ -69,6 +69,7 @@ class SwitchboardBroker:
                 max_subscriptions=settings.max_subscriptions,
                 max_connections=settings.max_connections,
                 max_session_expiry=settings.max_session_expiry_seconds,
+                max_keep_alive=settings.max_keep_alive_seconds,
             ),
             connections=self._connections,
             door=Door(self.hub, rate=settings.publish_rate, burst=settings.publish_burst),

@@ -74,6 +74,7 @@ class Will:
     qos: int
     retain: bool
     properties: V5Properties | None = None  # MQTT 5 will properties passed on
+    expiry: int = 0  # MQTT 5: its Message Expiry Interval, counted from when it is published (0: none)
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,6 +114,8 @@ class Journal(Protocol):
     def incoming_removed(self, client_id: str, packet_id: int) -> None: ...
 
     def subscription_options(self, client_id: str, topic_filter: str, options: int) -> None: ...
+
+    def subscription_identifier(self, client_id: str, topic_filter: str, identifier: int | None) -> None: ...
 
     def session_expiry(self, client_id: str, interval: int | None, expires_at: float | None) -> None: ...
 

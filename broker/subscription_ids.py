@@ -9,7 +9,8 @@ its subscriptions (in the session's ``SessionV5.ids``), and every PUBLISH delive
 - A message delivered through a shared subscription carries that subscription's identifier only; one delivered
   through the session's other subscriptions carries the identifier of each of them it matches
   [MQTT-3.3.4-3, MQTT-3.3.4-4, MQTT-3.3.4-5] (one copy, as for 3.1.1, with every matching identifier).
-- Identifiers live as long as the session in memory; they are not written to the state file.
+- Identifiers live as long as the session; a persistent session's are kept in the state file with its
+  subscriptions, so they hold after a broker restart.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def remember(session: Session, topic_filter: str, identifier: int | None) -> Non
 
     if identifier is not None:
         session_state(session).ids[topic_filter] = identifier
-    elif session.v5 is not None:
-        session.v5.ids.pop(topic_filter, None)
+    elif session.v5 is None or session.v5.ids.pop(topic_filter, None) is None:
+        return
+    if session.journal is not None and not session.clean and topic_filter in session.subscriptions:
+        session.journal.subscription_identifier(session.client_id, topic_filter, identifier)
 
 
 def fields(session: Session, message: Outgoing) -> bytes:

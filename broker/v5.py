@@ -12,8 +12,7 @@ hook is one attribute check, so the 3.1.1 path stays as it was.
 - Receive Maximum: the client's narrows the session's in-flight window while it is connected [MQTT-3.3.4-9];
   the broker's own (``RECEIVE_MAXIMUM``, announced in CONNACK) bounds the QoS 1/2 PUBLISHes a client may have
   unacknowledged: one more gets DISCONNECT 0x93 [MQTT-3.3.4-7, MQTT-3.3.4-8].
-- Will delay [MQTT 5.0 §3.1.3.2.2]: the will of a client that went away waits min(Will Delay Interval,
-  Session Expiry Interval); a client back within it publishes none [MQTT-3.1.3-9].
+- Will delay [MQTT 5.0 §3.1.3.2.2]: ``broker.will_delay`` holds the will (the timer lives in ``SessionV5``).
 - Session expiry [MQTT 5.0 §3.1.2.11]: a session with an interval is discarded once its client has been
   away that long; 0 ends it at disconnect (``Session.clean``).
 """
@@ -24,7 +23,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from broker import subscription_ids, topic_aliases
 from broker.codec import ProtocolViolation
@@ -37,6 +36,7 @@ from switchboard.topics import split_shared
 if TYPE_CHECKING:
     from broker.connection import Close
     from broker.hub import Hub
+    from broker.persistence import StoredSession
     from broker.sessions import Outgoing, Session, V5Properties, Will
 
 #: Session Expiry Interval meaning "never expires" [MQTT 5.0 §3.1.2.11.2].
@@ -227,21 +227,29 @@ def session_opened(session: Session, state: V5State) -> None:
         session.journal.session_expiry(session.client_id, state.session_expiry, None)
 
 
-def session_restored(
-    hub: Hub, session: Session, options: dict[str, int], expiry: int | None, ends: float | None
-) -> bool:
-    """A v5 session read back from the state file: its subscription options, and its end counted from when its
-    client went away (``ends``, wall clock), or from now when the broker stopped while it was connected.
-    False: it expired while the broker was down, and is to be discarded [MQTT 5.0 §3.1.2.11.2]."""
+def session_restored(hub: Hub, session: Session, stored: StoredSession) -> bool:
+    """A v5 session read back from the state file: its subscription options and identifiers, its delayed will, and
+    its end counted from when its client went away (``stored.expires_at``, wall clock), or from now when the broker
+    stopped while it was connected. False: it expired while the broker was down, and is to be discarded
+    [MQTT 5.0 §3.1.2.11.2] (its delayed will, due by then, is published)."""
+    from broker import will_delay  # the module that imports this one
+
+    expiry, ends = stored.expiry, stored.expires_at
     if expiry is not None and expiry != NEVER:
         left = ends - time.time() if ends is not None else expiry
         if left <= 0:
+            if stored.will is not None:
+                will_delay.publish(hub, stored.username, stored.will[0])
             return False
         session_state(session).expiry = asyncio.get_running_loop().call_later(left, _expire, hub, session)
-    for topic_filter, bits in options.items():
+    for topic_filter, bits in stored.options.items():
         kept = bits & (NO_LOCAL | RETAIN_AS_PUBLISHED)
         if kept and split_shared(topic_filter) is None:
             session_state(session).options[topic_filter] = kept
+    if stored.ids:
+        session_state(session).ids.update(stored.ids)
+    if stored.will is not None:
+        will_delay.restored(hub, session, *stored.will)
     return True
 
 
@@ -266,35 +274,6 @@ def _options(session: Session, topic: str) -> tuple[bool, bool]:
     return matched and no_local, as_published
 
 
-_RUNNING: set[asyncio.Task[Any]] = set()
-
-
-def hold_will(hub: Hub, session: Session, will: Will | None, state: V5State) -> Will | None:
-    """Hold the will for its Will Delay Interval (at most the session's life): a client back within it publishes
-    none [MQTT-3.1.3-9]. Returns the will to publish now: none held, or no delay (or the session ends now)."""
-    delay = min(state.will_delay, state.session_expiry)
-    if will is None or delay <= 0:
-        return will
-    timers = session_state(session)
-    timers.pending_will = will
-    timers.will = asyncio.get_running_loop().call_later(delay, _publish_will, hub, session)
-    return None
-
-
-def _publish_will(hub: Hub, session: Session) -> None:
-    timers = session.v5
-    if timers is None or timers.pending_will is None:
-        return
-    will, timers.pending_will, timers.will = timers.pending_will, None, None
-    if session.connected:
-        return
-    task = asyncio.get_running_loop().create_task(
-        hub.publish(will.topic, will.payload, will.qos, will.retain, properties=will.properties)
-    )
-    _RUNNING.add(task)
-    task.add_done_callback(_RUNNING.discard)
-
-
 def session_ended(hub: Hub, session: Session, state: V5State) -> None:
     """The client of a v5 session went away: its own bounds come back (a 3.1.1 client may resume it), and the
     session is discarded once its expiry interval has passed."""
@@ -308,23 +287,29 @@ def session_ended(hub: Hub, session: Session, state: V5State) -> None:
         session.journal.session_expiry(session.client_id, state.session_expiry, time.time() + state.session_expiry)
 
 
-def session_resumed(session: Session) -> None:
-    """The client is back before its session expired: it lives on, and its delayed will is not sent."""
+def session_reconnected(hub: Hub, session: Session, *, ends: bool, v311: bool = False) -> None:
+    """A new connection for the session's client id, before it resumes (or, with ``ends``, discards) it: its expiry
+    stops counting, and its delayed will is cancelled or, as the session ends, published (``broker.will_delay``).
+    A 3.1.1 client (``v311``) resuming it makes it a 3.1.1 session, which never expires, in the state file too."""
+    from broker import will_delay  # the module that imports this one
+
     timers = session.v5
-    if timers is not None:
-        for handle in (timers.expiry, timers.will):
-            if handle is not None:
-                handle.cancel()
-        timers.expiry = timers.will = timers.pending_will = None
+    if timers is None:
+        return
+    if timers.expiry is not None:
+        timers.expiry.cancel()
+        timers.expiry = None
+    will_delay.reconnected(hub, session, ends=ends)
+    if v311 and not ends and session.journal is not None and not session.clean:
+        session.journal.session_expiry(session.client_id, None, None)
 
 
 def _expire(hub: Hub, session: Session) -> None:
     """The session's expiry interval passed: a will still delayed goes now, then the session ends."""
-    timers = session.v5
-    if timers is not None:
-        timers.expiry = None
-        if timers.will is not None:
-            timers.will.cancel()
-            _publish_will(hub, session)
+    from broker import will_delay  # the module that imports this one
+
+    if session.v5 is not None:
+        session.v5.expiry = None
+    will_delay.publish_held(hub, session)
     if not session.connected and hub.sessions.get(session.client_id) is session:
         hub.discard_session(session)

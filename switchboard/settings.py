@@ -149,6 +149,14 @@ class MqttSettings(_Section):
         description="MQTT 5: longest session expiry interval granted; a client asking for more (or for "
         "'never', 0xFFFFFFFF) gets this, announced in CONNACK. Its offline queue is kept that long.",
     )
+    max_keep_alive_seconds: int = Field(
+        65_535,
+        ge=0,
+        le=65_535,
+        description="MQTT 5: longest keep-alive allowed; a client asking for more, or for none (0), gets this as "
+        "Server Keep Alive in CONNACK and is disconnected after 1.5 times it without a packet (Mosquitto's "
+        "max_keepalive). 0 lets clients choose. MQTT 3.1.1 clients keep their own (3.1.1 cannot tell them).",
+    )
 
     @model_validator(mode="after")
     def _tls_complete(self) -> MqttSettings:

@@ -14,7 +14,7 @@ from typing import cast
 from broker.access import AccessControl
 from broker.hub import Hub
 from broker.persistence import StateStore
-from broker.sessions import Limits
+from broker.sessions import Limits, V5Properties
 from tests.conftest import CHAT_BRIDGE_PASSWORD, Users, stack_users
 from tests.helpers import NoReceiveChecks, Stack, mosquitto_pub, wait_for
 from tests.rawmqtt import PUBACK, RawClient
@@ -136,7 +136,7 @@ def test_chat_messages_retained_by_an_older_version_are_forgotten_at_start(tmp_p
     to the bridge again at every reconnection, so the broker drops it (from the file too) when it starts."""
     path = tmp_path / "state.db"
 
-    async def scenario() -> tuple[list[str], list[tuple[str, bytes, int]]]:
+    async def scenario() -> tuple[list[str], list[tuple[str, bytes, int, V5Properties | None]]]:
         old = StateStore(path)
         old.retained("dm/bob/alice", b"hi", 1)
         old.retained("devices/lamp", b"on", 0)
@@ -152,4 +152,4 @@ def test_chat_messages_retained_by_an_older_version_are_forgotten_at_start(tmp_p
         await again.close()
         return [retained.topic for retained in hub.retained.all()], kept
 
-    assert asyncio.run(scenario()) == (["devices/lamp"], [("devices/lamp", b"on", 0)])
+    assert asyncio.run(scenario()) == (["devices/lamp"], [("devices/lamp", b"on", 0, None)])

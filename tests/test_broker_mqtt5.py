@@ -8,16 +8,18 @@ import secrets
 import struct
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tests.conftest import Users
-from tests.helpers import Stack, _Lines, wait_for
+from tests.conftest import OPEN_LIMITS, Users
+from tests.helpers import Stack, _Lines, start_stack, wait_for
 from tests.mqtt5 import V5Client, new_topic, props, raw_connect
 from tests.rawmqtt import (
     CONNACK,
+    DISCONNECT,
     PUBCOMP,
     PUBLISH,
     PUBREC,
@@ -285,3 +287,34 @@ def test_retain_handling_2_sends_no_retained_messages_MQTT_3_3_1_11(
     always.subscribe((topic, SubscribeOptions(qos=1, retainHandling=0)))
     assert always.message().payload == b"kept"
     assert never.no_message(1.0)
+
+
+# Server Keep Alive ------------------------------------------------------------------------------------
+
+
+def test_no_keep_alive_gets_a_server_keep_alive_MQTT_3_2_2_21(v5_port: int, clients: Callable[..., V5Client]) -> None:
+    """A client asking for no keep-alive (0) is told to use mqtt.max_keep_alive_seconds (65,535 by default, as
+    Mosquitto's max_keepalive) in CONNACK's Server Keep Alive [MQTT-3.2.2-21]; one within it gets none
+    [MQTT-3.2.2-22]. Also Mosquitto."""
+    forever = clients(v5_port)
+    _flags, _reason, connack = forever.connect(keepalive=0)
+    assert connack.ServerKeepAlive == 65535
+    usual = clients(v5_port)
+    _flags, _reason, connack = usual.connect(keepalive=30)
+    assert not hasattr(connack, "ServerKeepAlive")
+
+
+def test_server_keep_alive_is_enforced_MQTT_3_2_2_21(tmp_path: Path, raw: Raw) -> None:
+    """With mqtt.max_keep_alive_seconds 1, a client asking for 60 s is told 1 and, silent, gets DISCONNECT 0x8D
+    (keep-alive timeout) after 1.5 s [MQTT-3.1.2-22]."""
+    stack = start_stack(
+        f"sqlite:///{tmp_path}/keepalive.db", tmp_path, **OPEN_LIMITS, SWITCHBOARD_MQTT__MAX_KEEP_ALIVE_SECONDS="1"
+    )
+    try:
+        client = raw(stack.mqtt_port)
+        client.send(raw_connect(f"silent-{secrets.token_hex(3)}", keepalive=60))
+        connack = client.expect(CONNACK).body
+        assert connack[1] == 0 and b"\x13\x00\x01" in connack[2:]  # Server Keep Alive (0x13) = 1
+        assert client.expect(DISCONNECT, timeout=20).body[0] == KEEP_ALIVE_TIMEOUT
+    finally:
+        assert stack.stop() == 0
