@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.body_limit import BodyLimit
+from api.callers import TokenCache
+from api.changes import ChangeWatch
 from api.console_metrics import registry_source
 from api.metrics import ApiMetrics
 from api.routes import admin, auth, console, conversations, health, hooks, media, messages, presence, receipts, sync
@@ -62,6 +64,8 @@ def create_app(
     app.state.blobs = make_blob_store(app.state.media_settings)
     app.state.login_throttle = LoginThrottle(engine, login_settings or LoginSettings())
     app.state.hook_callers = VerifiedCredentials[str](HOOK_CALLER_SECONDS)
+    app.state.callers = TokenCache(settings.token_cache_seconds)
+    app.state.changes = ChangeWatch(engine, settings.sync_poll_seconds, app.state.callers.forget)
     app.include_router(auth.router)
     app.include_router(hooks.router)
     app.include_router(health.router)

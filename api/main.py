@@ -44,8 +44,9 @@ class ApiServer:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None
         self._metrics_server: Any = None
+        self._app = create_app(engine, settings, self._metrics, media, login, web)
         config = uvicorn.Config(
-            create_app(engine, settings, self._metrics, media, login, web),
+            self._app,
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -89,6 +90,7 @@ class ApiServer:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+        await self._app.state.changes.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
