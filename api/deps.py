@@ -82,7 +82,7 @@ async def get_current_user(
         watch.ensure_started()
         caller = cache.get(token.credentials) if watch.running else None  # revocations reach it only while it runs
         if caller is None:
-            caller = await run_in_threadpool(_token_holder, state.engine, cache, token.credentials)
+            caller = await run_in_threadpool(_token_holder, state.read_engine, cache, token.credentials)
         if caller is None:  # 256 random bits: guessing is hopeless, so no throttle (and no user name to key it)
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

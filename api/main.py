@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Generator
 from typing import Any
 
@@ -63,9 +64,11 @@ class ApiServer:
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Bind and begin serving; ConfigError when the port is taken."""
-        ensure_port_free(self._settings.host, self._settings.port, setting="api.port", env="SWITCHBOARD_API__PORT")
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Bind and begin serving (or serve ``sockets``, bound by an api.workers parent: api/workers.py);
+        ConfigError when the port is taken."""
+        if sockets is None:
+            ensure_port_free(self._settings.host, self._settings.port, setting="api.port", env="SWITCHBOARD_API__PORT")
         if self._metrics is not None and self._settings.metrics_port is not None:
             self._metrics_server = serve_metrics(
                 self._metrics.registry,
@@ -74,7 +77,7 @@ class ApiServer:
                 service="api",
                 setting="api.metrics_port",
             )
-        self._task = asyncio.create_task(self._server.serve())
+        self._task = asyncio.create_task(self._server.serve(sockets=sockets))
         while not self._server.started:
             if self._task.done():
                 self._task.result()

@@ -35,7 +35,7 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 500.", examples=[50])] = 50,
 ) -> Response:
     """Newest first by default; with ``after``, oldest first. ``next`` continues in the same direction."""
-    engine = request.app.state.engine
+    engine = request.app.state.read_engine
     page = await run_in_threadpool(reads.history_page, engine, user.name, conversation, before, after, limit)
     return Response(page, media_type="application/json")
 

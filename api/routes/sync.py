@@ -72,7 +72,7 @@ async def sync(
     ] = 0,
 ) -> Response:
     """Oldest change first. When ``more`` is true, call again at once with ``next``."""
-    engine = request.app.state.engine
+    engine = request.app.state.read_engine
     waiting = timeout > 0 and since is not None
     page = await run_in_threadpool(sync_page, engine, user.name, since, limit, interest=waiting)
     if waiting and page.empty:
