@@ -80,9 +80,11 @@ async def get_current_user(
         cache: TokenCache = state.callers
         watch: ChangeWatch = state.changes
         watch.ensure_started()
-        caller = cache.get(token.credentials) if watch.running else None  # revocations reach it only while it runs
+        # The cache is used only while the watch runs: revocations by other processes reach it through the watch.
+        keep = cache if watch.running else None
+        caller = keep.get(token.credentials) if keep is not None else None
         if caller is None:
-            caller = await run_in_threadpool(_token_holder, state.read_engine, cache, token.credentials)
+            caller = await run_in_threadpool(_token_holder, state.read_engine, keep, token.credentials)
         if caller is None:  # 256 random bits: guessing is hopeless, so no throttle (and no user name to key it)
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -99,16 +101,17 @@ async def get_current_user(
     return await run_in_threadpool(_basic_login, request, credentials.username, credentials.password)
 
 
-def _token_holder(engine: Engine, cache: TokenCache, token: str) -> Caller | None:
-    """The holder of a live token of an enabled user, from the database; remembered in ``cache``."""
-    epoch = cache.epoch()
+def _token_holder(engine: Engine, cache: TokenCache | None, token: str) -> Caller | None:
+    """The holder of a live token of an enabled user, from the database; remembered in ``cache`` if given."""
+    epoch = cache.epoch() if cache is not None else 0
     with engine.connect() as connection:
         found = tokens.holders(connection, [token]).get(token)
     if found is None:
         return None
     name, role, expires = found
     caller = Caller(name, Role(role))
-    cache.remember(token, caller, expires, epoch)
+    if cache is not None:
+        cache.remember(token, caller, expires, epoch)
     return caller
 
 

@@ -114,6 +114,8 @@ async def up(settings: Settings, engine: Engine) -> None:
             registry_source(bridge_metrics.registry),
         ],
     )
+    if settings.api.workers > 1:
+        _say("api.workers applies to `switchboard api`; `switchboard up` runs one API process", warn=True)
     api = ApiServer(settings.api, engine, settings.media, settings.login, web)
     bridge_task: asyncio.Task[None] | None = None
     try:
