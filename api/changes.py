@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, distinct, select
+from sqlalchemy import Connection, Engine, select
 
 from api.callers import REVOKING
 from switchboard import streams
@@ -89,7 +89,7 @@ def read_changes(engine: Engine, since: dict[str, int]) -> Changes:
             if heads[stream] > since[stream]:
                 window = (table.c.stream_pos > since[stream], table.c.stream_pos <= heads[stream])
                 conversations.update(
-                    connection.execute(select(distinct(table.c.conversation_id)).where(*window)).scalars()
+                    connection.execute(select(table.c.conversation_id).distinct().where(*window)).scalars()
                 )
         users: set[str] = set()
         groups: set[str] = set()
@@ -155,8 +155,19 @@ class ChangeWatch:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def stop(self) -> None:
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`release` was called: nobody waits any more."""
+        return self._stopping.is_set()
+
+    def release(self) -> None:
+        """The server is stopping: every waiter answers now (its empty page), and no new one waits."""
         self._stopping.set()
+        for waiter in self._waiters:
+            waiter.woken.set()
+
+    async def stop(self) -> None:
+        self.release()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -210,9 +221,9 @@ class ChangeWatch:
         while not self._stopping.is_set():
             try:
                 raw = self._engine.raw_connection()
+                connection = raw.driver_connection
                 raw.detach()  # closed, not returned to the pool, when this thread is done with it
                 try:
-                    connection = raw.driver_connection
                     connection.autocommit = True  # type: ignore[union-attr]
                     connection.execute(statement)  # type: ignore[union-attr]
                     loop.call_soon_threadsafe(self._wake)  # anything that committed before LISTEN

@@ -90,6 +90,7 @@ class ApiServer:
         return int(self._server.servers[0].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        self._app.state.changes.release()  # long polls answer now, rather than hold the graceful shutdown
         self._server.should_exit = True
         if self._task is not None:
             await self._task

@@ -153,7 +153,12 @@ async def run(args: argparse.Namespace, tokens: dict[str, str], mqtt: int, api: 
 
         for name in names:
             start(name)
-        await asyncio.sleep(5)  # all registered (the API answers none of them: nothing changed)
+        # Until the API has taken every request (each reads its empty page once, then waits): its CPU settles.
+        for _ in range(60):
+            before = cpu(server)
+            await asyncio.sleep(2)
+            if cpu(server) - before < 0.1:
+                break
         rss_waiting, cpu_waiting = server.memory_info().rss, cpu(server)
         await asyncio.sleep(args.idle)
         cpu_waiting = (cpu(server) - cpu_waiting) / args.idle

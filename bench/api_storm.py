@@ -245,6 +245,7 @@ def main() -> None:
             spy = subprocess.Popen([*command, "--subprocesses", "--nonblocking"], stdout=subprocess.DEVNULL)
             time.sleep(1.0)
         cpu_before = cpu_seconds(server)
+        client_before = cpu_seconds(psutil.Process())
         started = time.perf_counter()
 
         async def rounds() -> None:
@@ -254,6 +255,7 @@ def main() -> None:
         asyncio.run(rounds())
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(server) - cpu_before
+        client_cpu = cpu_seconds(psutil.Process()) - client_before
         requests = len(storm.latencies)
         latencies = sorted(storm.latencies)
         figures = {
@@ -266,6 +268,7 @@ def main() -> None:
             "p50_ms": round(statistics.median(latencies) * 1000, 1),
             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
             "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
             "load_average": round(os.getloadavg()[0], 2),
         }
         print(
@@ -275,7 +278,7 @@ def main() -> None:
         print(
             f"{figures['requests_per_second']:.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
             f"p99 {figures['p99_ms']:.1f} ms, API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request "
-            f"(load average {figures['load_average']})"
+            f"(the client's: {figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})"
         )
         if args.json:
             print(json.dumps(figures))

@@ -99,11 +99,11 @@ async def _long_poll(
         while True:
             if not missed:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or watch.closing:
                     return page
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.woken.wait(), remaining)
-                if not waiter.woken.is_set():
+                if not waiter.woken.is_set() or watch.closing:  # the time is up, or the server is stopping
                     return page
             missed = False
             waiter.woken.clear()
