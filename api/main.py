@@ -22,6 +22,9 @@ from switchboard.settings import ApiSettings, LoginSettings, MediaSettings
 
 log = logging.getLogger(__name__)
 
+#: How long start-up waits for the change watch's first read of the stream heads.
+WATCH_READY_SECONDS = 5.0
+
 
 class _Server(uvicorn.Server):
     """uvicorn's server without its own signal handling: the caller owns SIGINT and SIGTERM."""
@@ -83,6 +86,12 @@ class ApiServer:
                 self._task.result()
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.02)
+        # The change watch (long polls, token revocations) from the start; a database still unreachable is
+        # no reason not to serve (the requests answer 503 until it is back, and the watch keeps trying).
+        watch = self._app.state.changes
+        watch.ensure_started()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.ready(), WATCH_READY_SECONDS)
         log.info("api listening on http://%s:%d", self._settings.host, self.port)
 
     @property
