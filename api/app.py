@@ -15,8 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.body_limit import BodyLimit
+from api.callers import TokenCache
+from api.changes import ChangeWatch
 from api.console_metrics import registry_source
-from api.metrics import ApiMetrics
+from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
     admin,
     auth,
@@ -72,12 +74,18 @@ def create_app(
     install_docs(app)
     install_pages(app, web.app_config)
     app.state.engine = engine
+    # The fast reads (api/reads.py), the token lookups and the change watch: one statement or a few, none
+    # of which needs a transaction (each sees what had committed when it began, as in READ COMMITTED), so no
+    # BEGIN and ROLLBACK round trips around them. Same pool.
+    app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     app.state.settings = settings
     app.state.media_settings = media_settings or MediaSettings()
     app.state.blobs = make_blob_store(app.state.media_settings)
     app.state.login_throttle = LoginThrottle(engine, login_settings or LoginSettings())
     app.state.hook_callers = VerifiedCredentials[str](HOOK_CALLER_SECONDS)
     app.state.presence_settings = presence_settings or PresenceSettings()
+    app.state.callers = TokenCache(settings.token_cache_seconds)
+    app.state.changes = ChangeWatch(app.state.read_engine, settings.sync_poll_seconds, app.state.callers.forget)
     app.include_router(auth.router)
     app.include_router(hooks.router)
     app.include_router(rabbitmq.router)
@@ -96,7 +104,7 @@ def create_app(
     app.add_exception_handler(AccountError, _account_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     if metrics is not None:
-        app.middleware("http")(metrics.middleware)
+        app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Added last, so it runs first: a body is refused before anything (authentication included) reads it.
     files = app.state.media_settings.max_bytes
     app.add_middleware(

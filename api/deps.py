@@ -9,7 +9,10 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
+from api.callers import Caller, TokenCache
+from api.changes import ChangeWatch
 from switchboard import accounts, tokens
 from switchboard.logins import LoginThrottle, Throttled
 from switchboard.tables import Role, User
@@ -64,49 +67,87 @@ def check_login(
     return user
 
 
-def get_current_user(
+async def get_current_user(
     request: Request,
-    session: SessionDep,
-    limiter: LimiterDep,
     credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
     token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> User:
-    """The caller, from HTTP Basic (username and password, or username and token) or a bearer token."""
+) -> Caller:
+    """The caller, from HTTP Basic (username and password, or username and token) or a bearer token. A
+    bearer token verified recently is answered from this process's token cache (api/callers.py), on the
+    event loop; anything else is checked in the database, in a thread."""
+    state = request.app.state
     if token is not None:
-        user = tokens.user_for(session, token.credentials)
-        if user is None:  # 256 random bits: guessing is hopeless, so no throttle (and no user name to key it)
+        cache: TokenCache = state.callers
+        watch: ChangeWatch = state.changes
+        watch.ensure_started()
+        # The cache is used only while the watch runs: revocations by other processes reach it through the watch.
+        keep = cache if watch.running else None
+        caller = keep.get(token.credentials) if keep is not None else None
+        if caller is None:
+            caller = await run_in_threadpool(_token_holder, state.read_engine, keep, token.credentials)
+        if caller is None:  # 256 random bits: guessing is hopeless, so no throttle (and no user name to key it)
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 detail="the token is unknown or expired: get a new one from POST /v1/auth/token",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return user
+        return caller
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="log in with HTTP Basic (the MQTT credentials) or a bearer token",
             headers={"WWW-Authenticate": 'Basic realm="switchboard", Bearer'},
         )
-    return check_login(session, limiter, request, credentials.username, credentials.password)
+    return await run_in_threadpool(_basic_login, request, credentials.username, credentials.password)
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+def _token_holder(engine: Engine, cache: TokenCache | None, token: str) -> Caller | None:
+    """The holder of a live token of an enabled user, from the database; remembered in ``cache`` if given."""
+    epoch = cache.epoch() if cache is not None else 0
+    with engine.connect() as connection:
+        found = tokens.holders(connection, [token]).get(token)
+    if found is None:
+        return None
+    name, role, expires = found
+    caller = Caller(name, Role(role))
+    if cache is not None:
+        cache.remember(token, caller, expires, epoch)
+    return caller
 
 
-def get_admin(user: CurrentUser) -> User:
+def _basic_login(request: Request, name: str, secret: str) -> Caller:
+    with Session(request.app.state.engine) as session:
+        user = check_login(session, request.app.state.login_throttle, request, name, secret)
+        return Caller(user.name, Role(user.role))
+
+
+def forget_tokens(request: Request, user: str) -> None:
+    """This process stops accepting ``user``'s cached tokens (call after committing their revocation)."""
+    cache: TokenCache = request.app.state.callers
+    cache.forget(user)
+
+
+CurrentUser = Annotated[Caller, Depends(get_current_user)]
+
+
+async def get_admin(user: CurrentUser) -> Caller:
     """The caller, if it is an administrator (else 403)."""
     if user.role != Role.ADMIN:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="administrators only: ask an admin to do this")
     return user
 
 
-AdminUser = Annotated[User, Depends(get_admin)]
+AdminUser = Annotated[Caller, Depends(get_admin)]
+
+
+#: The ``{conversation}`` path parameter.
+CONVERSATION_PATH = Path(description="dm:{a}:{b} (names sorted) or group:{g}", examples=["dm:alice:bob"])
 
 
 def readable_conversation(
     session: SessionDep,
     user: CurrentUser,
-    conversation: Annotated[str, Path(description="dm:{a}:{b} (names sorted) or group:{g}", examples=["dm:alice:bob"])],
+    conversation: Annotated[str, CONVERSATION_PATH],
 ) -> Conversation:
     """The conversation in the path, if it exists (else 404) and the caller is part of it (else 403)."""
     parsed = parse_conversation(conversation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Generator
 from typing import Any
 
@@ -20,6 +21,9 @@ from switchboard.ports import ensure_port_free
 from switchboard.settings import ApiSettings, LoginSettings, MediaSettings, PresenceSettings
 
 log = logging.getLogger(__name__)
+
+#: How long start-up waits for the change watch's first read of the stream heads.
+WATCH_READY_SECONDS = 5.0
 
 
 class _Server(uvicorn.Server):
@@ -45,8 +49,9 @@ class ApiServer:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None
         self._metrics_server: Any = None
+        self._app = create_app(engine, settings, self._metrics, media, login, web, presence)
         config = uvicorn.Config(
-            create_app(engine, settings, self._metrics, media, login, web, presence),
+            self._app,
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -63,9 +68,11 @@ class ApiServer:
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Bind and begin serving; ConfigError when the port is taken."""
-        ensure_port_free(self._settings.host, self._settings.port, setting="api.port", env="SWITCHBOARD_API__PORT")
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Bind and begin serving (or serve ``sockets``, bound by an api.workers parent: api/workers.py);
+        ConfigError when the port is taken."""
+        if sockets is None:
+            ensure_port_free(self._settings.host, self._settings.port, setting="api.port", env="SWITCHBOARD_API__PORT")
         if self._metrics is not None and self._settings.metrics_port is not None:
             self._metrics_server = serve_metrics(
                 self._metrics.registry,
@@ -74,12 +81,18 @@ class ApiServer:
                 service="api",
                 setting="api.metrics_port",
             )
-        self._task = asyncio.create_task(self._server.serve())
+        self._task = asyncio.create_task(self._server.serve(sockets=sockets))
         while not self._server.started:
             if self._task.done():
                 self._task.result()
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.02)
+        # The change watch (long polls, token revocations) from the start; a database still unreachable is
+        # no reason not to serve (the requests answer 503 until it is back, and the watch keeps trying).
+        watch = self._app.state.changes
+        watch.ensure_started()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.ready(), WATCH_READY_SECONDS)
         log.info("api listening on http://%s:%d", self._settings.host, self.port)
 
     @property
@@ -87,9 +100,11 @@ class ApiServer:
         return int(self._server.servers[0].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        self._app.state.changes.release()  # long polls answer now, rather than hold the graceful shutdown
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+        await self._app.state.changes.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

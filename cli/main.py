@@ -121,9 +121,9 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The commands that run the broker or the bridge: on uvloop where it is installed (not on Windows), plain
-#: asyncio otherwise.
-BROKER_COMMANDS = ("up", "broker_only", "bridge_only")
+#: The commands that run a service (the broker, the bridge, the API): on uvloop where it is installed (not on
+#: Windows), plain asyncio otherwise.
+BROKER_COMMANDS = ("up", "broker_only", "bridge_only", "api_only")
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

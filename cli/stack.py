@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 import signal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -19,6 +20,9 @@ from broker.server import SwitchboardBroker, start_broker
 from switchboard import config_reference, logs, lookups
 from switchboard.db import upgrade, wait_for_schema_or_stop
 from switchboard.settings import Settings
+
+if TYPE_CHECKING:
+    from api.web import WebContext
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,8 @@ async def up(settings: Settings, engine: Engine) -> None:
             registry_source(bridge_metrics.registry),
         ],
     )
+    if settings.api.workers > 1:
+        _say("api.workers applies to `switchboard api`; `switchboard up` runs one API process", warn=True)
     api = ApiServer(settings.api, engine, settings.media, settings.login, web, settings.presence)
     bridge_task: asyncio.Task[None] | None = None
     try:
@@ -167,11 +173,8 @@ async def broker_only(settings: Settings, engine: Engine) -> None:
         await broker.shutdown()
 
 
-async def api_only(settings: Settings, engine: Engine) -> None:
-    """The API alone; it answers 503 while the database is unreachable."""
-    from api.main import ApiServer
-
-    stop = _stop_on_signals()
+def api_web_context(settings: Settings) -> WebContext:
+    """What the web app and the console of ``switchboard api`` read (a worker process builds its own)."""
     from api.console_metrics import http_source
     from api.web import WebContext
 
@@ -181,12 +184,33 @@ async def api_only(settings: Settings, engine: Engine) -> None:
         for section in (settings.mqtt, settings.bridge)
         if section.metrics_port
     ]
-    web = WebContext(
+    return WebContext(
         app_config={name: port for name, port in ports.items() if port},
         effective_config=config_reference.effective(settings),
         metric_sources=sources,
     )
-    api = ApiServer(settings.api, engine, settings.media, settings.login, web, settings.presence)
+
+
+async def api_only(settings: Settings, engine: Engine) -> None:
+    """The API alone (``api.workers`` processes of it); it answers 503 while the database is unreachable."""
+    from api.main import ApiServer
+    from api.workers import ApiWorkers
+
+    stop = _stop_on_signals()
+    if settings.api.workers > 1:
+        engine.dispose()  # each worker makes its own
+        workers = ApiWorkers(settings, api_web_context)
+        try:
+            await workers.start()
+            _say(f"api listening on http://{settings.api.host}:{workers.port} (OpenAPI at /docs)")
+            _say(f"api: {settings.api.workers} worker processes")
+            dead = asyncio.ensure_future(workers.until_a_worker_dies())
+            await asyncio.wait([dead, asyncio.ensure_future(_until(stop))], return_when=asyncio.FIRST_COMPLETED)
+            dead.cancel()
+        finally:
+            await workers.stop()
+        return
+    api = ApiServer(settings.api, engine, settings.media, settings.login, api_web_context(settings), settings.presence)
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
     try:

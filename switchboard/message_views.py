@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -48,8 +48,9 @@ class MessageView:
     reactions: dict[str, list[str]] = field(default_factory=dict)
 
 
-def views(session: Session, rows: Sequence[Message]) -> list[MessageView]:
-    """``rows`` as clients see them, in the same order."""
+def views(session: Session | Connection, rows: Sequence[Any]) -> list[MessageView]:
+    """``rows`` (``Message`` objects, or Core rows with the same columns) as clients see them, in the same
+    order; ``session`` a Session or a Core connection."""
     if not rows:
         return []
     targets = _targets(session, rows)
@@ -87,7 +88,7 @@ def _by_conversation(pairs: set[tuple[str, int]], seq_column: Any) -> ColumnElem
     return or_(*(and_(col(Message.conversation_id) == c, seq_column.in_(s)) for c, s in seqs.items()))
 
 
-def _targets(session: Session, rows: Sequence[Message]) -> dict[tuple[str, int], tuple[str, str]]:
+def _targets(session: Session | Connection, rows: Sequence[Any]) -> dict[tuple[str, int], tuple[str, str]]:
     """The sender and client id of every message the relations among ``rows`` name."""
     wanted = {(row.conversation_id, row.relates_to_seq) for row in rows if row.relates_to_seq is not None}
     if not wanted:
@@ -100,7 +101,7 @@ def _targets(session: Session, rows: Sequence[Message]) -> dict[tuple[str, int],
     return {(conversation, seq): (sender, client_id) for conversation, seq, sender, client_id in found}
 
 
-def _reactions(session: Session, rows: Sequence[Message]) -> dict[tuple[str, int], dict[str, list[str]]]:
+def _reactions(session: Session | Connection, rows: Sequence[Any]) -> dict[tuple[str, int], dict[str, list[str]]]:
     """The reactions (not unsent) to the plain messages and replies among ``rows``, by target."""
     wanted = {
         (row.conversation_id, row.seq) for row in rows if row.relates_kind in (None, "reply") and row.unsent_at is None
@@ -119,7 +120,8 @@ def _reactions(session: Session, rows: Sequence[Message]) -> dict[tuple[str, int
     ).all()
     reactions: dict[tuple[str, int], dict[str, list[str]]] = {}
     for conversation, seq, emoji, sender in found:
-        senders = reactions.setdefault((conversation, seq), {}).setdefault(emoji, [])
+        target: tuple[str, int] = (conversation, seq)  # relates_to_seq is not null here
+        senders = reactions.setdefault(target, {}).setdefault(emoji, [])
         if sender not in senders:
             senders.append(sender)
     return reactions

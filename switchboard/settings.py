@@ -239,6 +239,28 @@ class ApiSettings(_Section):
         description="Most HTTP connections at once; more get 503 and are closed, so the API cannot take the file "
         "descriptors the broker needs (they share one process in `switchboard up`).",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API processes serving the one port (uvicorn workers), for more than one core; `switchboard "
+        "api` only (`switchboard up` runs one, beside the broker). Each has its own token cache and change watch.",
+    )
+    token_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How long an API process answers a bearer token it verified from memory before asking the "
+        "database again (0: every request asks). Revocations (disable, delete, password reset) end cached tokens at "
+        "once in the process that made them and, through the change watch, in the others (see docs/performance.md).",
+    )
+    sync_poll_seconds: float = Field(
+        0.05,
+        gt=0,
+        le=5,
+        description="On SQLite, how often each API process reads the change streams' heads to wake long-polling "
+        "/v1/sync requests and forget revoked tokens (on Postgres it LISTENs instead).",
+    )
 
     @field_validator("cors_origins")
     @classmethod

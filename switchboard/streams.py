@@ -8,13 +8,18 @@ cursor never skips a change that commits late. (Identity columns give no such pr
 handed out at insert time, and transactions commit in any order.)
 
 Writers lock streams in one order — receipts, then messages, then directory — so they never deadlock.
+
+On Postgres, :func:`advance` also sends ``NOTIFY switchboard_streams, '<stream>'`` (in the same statement,
+so no extra round trip); Postgres delivers it when the transaction commits, and only then. The API's
+change watch (api/changes.py) LISTENs, so a long-polling ``/v1/sync`` answers as soon as its change
+commits. On SQLite the watch polls :func:`heads` instead.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from switchboard.schema import stream_positions
 
@@ -25,15 +30,20 @@ MESSAGES = "messages"
 RECEIPTS = "receipts"
 DIRECTORY = "directory"
 ALL = (MESSAGES, RECEIPTS, DIRECTORY)
+#: The Postgres channel :func:`advance` notifies, with the stream's name as the payload.
+CHANNEL = "switchboard_streams"
 
 
 def advance(session: Session, stream: str, count: int = 1) -> int:
     """Take ``count`` positions of ``stream``; returns the last one (the first is ``last - count + 1``)."""
+    returned: list[Any] = [stream_positions.c.position]
+    if session.get_bind().dialect.name == "postgresql":
+        returned.append(func.pg_notify(CHANNEL, stream))  # sent at commit, to every LISTENing API process
     position = session.execute(
         update(stream_positions)
         .where(stream_positions.c.name == stream)
         .values(position=stream_positions.c.position + count)
-        .returning(stream_positions.c.position)
+        .returning(*returned)
     ).scalar_one_or_none()
     if position is None:  # a database created before the stream existed: start it
         session.execute(insert(stream_positions).values(name=stream, position=count))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
-from api.deps import ACCOUNT_ERRORS, ADMIN_ERRORS, BODY_ERRORS, AdminUser, SessionDep
+from api.callers import Caller
+from api.deps import ACCOUNT_ERRORS, ADMIN_ERRORS, BODY_ERRORS, AdminUser, SessionDep, forget_tokens
 from api.schemas import (
     GroupCreate,
     GroupPublic,
@@ -54,12 +55,15 @@ def create_user(session: SessionDep, _admin: AdminUser, body: UserCreate) -> Use
 
 
 @router.patch("/users/{name}", response_model=UserPublic, responses={**ACCOUNT_ERRORS, **BODY_ERRORS})
-def update_user(session: SessionDep, admin: AdminUser, name: UserName, body: UserUpdate) -> UserPublic:
+def update_user(
+    request: Request, session: SessionDep, admin: AdminUser, name: UserName, body: UserUpdate
+) -> UserPublic:
     """Disable or enable an account. Disabling closes its MQTT connections and revokes its tokens (enabling
     it again does not revive them)."""
     _not_self_or_service(session, admin, name, "disable")
     user = accounts.set_disabled(session, name, body.disabled)
     session.commit()
+    forget_tokens(request, name)
     return _user(user)
 
 
@@ -69,21 +73,25 @@ def update_user(session: SessionDep, admin: AdminUser, name: UserName, body: Use
     response_class=Response,
     responses={**ACCOUNT_ERRORS, **BODY_ERRORS},
 )
-def reset_password(session: SessionDep, admin: AdminUser, name: UserName, body: PasswordReset) -> None:
+def reset_password(
+    request: Request, session: SessionDep, admin: AdminUser, name: UserName, body: PasswordReset
+) -> None:
     """Set a new password: the user's tokens are revoked and its MQTT connections closed."""
     _not_self_or_service(session, admin, name, "reset the password of")
     accounts.reset_password(session, name, body.password)
     session.commit()
+    forget_tokens(request, name)
 
 
 @router.delete(
     "/users/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=ACCOUNT_ERRORS
 )
-def delete_user(session: SessionDep, admin: AdminUser, name: UserName) -> None:
+def delete_user(request: Request, session: SessionDep, admin: AdminUser, name: UserName) -> None:
     """Delete an account, its memberships and tokens; the messages it sent stay in their conversations."""
     _not_self_or_service(session, admin, name, "delete")
     accounts.delete_user(session, name)
     session.commit()
+    forget_tokens(request, name)
 
 
 @router.get("/groups", response_model=GroupsList, responses=ADMIN_ERRORS)
@@ -140,7 +148,7 @@ def _user(user: User) -> UserPublic:
     )
 
 
-def _not_self_or_service(session: SessionDep, admin: User, name: str, action: str) -> None:
+def _not_self_or_service(session: SessionDep, admin: Caller, name: str, action: str) -> None:
     if name == admin.name:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"you cannot {action} your own account")
     target = session.get(User, name)

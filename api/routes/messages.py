@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as FastApiPath
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CONVERSATION_ERRORS, CurrentUser, ReadableConversation, SessionDep
+from api import reads
+from api.deps import CONVERSATION_ERRORS, CONVERSATION_PATH, CurrentUser, ReadableConversation, SessionDep
 from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage, RelationPublic
 from switchboard import accounts, message_views, relations
 from switchboard.tables import Message, Receipt, Role, utcnow
@@ -22,9 +24,10 @@ MAX_PAGE = 500
 
 
 @router.get("/conversations/{conversation}/messages", response_model=MessagesPage, responses=CONVERSATION_ERRORS)
-def list_messages(
-    session: SessionDep,
-    conversation: ReadableConversation,
+async def list_messages(
+    request: Request,
+    user: CurrentUser,
+    conversation: Annotated[str, CONVERSATION_PATH],
     before: Annotated[
         int | None,
         Query(ge=1, le=MAX_INT64, description="Only messages with seq < before (newest first).", examples=[41]),
@@ -34,24 +37,11 @@ def list_messages(
         Query(ge=0, le=MAX_INT64, description="Only messages with seq > after (oldest first).", examples=[0]),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 500.", examples=[50])] = 50,
-) -> MessagesPage:
+) -> Response:
     """Newest first by default; with ``after``, oldest first. ``next`` continues in the same direction."""
-    forward = after is not None
-    query = select(Message).where(Message.conversation_id == conversation.id)
-    if before is not None:
-        query = query.where(col(Message.seq) < before)
-    if after is not None:
-        query = query.where(col(Message.seq) > after)
-    query = query.order_by(col(Message.seq).asc() if forward else col(Message.seq).desc()).limit(limit + 1)
-    rows = list(session.exec(query).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return MessagesPage(
-        conversation=conversation.id,
-        direction="forward" if forward else "backward",
-        messages=public_messages(session, rows),
-        next=rows[-1].seq if more and rows else None,
-    )
+    engine = request.app.state.read_engine
+    page = await run_in_threadpool(reads.history_page, engine, user.name, conversation, before, after, limit)
+    return Response(page, media_type="application/json")
 
 
 @router.get("/messages/{conversation}/{seq}", response_model=MessageDetail, responses=CONVERSATION_ERRORS)

@@ -4,52 +4,33 @@ in all its conversations, receipts that moved, membership changes in its groups 
 A cursor holds one position per change stream (switchboard.streams). Positions follow commit order, so a
 change that commits late is never skipped. Without ``since`` the answer is empty and its cursor is "now":
 load the first screen with /v1/conversations and history, then sync from that cursor.
+
+``timeout`` (seconds, up to 60) makes it a long poll, as Matrix's /sync and Zulip's /events: when nothing
+changed, the answer waits until something does (then comes at once) or the time is up (then it is empty,
+with the same cursor). Waiting costs no database query: the process's change watch (api/changes.py) wakes
+only the requests its changes concern. The pages themselves are read by api/reads.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, TypeVar
+import asyncio
+import contextlib
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
-from sqlalchemy import or_
-from sqlmodel import Session, col, select
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import AUTH_ERRORS, CurrentUser, SessionDep
-from api.routes.messages import public_messages
-from api.schemas import MembershipChange, ReceiptPublic, SyncPage
-from switchboard import accounts, streams
-from switchboard.tables import DirectoryChange, DirectoryEvent, GroupMember, Message, Receipt
+from api.changes import ChangeWatch, Waiter
+from api.deps import AUTH_ERRORS, CurrentUser
+from api.reads import Cursor, SyncResult, dumps, sync_page
+from api.schemas import SyncPage
 
 router = APIRouter(prefix="/v1", tags=["sync"])
 
 MAX_LIMIT = 1000
-StreamRow = TypeVar("StreamRow", Message, Receipt)
-CURSOR_VERSION = "v1"
-MEMBERSHIP_CHANGES: dict[str, str] = {DirectoryChange.MEMBER_ADDED: "added", DirectoryChange.MEMBER_REMOVED: "removed"}
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Positions in the messages, receipts and directory streams."""
-
-    messages: int
-    receipts: int
-    directory: int
-
-    def __str__(self) -> str:
-        return f"{CURSOR_VERSION}.{self.messages}.{self.receipts}.{self.directory}"
-
-    @classmethod
-    def parse(cls, text: str) -> Cursor | None:
-        parts = text.split(".")
-        if (
-            len(parts) != 4
-            or parts[0] != CURSOR_VERSION
-            or not all(p.isascii() and p.isdigit() and len(p) < 19 for p in parts[1:])
-        ):
-            return None
-        return cls(*(int(p) for p in parts[1:]))
+MAX_TIMEOUT = 60
+__all__ = ["Cursor", "router"]
 
 
 @router.get(
@@ -64,8 +45,8 @@ class Cursor:
         },
     },
 )
-def sync(
-    session: SessionDep,
+async def sync(
+    request: Request,
     user: CurrentUser,
     since: Annotated[
         str | None,
@@ -78,94 +59,57 @@ def sync(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="At most this many of each kind of change.", examples=[100])
     ] = 100,
-) -> SyncPage:
+    timeout: Annotated[  # noqa: ASYNC109 (the query parameter's name is the API: ?timeout=30)
+        float,
+        Query(
+            ge=0,
+            le=MAX_TIMEOUT,
+            description="Long poll: when nothing changed since `since`, wait up to this many seconds (0 to 60) for a "
+            "change and answer as soon as one commits; an empty page (same `next`) when the time is up. 0 (the "
+            "default) answers at once. Ignored without `since`.",
+            examples=[30],
+        ),
+    ] = 0,
+) -> Response:
     """Oldest change first. When ``more`` is true, call again at once with ``next``."""
-    heads = streams.heads(session)
-    now = Cursor(heads[streams.MESSAGES], heads[streams.RECEIPTS], heads[streams.DIRECTORY])
-    if since is None:
-        return SyncPage(messages=[], receipts=[], memberships=[], next=str(now), more=False)
-    cursor = _checked(since, now)
-    messages = _stream_after(session, Message, user.name, cursor.messages, limit + 1)
-    receipts = _stream_after(session, Receipt, user.name, cursor.receipts, limit + 1)
-    events = _membership_events(session, user.name, cursor.directory, limit + 1)
-    following = Cursor(
-        _advanced(cursor.messages, now.messages, [m.stream_pos for m in messages], limit),
-        _advanced(cursor.receipts, now.receipts, [r.stream_pos for r in receipts], limit),
-        _advanced(cursor.directory, now.directory, [e.position for e in events], limit),
-    )
-    more = max(len(messages), len(receipts), len(events)) > limit
-    messages, receipts, events = messages[:limit], receipts[:limit], events[:limit]
-    return SyncPage(
-        messages=public_messages(session, messages),
-        receipts=[
-            ReceiptPublic(
-                conversation=r.conversation_id,
-                user=r.user_name,
-                delivered_seq=r.delivered_seq,
-                read_seq=r.read_seq,
-                updated_at=r.updated_at,
-            )
-            for r in receipts
-        ],
-        memberships=[
-            MembershipChange.model_validate(
-                {"group": e.group_name, "user": e.user_name, "change": MEMBERSHIP_CHANGES[e.change], "at": e.at}
-            )
-            for e in events
-        ],
-        next=str(following),
-        more=more,
-    )
+    engine = request.app.state.read_engine
+    waiting = timeout > 0 and since is not None
+    page = await run_in_threadpool(sync_page, engine, user.name, since, limit, interest=waiting)
+    if waiting and page.empty:
+        page = await _long_poll(request.app.state.changes, engine, user.name, page, limit, timeout)
+    return Response(dumps(page.content), media_type="application/json")
 
 
-def _checked(since: str, now: Cursor) -> Cursor:
-    cursor = Cursor.parse(since)
-    if cursor is None:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail=f"since={since!r} is not a sync cursor: pass the `next` of an earlier /v1/sync, or omit since",
-        )
-    if cursor.messages > now.messages or cursor.receipts > now.receipts or cursor.directory > now.directory:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail=f"since={since!r} is ahead of this server (was the database restored?): sync again without since",
-        )
-    return cursor
-
-
-def _advanced(position: int, head: int, found: list[int], limit: int) -> int:
-    """Where the next sync starts: after the last change returned when there were more than ``limit``; else
-    at the head read before the queries (everything up to it had committed, so they saw it) or past it."""
-    if len(found) > limit:
-        return found[limit - 1]
-    return max([position, head, *found])
-
-
-def _stream_after(session: Session, table: type[StreamRow], user: str, after: int, limit: int) -> list[StreamRow]:
-    """Rows of a stream (messages or receipts) after ``after``, in the conversations ``user`` reads."""
-    query = (
-        select(table)
-        .where(
-            col(table.conversation_id).in_(accounts.readable_conversation_ids(user)),
-            col(table.stream_pos) > after,
-        )
-        .order_by(col(table.stream_pos))
-        .limit(limit)
-    )
-    return list(session.exec(query).all())
-
-
-def _membership_events(session: Session, user: str, after: int, limit: int) -> list[DirectoryEvent]:
-    my_groups = select(col(GroupMember.group_name)).where(col(GroupMember.user_name) == user)
-    return list(
-        session.exec(
-            select(DirectoryEvent)
-            .where(
-                col(DirectoryEvent.position) > after,
-                col(DirectoryEvent.change).in_(list(MEMBERSHIP_CHANGES)),
-                or_(col(DirectoryEvent.user_name) == user, col(DirectoryEvent.group_name).in_(my_groups)),
-            )
-            .order_by(col(DirectoryEvent.position))
-            .limit(limit)
-        ).all()
-    )
+async def _long_poll(
+    watch: ChangeWatch, engine: Engine, user: str, page: SyncResult, limit: int, seconds: float
+) -> SyncResult:
+    """Wait on the change watch until a change concerns ``user`` and its sync page is not empty, or until
+    ``seconds``; returns the last page read (empty when the time ran out)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    await watch.ready()
+    waiter = Waiter(user, page.conversations, page.groups)
+    watch.register(waiter)
+    try:
+        # Changes the watch handed out before the waiter was registered: read them once now. Every later
+        # one wakes the waiter.
+        heads = watch.heads
+        assert heads is not None
+        missed = page.next.behind(heads)
+        while True:
+            if not missed:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or watch.closing:
+                    return page
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.woken.wait(), remaining)
+                if not waiter.woken.is_set() or watch.closing:  # the time is up, or the server is stopping
+                    return page
+            missed = False
+            waiter.woken.clear()
+            page = await run_in_threadpool(sync_page, engine, user, str(page.next), limit, interest=True)
+            if not page.empty:
+                return page
+            waiter.conversations, waiter.groups = page.conversations, page.groups
+    finally:
+        watch.unregister(waiter)

@@ -1,0 +1,331 @@
+"""The fast read path of the two requests a reconnecting phone makes most: a page of history and a sync page.
+
+Each runs in one thread hop on one pooled connection, with Core statements returning plain rows (no ORM
+objects, no session), and renders the JSON once with orjson: no response model validates what the
+server built (the OpenAPI schema still names the models, api/schemas.py, and tests check the answers
+against them). A history page is one query when the caller may read the conversation (the access check
+rides along as a column); only an empty or refused page asks again, to tell 404 from 403 from empty.
+
+:func:`message_json` renders a message exactly as ``api.routes.messages.public_message`` does
+(``MessagePublic``): keep the two in step (tests/test_api_fast_reads.py compares them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import HTTPException, status
+from sqlalchemy import Connection, Engine, exists, func, select
+
+from switchboard import accounts, message_views, streams
+from switchboard.message_views import MessageView
+from switchboard.schema import group_members, stream_positions, users
+from switchboard.tables import DirectoryChange, DirectoryEvent, Group, Message, Receipt
+from switchboard.topics import Conversation, Kind, parse_conversation
+
+messages = Message.__table__  # type: ignore[attr-defined]
+receipts = Receipt.__table__  # type: ignore[attr-defined]
+groups = Group.__table__  # type: ignore[attr-defined]
+directory_events = DirectoryEvent.__table__  # type: ignore[attr-defined]
+
+MESSAGE_COLUMNS = (
+    messages.c.conversation_id,
+    messages.c.seq,
+    messages.c.sender,
+    messages.c.client_msg_id,
+    messages.c.body,
+    messages.c.stored_at,
+    messages.c.attachments,
+    messages.c.stream_pos,
+    messages.c.relates_kind,
+    messages.c.relates_to_seq,
+    messages.c.edited_at,
+    messages.c.unsent_at,
+)
+CURSOR_VERSION = "v1"
+MEMBERSHIP_CHANGES: dict[str, str] = {DirectoryChange.MEMBER_ADDED: "added", DirectoryChange.MEMBER_REMOVED: "removed"}
+JSON_OPTIONS = orjson.OPT_UTC_Z  # "...Z" for UTC, as pydantic writes it
+
+
+def message_json(view: MessageView) -> dict[str, Any]:
+    """A message as ``MessagePublic`` renders it, relations applied (switchboard.message_views)."""
+    relation = view.relates_to
+    return {
+        "conversation": view.conversation,
+        "seq": view.seq,
+        "sender": view.sender,
+        "id": view.id,
+        "body": view.body,
+        "stored_at": view.stored_at,
+        "attachments": view.attachments,
+        "relates_to": None
+        if relation is None
+        else {"kind": relation.kind, "sender": relation.sender, "id": relation.id, "seq": relation.seq},
+        "edited_at": view.edited_at,
+        "unsent": view.unsent,
+        "reactions": view.reactions,
+    }
+
+
+def messages_json(connection: Connection, rows: list[Any]) -> list[dict[str, Any]]:
+    """Message rows (MESSAGE_COLUMNS) as clients see them: two more queries when relations are among them."""
+    return [message_json(view) for view in message_views.views(connection, rows)]
+
+
+def dumps(content: dict[str, Any]) -> bytes:
+    return orjson.dumps(content, option=JSON_OPTIONS)
+
+
+# History
+
+
+def history_page(
+    engine: Engine, caller: str, conversation: str, before: int | None, after: int | None, limit: int
+) -> bytes:
+    """The JSON of ``GET /v1/conversations/{conversation}/messages``; HTTPException 404 or 403."""
+    parsed = parse_conversation(conversation)
+    if parsed is None:
+        raise _missing(conversation)
+    forward = after is not None
+    query = select(*MESSAGE_COLUMNS).where(messages.c.conversation_id == parsed.id)
+    if before is not None:
+        query = query.where(messages.c.seq < before)
+    if after is not None:
+        query = query.where(messages.c.seq > after)
+    query = query.order_by(messages.c.seq.asc() if forward else messages.c.seq.desc()).limit(limit + 1)
+    access = _access(parsed, caller)
+    with engine.connect() as connection:
+        rows: list[Any] = []
+        if access is not None:
+            rows = list(connection.execute(query.add_columns(access.label("may_read"))).all())
+        if not rows or not rows[0].may_read:
+            _check_access(connection, parsed, caller, conversation)
+            if access is None or rows:  # the check passed where the first query said no: read again
+                rows = list(connection.execute(query).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        shown = messages_json(connection, rows)
+    return dumps(
+        {
+            "conversation": parsed.id,
+            "direction": "forward" if forward else "backward",
+            "messages": shown,
+            "next": rows[-1].seq if more and rows else None,
+        }
+    )
+
+
+def _access(conversation: Conversation, caller: str) -> Any:
+    """A scalar expression true when ``caller`` may read ``conversation`` and it exists; None when the caller
+    is not one of a DM's two users (no query can make that true)."""
+    if conversation.kind is Kind.DM:
+        if caller not in conversation.members:
+            return None
+        names = set(conversation.members)
+        return select(func.count()).where(users.c.name.in_(names)).scalar_subquery() == len(names)
+    member = (group_members.c.group_name == conversation.group) & (group_members.c.user_name == caller)
+    return exists().where(member)
+
+
+def _check_access(connection: Connection, conversation: Conversation, caller: str, text: str) -> None:
+    """404 when the conversation does not exist, 403 when the caller is not part of it (as
+    api.deps.readable_conversation says)."""
+    if conversation.kind is Kind.DM:
+        names = set(conversation.members)
+        found = connection.execute(select(func.count()).where(users.c.name.in_(names))).scalar_one()
+        if found != len(names):
+            raise _missing(text)
+        if caller not in names:
+            raise _forbidden(text)
+        return
+    if connection.execute(select(groups.c.name).where(groups.c.name == conversation.group)).first() is None:
+        raise _missing(text)
+    member = (group_members.c.group_name == conversation.group) & (group_members.c.user_name == caller)
+    if connection.execute(select(group_members.c.user_name).where(member)).first() is None:
+        raise _forbidden(text)
+
+
+def _missing(conversation: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"conversation {conversation!r} does not exist")
+
+
+def _forbidden(conversation: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=f"you are not part of {conversation!r}")
+
+
+# Sync
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Positions in the messages, receipts and directory streams."""
+
+    messages: int
+    receipts: int
+    directory: int
+
+    def __str__(self) -> str:
+        return f"{CURSOR_VERSION}.{self.messages}.{self.receipts}.{self.directory}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor | None:
+        parts = text.split(".")
+        if (
+            len(parts) != 4
+            or parts[0] != CURSOR_VERSION
+            or not all(p.isascii() and p.isdigit() and len(p) < 19 for p in parts[1:])
+        ):
+            return None
+        return cls(*(int(p) for p in parts[1:]))
+
+    def behind(self, heads: dict[str, int]) -> bool:
+        """True when some stream's head is past this cursor."""
+        return (
+            heads[streams.MESSAGES] > self.messages
+            or heads[streams.RECEIPTS] > self.receipts
+            or heads[streams.DIRECTORY] > self.directory
+        )
+
+
+@dataclass
+class SyncResult:
+    """A sync page, whether it is empty, and (when asked) what the caller reads, for a long poll's waiter."""
+
+    content: dict[str, Any]
+    next: Cursor
+    empty: bool
+    conversations: frozenset[str] = field(default_factory=frozenset)
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+
+def sync_page(engine: Engine, user: str, since: str | None, limit: int, *, interest: bool = False) -> SyncResult:
+    """``GET /v1/sync``'s answer (HTTPException 400 for a bad cursor); with ``interest``, also the ids of the
+    conversations ``user`` reads and its groups."""
+    with engine.connect() as connection:
+        heads = {stream: 0 for stream in streams.ALL}
+        heads.update(connection.execute(select(stream_positions.c.name, stream_positions.c.position)).tuples().all())
+        now = Cursor(heads[streams.MESSAGES], heads[streams.RECEIPTS], heads[streams.DIRECTORY])
+        if since is None:
+            content = {"messages": [], "receipts": [], "memberships": [], "next": str(now), "more": False}
+            return SyncResult(content, now, True)
+        cursor = _checked(since, now)
+        # A stream whose head is the cursor has nothing to give (what commits after the heads were read is
+        # left for the next sync, as it would be by the head the cursor advances to): no query for it.
+        found_messages = (
+            _messages_after(connection, user, cursor.messages, limit + 1) if now.messages > cursor.messages else []
+        )
+        found_receipts = (
+            _receipts_after(connection, user, cursor.receipts, limit + 1) if now.receipts > cursor.receipts else []
+        )
+        found_events = (
+            _membership_events(connection, user, cursor.directory, limit + 1)
+            if now.directory > cursor.directory
+            else []
+        )
+        conversations: frozenset[str] = frozenset()
+        my_groups: frozenset[str] = frozenset()
+        if interest:
+            conversations = frozenset(connection.execute(accounts.readable_conversation_ids(user)).scalars())
+            mine = select(group_members.c.group_name).where(group_members.c.user_name == user)
+            my_groups = frozenset(connection.execute(mine).scalars())
+        shown = messages_json(connection, found_messages[:limit])
+    following = Cursor(
+        _advanced(cursor.messages, now.messages, [r.stream_pos for r in found_messages], limit),
+        _advanced(cursor.receipts, now.receipts, [r.stream_pos for r in found_receipts], limit),
+        _advanced(cursor.directory, now.directory, [r.position for r in found_events], limit),
+    )
+    more = max(len(found_messages), len(found_receipts), len(found_events)) > limit
+    content = {
+        "messages": shown,
+        "receipts": [
+            {
+                "conversation": row.conversation_id,
+                "user": row.user_name,
+                "delivered_seq": row.delivered_seq,
+                "read_seq": row.read_seq,
+                "updated_at": row.updated_at,
+            }
+            for row in found_receipts[:limit]
+        ],
+        "memberships": [
+            {"group": row.group_name, "user": row.user_name, "change": MEMBERSHIP_CHANGES[row.change], "at": row.at}
+            for row in found_events[:limit]
+        ],
+        "next": str(following),
+        "more": more,
+    }
+    empty = not (found_messages or found_receipts or found_events)
+    return SyncResult(content, following, empty, conversations, my_groups)
+
+
+def _checked(since: str, now: Cursor) -> Cursor:
+    cursor = Cursor.parse(since)
+    if cursor is None:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"since={since!r} is not a sync cursor: pass the `next` of an earlier /v1/sync, or omit since",
+        )
+    if cursor.messages > now.messages or cursor.receipts > now.receipts or cursor.directory > now.directory:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"since={since!r} is ahead of this server (was the database restored?): sync again without since",
+        )
+    return cursor
+
+
+def _advanced(position: int, head: int, found: list[int], limit: int) -> int:
+    """Where the next sync starts: after the last change returned when there were more than ``limit``; else
+    at the head read before the queries (everything up to it had committed, so they saw it) or past it."""
+    if len(found) > limit:
+        return found[limit - 1]
+    return max([position, head, *found])
+
+
+def _messages_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
+    query = (
+        select(*MESSAGE_COLUMNS)
+        .where(messages.c.conversation_id.in_(accounts.readable_conversation_ids(user)), messages.c.stream_pos > after)
+        .order_by(messages.c.stream_pos)
+        .limit(limit)
+    )
+    return list(connection.execute(query).all())
+
+
+def _receipts_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
+    query = (
+        select(
+            receipts.c.conversation_id,
+            receipts.c.user_name,
+            receipts.c.delivered_seq,
+            receipts.c.read_seq,
+            receipts.c.updated_at,
+            receipts.c.stream_pos,
+        )
+        .where(receipts.c.conversation_id.in_(accounts.readable_conversation_ids(user)), receipts.c.stream_pos > after)
+        .order_by(receipts.c.stream_pos)
+        .limit(limit)
+    )
+    return list(connection.execute(query).all())
+
+
+def _membership_events(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
+    my_groups = select(group_members.c.group_name).where(group_members.c.user_name == user)
+    query = (
+        select(
+            directory_events.c.position,
+            directory_events.c.change,
+            directory_events.c.user_name,
+            directory_events.c.group_name,
+            directory_events.c.at,
+        )
+        .where(
+            directory_events.c.position > after,
+            directory_events.c.change.in_(list(MEMBERSHIP_CHANGES)),
+            (directory_events.c.user_name == user) | directory_events.c.group_name.in_(my_groups),
+        )
+        .order_by(directory_events.c.position)
+        .limit(limit)
+    )
+    return list(connection.execute(query).all())

@@ -1,0 +1,301 @@
+"""The sync storm of issue 18: every phone comes back at once, syncs from its cursor and pages its history.
+
+Loads Postgres with 60 users and 12,000 DMs (each user in 10 DM conversations of 40 messages, stream
+positions interleaved across conversations as live traffic leaves them), starts one ``switchboard api``
+process (or ``--workers N``), and plays the storm with C concurrent clients (bearer tokens, keep-alive
+connections): each client takes the next user and, as its phone would, calls ``GET /v1/sync`` from the
+user's cursor (6,000 positions back: about 200 of its messages, so 2-3 pages of limit 100, following
+``next`` while ``more``), then pages each of its conversations' history (the newest page and the one
+before it, limit 50). One round (every user once) warms up; the next ``--rounds`` are measured.
+
+Prints requests per second, median and p99 latency, and the CPU the API's processes spent per request
+(user + system time of the server process and its worker children, from psutil, i.e. /proc/<pid>/stat;
+the client's own CPU is not counted).
+
+    uv run python bench/api_storm.py [--rounds 3] [--concurrency 16] [--workers 1] [--py-spy out.txt]
+
+``--py-spy FILE`` records the server with py-spy during the measured rounds (``--format raw``: collapsed
+stacks, one per line with its sample count) and prints the functions with the most samples.
+
+Needs a Postgres reachable as ``BENCH_PG_ADMIN_DSN`` (default: the local cluster's socket, as the current
+user, as scripts/test sets it up). Run by hand; results go in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.brokers import free_port  # noqa: E402
+from bench.database import BenchDatabase  # noqa: E402
+from switchboard import accounts  # noqa: E402
+from switchboard.db import make_engine, upgrade  # noqa: E402
+
+USERS = 60
+PEERS = 5  # each user DMs the next 5 (and is DMed by the previous 5): 10 conversations each, 300 in all
+PER_CONVERSATION = 40  # 300 x 40 = 12,000 messages
+BEHIND = 6_000  # how many stream positions each phone missed
+
+
+def users() -> list[str]:
+    return [f"u{i:02d}" for i in range(USERS)]
+
+
+def conversation_pairs() -> list[tuple[str, str]]:
+    names = users()
+    pairs = {tuple(sorted((names[i], names[(i + k) % USERS]))) for i in range(USERS) for k in range(1, PEERS + 1)}
+    return sorted((a, b) for a, b in pairs)
+
+
+def load(dsn: str, pairs: list[tuple[str, str]], rng: random.Random) -> tuple[dict[str, str], int]:
+    """Users, tokens, conversations and messages by COPY; returns a token per user and the messages head."""
+    password_hash = accounts.hash_password("bench-password")
+    tokens = {name: "sbt_" + secrets.token_urlsafe(32) for name in users()}
+    now = datetime.now(UTC)
+    order = [c for c in range(len(pairs)) for _ in range(PER_CONVERSATION)]
+    rng.shuffle(order)
+    with psycopg.connect(dsn) as connection, connection.cursor() as cursor:
+        with cursor.copy("COPY users (name, password_hash, role, disabled, created_at) FROM STDIN") as copy:
+            for name in tokens:
+                copy.write_row((name, password_hash, "user", False, now))
+        with cursor.copy("COPY api_tokens (token_hash, user_name, created_at, expires_at) FROM STDIN") as copy:
+            for name, token in tokens.items():
+                copy.write_row((hashlib.sha256(token.encode()).hexdigest(), name, now, now + timedelta(days=1)))
+        with cursor.copy("COPY conversations (id, kind, last_seq, created_at, updated_at) FROM STDIN") as copy:
+            for a, b in pairs:
+                copy.write_row((f"dm:{a}:{b}", "dm", PER_CONVERSATION, now, now))
+        with cursor.copy("COPY dm_members (conversation_id, user_name) FROM STDIN") as copy:
+            for a, b in pairs:
+                copy.write_row((f"dm:{a}:{b}", a))
+                copy.write_row((f"dm:{a}:{b}", b))
+        columns = "conversation_id, seq, sender, client_msg_id, body, topic, payload, stored_at, stream_pos"
+        seqs = [0] * len(pairs)
+        with cursor.copy(f"COPY messages ({columns}) FROM STDIN") as copy:
+            for position, c in enumerate(order, start=1):
+                a, b = pairs[c]
+                seqs[c] += 1
+                sender, to = (a, b) if position % 2 else (b, a)
+                body = f"message {seqs[c]} of a chat that goes on for a while"
+                stored = now - timedelta(seconds=len(order) - position)
+                copy.write_row(
+                    (f"dm:{a}:{b}", seqs[c], sender, f"m{position}", body, f"dm/{to}/{sender}", b"{}", stored, position)
+                )
+        cursor.execute("UPDATE stream_positions SET position = %s WHERE name = 'messages'", (len(order),))
+        connection.commit()
+        cursor.execute("ANALYZE")
+    return tokens, len(order)
+
+
+class Storm:
+    """The phones' requests against ``base``; latencies of every request, in seconds."""
+
+    def __init__(self, base: str, tokens: dict[str, str], pairs: list[tuple[str, str]], head: int) -> None:
+        self.base = base
+        self.tokens = tokens
+        self.head = head
+        self.conversations: dict[str, list[str]] = {name: [] for name in tokens}
+        for a, b in pairs:
+            self.conversations[a].append(f"dm:{a}:{b}")
+            self.conversations[b].append(f"dm:{a}:{b}")
+        self.latencies: list[float] = []
+        self.kinds: Counter[str] = Counter()
+
+    async def _get(self, http: httpx.AsyncClient, user: str, path: str, kind: str) -> dict[str, object]:
+        started = time.perf_counter()
+        answer = await http.get(path, headers={"Authorization": f"Bearer {self.tokens[user]}"})
+        self.latencies.append(time.perf_counter() - started)
+        self.kinds[kind] += 1
+        if answer.status_code != 200:
+            raise RuntimeError(f"{path}: {answer.status_code} {answer.text}")
+        found: dict[str, object] = answer.json()
+        return found
+
+    async def _phone(self, http: httpx.AsyncClient, user: str) -> None:
+        cursor = f"v1.{self.head - BEHIND}.0.0"
+        while True:
+            page = await self._get(http, user, f"/v1/sync?since={cursor}&limit=100", "sync")
+            cursor = str(page["next"])
+            if not page["more"]:
+                break
+        for conversation in self.conversations[user]:
+            page = await self._get(http, user, f"/v1/conversations/{conversation}/messages?limit=50", "history")
+            if page["next"] is not None:
+                path = f"/v1/conversations/{conversation}/messages?limit=50&before={page['next']}"
+                await self._get(http, user, path, "history")
+
+    async def round(self, concurrency: int) -> None:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for user in self.tokens:
+            queue.put_nowait(user)
+
+        async def client() -> None:
+            async with httpx.AsyncClient(base_url=self.base, trust_env=False, timeout=60) as http:
+                while not queue.empty():
+                    await self._phone(http, queue.get_nowait())
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU of the server and its worker processes so far."""
+    total = 0.0
+    for each in (process, *process.children(recursive=True)):
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def start_api(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+        "PYTHONPATH": str(REPO),
+        "SWITCHBOARD_DATABASE_URL": url,
+        "SWITCHBOARD_LOG__LEVEL": "WARNING",
+        "SWITCHBOARD_API__HOST": "127.0.0.1",
+        "SWITCHBOARD_API__PORT": str(port),
+        "SWITCHBOARD_API__METRICS_PORT": "0",
+    }
+    if workers != 1:
+        env["SWITCHBOARD_API__WORKERS"] = str(workers)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "api"],
+        env=env,
+        cwd=workdir,
+        stdout=(workdir / "api.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", trust_env=False).status_code == 200:
+                return api, base
+        except httpx.TransportError:
+            pass
+        if api.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the API did not start; see {workdir / 'api.log'}")
+        time.sleep(0.2)
+
+
+def hottest(raw: Path, top: int = 25) -> list[tuple[str, float]]:
+    """From py-spy's collapsed stacks: the share of samples each function appears in (inclusive)."""
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            inclusive[frame.split(" (")[0] + " (" + frame.split(" (")[-1] if " (" in frame else frame] += int(count)
+    return [(frame, 100.0 * n / max(total, 1)) for frame, n in inclusive.most_common(top)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (every user once per round)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="api.workers")
+    parser.add_argument("--py-spy", type=Path, default=None, help="record the server with py-spy into this file")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
+    args = parser.parse_args()
+    database = BenchDatabase.create()
+    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-storm-"))
+    api = None
+    spy = None
+    try:
+        engine = make_engine(database.url)
+        upgrade(engine)
+        engine.dispose()
+        pairs = conversation_pairs()
+        tokens, head = load(database.dsn, pairs, random.Random(1))
+        api, base = start_api(database.url, workdir, args.workers)
+        server = psutil.Process(api.pid)
+        storm = Storm(base, tokens, pairs, head)
+        asyncio.run(storm.round(args.concurrency))  # warm-up: connections, caches, plans
+        storm.latencies.clear()
+        storm.kinds.clear()
+        if args.py_spy is not None:
+            command = ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(args.py_spy)]
+            spy = subprocess.Popen([*command, "--subprocesses", "--nonblocking"], stdout=subprocess.DEVNULL)
+            time.sleep(1.0)
+        cpu_before = cpu_seconds(server)
+        client_before = cpu_seconds(psutil.Process())
+        started = time.perf_counter()
+
+        async def rounds() -> None:
+            for _ in range(args.rounds):
+                await storm.round(args.concurrency)
+
+        asyncio.run(rounds())
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(server) - cpu_before
+        client_cpu = cpu_seconds(psutil.Process()) - client_before
+        requests = len(storm.latencies)
+        latencies = sorted(storm.latencies)
+        figures = {
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "requests": requests,
+            "sync_requests": storm.kinds["sync"],
+            "history_requests": storm.kinds["history"],
+            "requests_per_second": round(requests / elapsed, 1),
+            "p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+            "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
+            "load_average": round(os.getloadavg()[0], 2),
+        }
+        print(
+            f"{requests} requests ({storm.kinds['sync']} sync pages, {storm.kinds['history']} history pages), "
+            f"{args.concurrency} concurrent, {args.workers} API process(es)"
+        )
+        print(
+            f"{figures['requests_per_second']:.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
+            f"p99 {figures['p99_ms']:.1f} ms, API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request "
+            f"(the client's: {figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})"
+        )
+        if args.json:
+            print(json.dumps(figures))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+            spy = None
+            for frame, share in hottest(args.py_spy):
+                print(f"{share:5.1f}%  {frame}")
+    finally:
+        if spy is not None:
+            spy.kill()
+        if api is not None:
+            api.terminate()
+            api.wait()
+        database.drop()
+
+
+if __name__ == "__main__":
+    main()

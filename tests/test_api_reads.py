@@ -1,0 +1,64 @@
+"""The fast read path (api/reads.py): history and sync pages rendered straight from rows say exactly what the
+response models say (MessagesPage, SyncPage: no field missing, none extra, timestamps alike), and history
+answers 404, 403 or an empty page as the dependency-checked route did."""
+
+from __future__ import annotations
+
+import json
+
+from sqlmodel import Session
+
+from api.schemas import MessagesPage, SyncPage
+from switchboard import accounts
+from tests.conftest import Users
+from tests.helpers import Stack, mosquitto_pub, wait_for
+
+
+def test_history_and_sync_pages_match_their_response_models(stack: Stack, users: Users) -> None:
+    alice, bob = users.user("alice"), users.user("bob")
+    dm = "dm:" + ":".join(sorted((alice[0], bob[0])))
+    with stack.http(*alice) as http:
+        since = http.get("/v1/sync").json()["next"]
+        for n in range(3):
+            body = json.dumps({"id": f"m{n}", "body": f"hé {n} \u2603"})
+            mosquitto_pub(stack.mqtt_port, *bob, f"dm/{alice[0]}/{bob[0]}", body)
+        page = wait_for(
+            lambda: (p := http.get(f"/v1/conversations/{dm}/messages", params={"limit": 2}).json())["next"] and p,
+            what="three stored messages",
+        )
+        assert page == MessagesPage.model_validate(page).model_dump(mode="json")
+        assert [m["id"] for m in page["messages"]] == ["m2", "m1"] and page["direction"] == "backward"
+        assert page["messages"][0]["stored_at"].endswith("Z")
+        rest = http.get(f"/v1/conversations/{dm}/messages", params={"before": page["next"]}).json()
+        assert [m["id"] for m in rest["messages"]] == ["m0"] and rest["next"] is None
+        forward = http.get(f"/v1/conversations/{dm}/messages", params={"after": 1}).json()
+        assert [m["seq"] for m in forward["messages"]] == [2, 3] and forward["direction"] == "forward"
+        synced = http.get("/v1/sync", params={"since": since}).json()
+        assert synced == SyncPage.model_validate(synced).model_dump(mode="json")
+        assert [m["id"] for m in synced["messages"]] == ["m0", "m1", "m2"]
+
+
+def test_history_refuses_as_before(stack: Stack, users: Users) -> None:
+    alice, bob, carol = users.user("alice"), users.user("bob"), users.user("carol")
+    team = users.group("team", [bob[0]])
+    gone = users.user("gone")
+    with Session(users.engine) as session:
+        accounts.delete_user(session, gone[0])
+        session.commit()
+    pair = ":".join(sorted((alice[0], bob[0])))
+    with stack.http(*alice) as http:
+        quiet = http.get(f"/v1/conversations/dm:{pair}/messages")
+        assert quiet.status_code == 200 and quiet.json()["messages"] == [] and quiet.json()["next"] is None
+        expectations = {
+            "dm:" + ":".join(sorted((bob[0], carol[0]))): 403,  # someone else's DM
+            f"group:{team}": 403,  # a group alice is not in
+            "group:no-such-group": 404,
+            "dm:" + ":".join(sorted((alice[0], "nobody-at-all"))): 404,
+            "dm:" + ":".join(sorted((alice[0], gone[0]))): 404,  # the other user was deleted
+            "dm:zz:aa": 404,  # not a conversation id (names unsorted)
+        }
+        for conversation, code in expectations.items():
+            answer = http.get(f"/v1/conversations/{conversation}/messages")
+            assert answer.status_code == code, (conversation, answer.text)
+            assert conversation in answer.json()["detail"]
+        assert http.get(f"/v1/conversations/dm:{pair}/messages", params={"limit": 501}).status_code == 422
