@@ -120,7 +120,7 @@ def _reactions(session: Session | Connection, rows: Sequence[Any]) -> dict[tuple
     ).all()
     reactions: dict[tuple[str, int], dict[str, list[str]]] = {}
     for conversation, seq, emoji, sender in found:
-        target: tuple[str, int] = (conversation, seq)  # relates_to_seq is not null here
+        target: tuple[str, int] = (conversation, seq)  # type: ignore[assignment]  # relates_to_seq: not null here
         senders = reactions.setdefault(target, {}).setdefault(emoji, [])
         if sender not in senders:
             senders.append(sender)
