@@ -49,13 +49,16 @@ def payload(sender: str, n: int) -> bytes:
     return json.dumps({"id": f"{sender}-{n:07d}", "body": "x" * 60}).encode()
 
 
-async def publish_stream(port: int, senders: list[tuple[str, str]], per_sender: int, conversations: int) -> float:
-    """Each sender publishes its share at QoS 1, keeping up to 500 unacknowledged; returns seconds taken."""
+async def publish(senders: list[tuple[str, str, int]], per_sender: int, conversations: int, offset: int = 0) -> float:
+    """Each (user, password, port) publishes its share (message ids from ``offset``) at QoS 1, keeping up to 500
+    unacknowledged; returns seconds taken."""
 
-    async def one(user: str, password: str) -> None:
+    async def one(user: str, password: str, port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(connect_packet(f"bench-{user}", user, password))
-        await reader.readexactly(4)
+        writer.write(connect_packet(f"bench-{user}-{offset}", user, password))
+        connack = await reader.readexactly(4)
+        if connack[3] != 0:
+            raise SystemExit(f"{user} refused on port {port}: CONNACK {connack[3]}")
         window = asyncio.Semaphore(500)
 
         async def acks() -> None:
@@ -64,10 +67,12 @@ async def publish_stream(port: int, senders: list[tuple[str, str]], per_sender: 
                 window.release()
 
         ack_task = asyncio.create_task(acks())
-        for n in range(per_sender):
+        for n in range(offset, offset + per_sender):
             await window.acquire()
-            target = f"peer{n % conversations}"
-            writer.write(publish_packet(f"dm/{target}/{user}", payload(user, n), qos=1, packet_id=n % 65535 + 1))
+            packet_id = n % 65535 + 1
+            writer.write(
+                publish_packet(f"dm/peer{n % conversations}/{user}", payload(user, n), qos=1, packet_id=packet_id)
+            )
             if n % 100 == 0:
                 await writer.drain()
         await writer.drain()
@@ -75,8 +80,13 @@ async def publish_stream(port: int, senders: list[tuple[str, str]], per_sender: 
         writer.close()
 
     started = time.monotonic()
-    await asyncio.gather(*(one(user, password) for user, password in senders))
+    await asyncio.gather(*(one(*sender) for sender in senders))
     return time.monotonic() - started
+
+
+async def publish_stream(port: int, senders: list[tuple[str, str]], per_sender: int, conversations: int) -> float:
+    """Each sender publishes its share at QoS 1 to the broker at ``port`` (see :func:`publish`)."""
+    return await publish([(user, password, port) for user, password in senders], per_sender, conversations)
 
 
 def wait_for_line(log: Path, text: str, timeout: float = 120) -> None:

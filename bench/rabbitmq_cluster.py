@@ -37,49 +37,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bridge import count_distinct, count_stored, cpu_seconds, payload, wait_for_line  # noqa: E402
+from bench.bridge import count_distinct, count_stored, cpu_seconds, publish, wait_for_line  # noqa: E402
 from bench.brokers import free_port  # noqa: E402
 from bench.database import BenchDatabase  # noqa: E402
-from bench.mqttwire import connect_packet, publish_packet  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 from tests.rabbitcluster import RabbitCluster  # noqa: E402
 
 COMMAND = [sys.executable, "-m", "cli.main"]
-
-
-async def publish(senders: list[tuple[str, str, int]], per_sender: int, conversations: int, offset: int) -> float:
-    """Each (user, password, port) publishes its share at QoS 1, up to 500 unacknowledged; seconds taken."""
-
-    async def one(user: str, password: str, port: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(connect_packet(f"bench-{user}-{offset}", user, password))
-        connack = await reader.readexactly(4)
-        if connack[3] != 0:
-            raise SystemExit(f"{user} refused on port {port}: CONNACK {connack[3]}")
-        window = asyncio.Semaphore(500)
-
-        async def acks() -> None:
-            for _ in range(per_sender):
-                await reader.readexactly(4)
-                window.release()
-
-        ack_task = asyncio.create_task(acks())
-        for n in range(offset, offset + per_sender):
-            await window.acquire()
-            packet_id = n % 65535 + 1
-            writer.write(
-                publish_packet(f"dm/peer{n % conversations}/{user}", payload(user, n), qos=1, packet_id=packet_id)
-            )
-            if n % 100 == 0:
-                await writer.drain()
-        await writer.drain()
-        await ack_task
-        writer.close()
-
-    started = time.monotonic()
-    await asyncio.gather(*(one(*sender) for sender in senders))
-    return time.monotonic() - started
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
