@@ -88,7 +88,7 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
     origin = session.client_id if v5.has_no_local(session) else None
     expiry = props.get_int(P.MESSAGE_EXPIRY_INTERVAL)
     fields = v5.message_properties(properties.forwarded(props), expiry, origin, retain)
-    decision = conn.ctx.access.check_now(conn.principal, topic, Action.PUBLISH)
+    decision = conn.ctx.access.check_kept(conn.principal, topic, Action.PUBLISH)
     if decision is None:
         return _publish_later(conn, session, topic, payload, qos, retain, packet_id, fields)
     return _decided(conn, session, decision, topic, payload, qos, retain, packet_id, fields)
