@@ -148,6 +148,7 @@ def test_presence_does_not_flap_when_the_client_is_back_within_its_will_delay_MQ
     MQTT over WebSocket (the web app's transport)."""
     alice, alice_pw = chat_users.user("alice")
     bob, bob_pw = chat_users.user("bob")
+    chat_users.group("friends", [alice, bob])  # presence reaches only users who share a conversation
     websocket = transport == "websocket"
     port, client_id = chat_stack.ws_port if websocket else chat_stack.mqtt_port, f"{alice}-phone"
     watcher = clients(chat_stack.mqtt_port, user=bob, password=bob_pw)
