@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.brokers import free_port  # noqa: E402
+from bench.api_storm import start_api  # noqa: E402
 from bench.database import BenchDatabase  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
@@ -181,33 +179,7 @@ def main() -> None:
             f"loaded {CONVERSATIONS * PER_CONVERSATION:,} messages in {load_seconds:.0f}s",
             flush=True,
         )
-        port = free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "SWITCHBOARD_DATABASE_URL": url,
-            "SWITCHBOARD_LOG__LEVEL": "WARNING",
-            "SWITCHBOARD_API__HOST": "127.0.0.1",
-            "SWITCHBOARD_API__PORT": str(port),
-        }
-        api = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "api"],
-            env=env,
-            cwd=workdir,
-            stdout=(workdir / "api.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not start; see {workdir / 'api.log'}")
-            time.sleep(0.2)
+        api, base = start_api(url, workdir, workers=1)
 
         head = CONVERSATIONS * PER_CONVERSATION
 
