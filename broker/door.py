@@ -9,7 +9,8 @@ A chat message is a PUBLISH on ``dm/`` or ``group/``. In order:
 2. the sender's rate (``mqtt.publish_rate`` per second, ``mqtt.publish_burst`` at once, per user, service accounts
    exempt): 0x97 "quota exceeded";
 3. the payload (``switchboard.payloads.parse_chat``: JSON shape, sizes, the relation rules that need no
-   database): 0x99 "payload format invalid".
+   database): 0x99 "payload format invalid". A service account's message (the bridge publishing an unsend
+   made through REST on the unsent message's topic) is checked as if the topic's sender had published it.
 
 A PUBACK/PUBREC may carry only the reason codes of MQTT 5.0 §3.4.2.1 (0x96 "message rate too high" and 0x95
 "packet too large" are DISCONNECT and CONNACK codes; paho-mqtt closes the connection on a PUBACK with either), so
@@ -69,6 +70,12 @@ class Door:
             return Refusal(Reason.NOT_AUTHORIZED, "not_authorized", decision.reason)
         user = principal.username
         assert user is not None  # chat topics need a login (switchboard.acl)
+        who = self._hub.access.identity(principal)
+        if who is not None and who.is_service:  # an unsend made through REST, on its target's topic: checked as
+            message = parse_chat(payload, topic.rsplit("/", 1)[1])  # its sender's (no rate, no DM bookkeeping)
+            if isinstance(message, Rejection):
+                return Refusal(Reason.PAYLOAD_FORMAT_INVALID, "payload", message.reason)
+            return None
         if not self._buckets.take(user, time.monotonic()):
             return Refusal(
                 Reason.QUOTA_EXCEEDED,

@@ -95,6 +95,11 @@ class Decision:
         return self.allowed
 
 
+#: The topics a service account (the bridge) publishes events made through REST on (docs/protocol.md): a read
+#: receipt (``POST .../read``), an unsend (``DELETE /v1/messages/...``, on the unsent message's own topic).
+_SERVICE_EVENTS = (Kind.RECEIPT, Kind.DM, Kind.GROUP)
+
+
 def _allow(reason: str) -> Decision:
     """Every reason to allow is a fixed text: one Decision each, made once (the broker decides per message)."""
     found = _ALLOWED.get(reason)
@@ -151,10 +156,13 @@ class Policy:
         if who.name is None:
             return _deny("chat topics need a login: connect with a username and password")
         if who.is_service:
-            if first == Kind.RECEIPT and parse_topic(topic) is not None:
-                return _allow("service account: a receipt made through REST (docs/protocol.md)")
+            if first in _SERVICE_EVENTS and parse_topic(topic) is not None:
+                return _allow("service account: an event made through REST (docs/protocol.md)")
             if first != Kind.ACK:
-                return _deny("the bridge's service account publishes only on ack/{user} and receipt/{to}/{from}")
+                return _deny(
+                    "the bridge's service account publishes only on ack/{user}, receipt/{to}/{from} and the"
+                    " dm/ and group/ topics of an unsend made through REST"
+                )
             return _allow("service account")
         if action is Action.PUBLISH:
             decision = _check_publish(who.name, topic, directory)

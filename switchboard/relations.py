@@ -156,17 +156,34 @@ def _still_carried(session: Session, conversation: str, media_id: str) -> bool:
     return any(media_id in attachments.split() for attachments in carriers)
 
 
-def unsend_stored(session: Session, target: Message, by: str, now: datetime) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    """An unsend stored through REST, and what its live recipients get: the payload published on the target's own
+    topic (``dm/{to}/{target sender}`` or ``group/{group}/{target sender}``), as an MQTT unsend of the target is."""
+
+    topic: str
+    payload: bytes
+
+
+def unsend_stored(session: Session, target: Message, by: str, now: datetime) -> Unsent | str | None:
     """Unsend ``target`` on behalf of ``by`` (its sender or an administrator, through REST; the caller checks
     who): an unsend relation is stored with the next seq, so /v1/sync delivers it in order as it does an
-    unsend published over MQTT, and is applied. Nothing to do when the target is unsent already. Why not,
-    when the target is a relation an unsend may not name."""
+    unsend published over MQTT, and is applied. Returns the live event to queue (switchboard.live_events) in
+    the same transaction; None when there is nothing to do (the target is unsent already); why not, when
+    the target is a relation an unsend may not name.
+
+    The relation is stored with ``by`` as its sender (history and sync show who unsent it, an administrator
+    included, as Matrix shows a redaction's own sender). Live it goes out on the target's topic, the only one
+    every live recipient of the conversation reads (a DM's topic names its two members), so its idempotency
+    key in ``message_keys`` is ``(target's sender, client id)``: the bridge, subscribed to that topic too,
+    finds the key and takes the event for the stored message it is (not a second unsend)."""
     if target.unsent_at is not None:
         return None
     if target.relates_kind not in _TARGETS["unsend"]:
         return f"an unsend cannot target {_a(str(target.relates_kind))}: unsend the original message"
     client_id = f"unsend-{uuid.uuid4().hex}"
     relation = {"kind": "unsend", "sender": target.sender, "id": target.client_msg_id}
+    payload = json.dumps({"id": client_id, "body": "", "relates_to": relation}, separators=(",", ":")).encode()
     seq = session.execute(
         update(Conversation)
         .where(col(Conversation.id) == target.conversation_id)
@@ -174,14 +191,15 @@ def unsend_stored(session: Session, target: Message, by: str, now: datetime) -> 
         .returning(col(Conversation.last_seq))
     ).scalar_one()
     position = streams.advance(session, streams.MESSAGES)
-    key = {"sender": by, "client_msg_id": client_id, "conversation_id": target.conversation_id, "seq": seq}
-    session.execute(insert(MessageKey).values(**key, stored_at=now))
+    key = {"client_msg_id": client_id, "conversation_id": target.conversation_id, "seq": seq}
+    session.execute(insert(MessageKey).values(**key, sender=target.sender, stored_at=now))
     session.execute(
         insert(Message).values(
             **key,
+            sender=by,
             body="",
             topic=target.topic,
-            payload=json.dumps({"id": client_id, "body": "", "relates_to": relation}).encode(),
+            payload=payload,
             stored_at=now,
             stream_pos=position,
             attachments="",
@@ -190,4 +208,4 @@ def unsend_stored(session: Session, target: Message, by: str, now: datetime) -> 
         )
     )
     apply_unsend(session, target.conversation_id, target.seq, now)
-    return None
+    return Unsent(target.topic, payload)

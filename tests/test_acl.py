@@ -109,14 +109,17 @@ def test_removed_member_stops_receiving_group_messages() -> None:
     assert not allowed(Action.RECEIVE, ALICE, "group/team/bob", directory)
 
 
-def test_service_account_reads_everything_but_publishes_only_acks_and_receipts() -> None:
+def test_service_account_reads_everything_but_publishes_only_acks_receipts_and_rest_unsends() -> None:
     assert allowed(Action.SUBSCRIBE, BRIDGE, "dm/#")
     assert allowed(Action.SUBSCRIBE, BRIDGE, "group/#")
     assert allowed(Action.PUBLISH, BRIDGE, "ack/alice")
     assert allowed(Action.PUBLISH, BRIDGE, "receipt/alice/bob")  # a read receipt made through REST (issue 16 §4)
     assert not allowed(Action.PUBLISH, BRIDGE, "receipt/alice/bob/extra")
-    assert not allowed(Action.PUBLISH, BRIDGE, "dm/alice/bob")
+    assert allowed(Action.PUBLISH, BRIDGE, "dm/alice/bob")  # an unsend made through REST, on its target's topic
+    assert allowed(Action.PUBLISH, BRIDGE, "group/team/bob")
+    assert not allowed(Action.PUBLISH, BRIDGE, "dm/alice/bob/extra")
     assert not allowed(Action.PUBLISH, BRIDGE, "presence/alice")
+    assert not allowed(Action.PUBLISH, BRIDGE, "typing/dm:alice:bob/alice")
 
 
 def test_anonymous_clients_never_reach_chat_topics() -> None:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import reads
 from api.deps import CONVERSATION_ERRORS, CONVERSATION_PATH, CurrentUser, ReadableConversation, SessionDep
 from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage, RelationPublic
-from switchboard import accounts, message_views, relations
+from switchboard import accounts, live_events, message_views, relations
 from switchboard.tables import Message, Receipt, Role, utcnow
 from switchboard.topics import parse_conversation
 
@@ -82,7 +82,8 @@ def unsend_message(
     seq: Annotated[int, FastApiPath(ge=1, le=MAX_INT64, description="The message's seq.", examples=[1])],
 ) -> Response:
     """Unsend a message, as its sender's ``unsend`` relation does over MQTT: its body and attachments are no
-    longer served and an unsend relation takes the next seq (so /v1/sync brings it). Its sender may, and an
+    longer served, an unsend relation takes the next seq (so /v1/sync brings it) and is published live on
+    the message's topic (the live-events outbox, in the same transaction). Its sender may, and an
     administrator may for any conversation. Unsending an unsent message again changes nothing (``204``)."""
     parsed = parse_conversation(conversation)
     if parsed is None or not accounts.conversation_exists(session, parsed):
@@ -95,9 +96,11 @@ def unsend_message(
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, detail="only a message's sender or an administrator may unsend it"
         )
-    refused = relations.unsend_stored(session, row, user.name, utcnow())
-    if refused is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=refused)
+    unsent = relations.unsend_stored(session, row, user.name, utcnow())
+    if isinstance(unsent, str):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=unsent)
+    if unsent is not None:  # live, as an MQTT unsend is: published by the bridge once this commits
+        live_events.queue(session, [(unsent.topic, unsent.payload)])
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
