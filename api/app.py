@@ -40,7 +40,7 @@ from switchboard.blobs import make_blob_store
 from switchboard.credentials import VerifiedCredentials
 from switchboard.errors import AccountError, InvalidAccount, StoreError, UnknownAccount
 from switchboard.logins import LoginThrottle
-from switchboard.settings import ApiSettings, LoginSettings, MediaSettings, PresenceSettings
+from switchboard.settings import ApiSettings, ChatSettings, LoginSettings, MediaSettings, PresenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,13 @@ def create_app(
     login_settings: LoginSettings | None = None,
     web: WebContext | None = None,
     presence_settings: PresenceSettings | None = None,
+    chat_settings: ChatSettings | None = None,
 ) -> FastAPI:
     """The API, reading and writing through ``engine``; with ``metrics``, every request is timed; files in
     the store ``media_settings`` names (the defaults when None); failed logins throttled by
     ``login_settings`` (the defaults when None); ``web``: what the web app and the console read (where the broker's
-    WebSocket listeners are, the configuration, the services' metrics)."""
+    WebSocket listeners are, the configuration, the services' metrics); ``chat_settings``: the chat's rules the broker
+    hooks decide by (``chat.dm_policy``), the defaults when None."""
     app = FastAPI(
         title="Switchboard",
         version=__version__,
@@ -84,6 +86,7 @@ def create_app(
     app.state.login_throttle = LoginThrottle(engine, login_settings or LoginSettings())
     app.state.hook_callers = VerifiedCredentials[str](HOOK_CALLER_SECONDS)
     app.state.presence_settings = presence_settings or PresenceSettings()
+    app.state.chat_settings = chat_settings or ChatSettings()
     app.state.callers = TokenCache(settings.token_cache_seconds)
     app.state.changes = ChangeWatch(app.state.read_engine, settings.sync_poll_seconds, app.state.callers.forget)
     app.include_router(auth.router)

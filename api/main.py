@@ -18,7 +18,7 @@ from api.metrics import ApiMetrics
 from api.web import WebContext
 from switchboard.observability import serve_metrics
 from switchboard.ports import ensure_port_free
-from switchboard.settings import ApiSettings, LoginSettings, MediaSettings, PresenceSettings
+from switchboard.settings import ApiSettings, ChatSettings, LoginSettings, MediaSettings, PresenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,12 @@ class ApiServer:
         login: LoginSettings | None = None,
         web: WebContext | None = None,
         presence: PresenceSettings | None = None,
+        chat: ChatSettings | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = ApiMetrics() if settings.metrics_port is not None else None
         self._metrics_server: Any = None
-        self._app = create_app(engine, settings, self._metrics, media, login, web, presence)
+        self._app = create_app(engine, settings, self._metrics, media, login, web, presence, chat)
         config = uvicorn.Config(
             self._app,
             host=settings.host,

@@ -112,7 +112,9 @@ async def _serve(settings: Settings, sock: socket.socket, ready: Any, web_factor
         loop.add_signal_handler(signum, stop.set)
     engine = make_engine(settings.database_url)
     api_settings = settings.api.model_copy(update={"metrics_port": None})
-    server = ApiServer(api_settings, engine, settings.media, settings.login, web_factory(settings), settings.presence)
+    server = ApiServer(
+        api_settings, engine, settings.media, settings.login, web_factory(settings), settings.presence, settings.chat
+    )
     await server.start(sockets=[sock])
     ready.set()
     try:

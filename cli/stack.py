@@ -116,7 +116,7 @@ async def up(settings: Settings, engine: Engine) -> None:
     )
     if settings.api.workers > 1:
         _say("api.workers applies to `switchboard api`; `switchboard up` runs one API process", warn=True)
-    api = ApiServer(settings.api, engine, settings.media, settings.login, web, settings.presence)
+    api = ApiServer(settings.api, engine, settings.media, settings.login, web, settings.presence, settings.chat)
     bridge_task: asyncio.Task[None] | None = None
     try:
         await api.start()
@@ -210,7 +210,15 @@ async def api_only(settings: Settings, engine: Engine) -> None:
         finally:
             await workers.stop()
         return
-    api = ApiServer(settings.api, engine, settings.media, settings.login, api_web_context(settings), settings.presence)
+    api = ApiServer(
+        settings.api,
+        engine,
+        settings.media,
+        settings.login,
+        api_web_context(settings),
+        settings.presence,
+        settings.chat,
+    )
     await api.start()
     _say(f"api listening on http://{settings.api.host}:{api.port} (OpenAPI at /docs)")
     try:

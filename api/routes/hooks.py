@@ -7,6 +7,11 @@ EMQX reads ``result``; mosquitto-go-auth reads ``ok`` with ``auth_opt_http_respo
 logins count in the same limiter as the API's and the broker's own (switchboard/logins.py), keyed by the
 MQTT client's address when the broker sends it (``peerhost``), else by the broker's.
 
+A PUBLISH to ``dm/{recipient}/{me}`` is refused, as Switchboard's broker refuses it, when the recipient blocked
+the sender or ``chat.dm_policy`` (``shared_group``) does not let the sender start that DM. The broker decides
+per topic, and EMQX, RabbitMQ and mosquitto-go-auth cache answers: a new block takes effect once the cached
+answer expires or the client reconnects (docs/scaling.md, "Blocks and chat.dm_policy").
+
 Only the external broker may ask (the answers say which users exist and who is in which group): it sends
 the shared secret ``api.hook_secret`` in ``X-Switchboard-Hook-Secret``, or HTTP Basic of a service account
 (a user with the service role, such as the bridge's). Anyone else gets 401 with the same answer whatever
@@ -26,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from api.deps import LimiterDep, SessionDep, basic, check_login
 from api.schemas import Schema
 from switchboard import accounts, jsontext
-from switchboard.acl import ANONYMOUS, Action, Identity, Policy
+from switchboard.acl import ANONYMOUS, Action, DmPolicy, Identity, Policy
 from switchboard.credentials import VerifiedCredentials
 from switchboard.tables import Role, User
 
@@ -149,6 +154,13 @@ def _hook_body(model: type[BaseModel], **extra: Any) -> dict[str, Any]:
     }
 
 
+def hook_policy(request: Request) -> Policy:
+    """The chat scheme as Switchboard's broker applies it, ``chat.dm_policy`` included (a DM to a user who
+    blocked the sender is refused whatever the policy); generic topics are the external broker's own business.
+    One rule for both brokers: switchboard.acl decides, with the questions switchboard.social answers."""
+    return Policy(dm_policy=DmPolicy(request.app.state.chat_settings.dm_policy))
+
+
 def _answer(allowed: bool, reason: str = "") -> HookAnswer:
     return HookAnswer(result="allow" if allowed else "deny", ok=allowed, error="" if allowed else reason)
 
@@ -196,7 +208,7 @@ async def mqtt_acl(request: Request, session: SessionDep) -> HookAnswer:
     if body.username and (user is None or user.disabled):
         return _answer(False, f"unknown user {body.username!r}")
     who = Identity(user.name, Role(user.role)) if user is not None else ANONYMOUS
-    policy = Policy()  # the chat scheme; generic topics are the external broker's own business
+    policy = hook_policy(request)
     directory = accounts.SessionDirectory(session)
     for action in actions:
         # A shared subscription (bridges sharing the load on EMQX, VerneMQ or Mosquitto) is decided on its filter.

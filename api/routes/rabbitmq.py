@@ -13,7 +13,9 @@ query strings, which proxies log, so it is not served) and reads a plain-text an
   topic by ``/topic``.
 - ``/topic``: ``username``, ``vhost``, ``resource`` (``topic``), ``name`` (the exchange), ``permission``
   (``write`` for a PUBLISH, ``read`` for a SUBSCRIBE) and ``routing_key``: the MQTT topic as an AMQP routing key,
-  translated back (:func:`mqtt_topic`).
+  translated back (:func:`mqtt_topic`). Blocks and ``chat.dm_policy`` are decided as on Switchboard's broker
+  (api/routes/hooks.py); RabbitMQ's MQTT plugin remembers a connection's allowed topics, so a new block takes
+  effect on a connection once it reconnects (or the topic falls out of that memory).
 
 Only RabbitMQ may ask: it sends HTTP Basic of a Switchboard service account, taken from the user info of
 the configured URLs (``http://switchboard-bridge:PASSWORD@api:8000/v1/mqtt/rabbitmq/user``), or the
@@ -30,10 +32,10 @@ from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
 from api.deps import LimiterDep, SessionDep, check_login
-from api.routes.hooks import require_broker
+from api.routes.hooks import hook_policy, require_broker
 from api.schemas import Schema
 from switchboard import accounts
-from switchboard.acl import Action, Identity, Policy
+from switchboard.acl import Action, Identity
 from switchboard.tables import Role, User
 
 #: The virtual host of RabbitMQ's MQTT plugin (``mqtt.vhost``) that Switchboard's clients use.
@@ -177,7 +179,8 @@ async def rabbitmq_topic(request: Request, session: SessionDep) -> PlainTextResp
     if action is None or user is None:
         return _answer(False)
     who = Identity(user.name, Role(user.role))
-    decision = Policy().check(action, who, mqtt_topic(question.routing_key), accounts.SessionDirectory(session))
+    topic = mqtt_topic(question.routing_key)
+    decision = hook_policy(request).check(action, who, topic, accounts.SessionDirectory(session))
     return _answer(decision.allowed)
 
 
