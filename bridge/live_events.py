@@ -1,13 +1,15 @@
 """Publishes the live-events outbox (switchboard.live_events): MQTT events made outside the broker, such as a
-read receipt made through ``POST /v1/conversations/{conversation}/read``.
+read receipt made through ``POST /v1/conversations/{conversation}/read`` or an unsend made through
+``DELETE /v1/messages/{conversation}/{seq}``.
 
 Woken by Postgres when an event is committed (bridge/live_wakeup.py), or every ``bridge.live_events_poll_ms``
 (50 ms) on SQLite, the bridge leases the waiting events, oldest first, publishes them at QoS 1 in order on
-its own broker connection (the service account, which may publish
-``receipt/{to}/{from}``), and deletes them once the broker acknowledged every one. Without a connection
-it waits; an event whose PUBACK does not come (the connection ended, the broker is stuck) stays in the
-outbox and is published again when its lease of :data:`LEASE_SECONDS` runs out. The database work runs in
-a daemon thread (bridge/daemon.py), so a stopping bridge never waits for it.
+its own broker connection (the service account, which may publish ``receipt/{to}/{from}`` and, for an
+unsend, the unsent message's ``dm/`` or ``group/`` topic: the bridge then receives that message too and
+takes it for the stored unsend, by its key), and deletes them once the broker acknowledged every one.
+Without a connection it waits; an event whose PUBACK does not come (the connection ended, the broker is
+stuck) stays in the outbox and is published again when its lease of :data:`LEASE_SECONDS` runs out. The
+database work runs in a daemon thread (bridge/daemon.py), so a stopping bridge never waits for it.
 """
 
 from __future__ import annotations

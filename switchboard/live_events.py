@@ -2,13 +2,14 @@
 
 The API has no MQTT connection (and services never call each other), yet a read receipt made through
 ``POST /v1/conversations/{conversation}/read`` must reach the sender and the reader's other devices live,
-as one published on MQTT does. So the API writes the event (topic and payload) into ``live_events`` in
-the transaction that moves the watermark (:func:`queue`): it exists exactly when the change committed. The
+as one published on MQTT does, and so must an unsend made through ``DELETE /v1/messages/{conversation}/{seq}``
+(switchboard.relations.unsend_stored). So the API writes the event (topic and payload) into ``live_events`` in
+the transaction that makes the change (:func:`queue`): it exists exactly when the change committed. The
 bridge (bridge/live_events.py), woken by a Postgres notification or every ``bridge.live_events_poll_ms``
 on SQLite, leases what it finds
 (:func:`claim`), publishes it at QoS 1 on its broker connection and deletes it once the broker
 acknowledged it (:func:`delete`). A bridge that stops before that leaves the rows to be published again
-when their lease runs out (at least once, as QoS 1 is; receipts are idempotent), and several bridges never
+when their lease runs out (at least once, as QoS 1 is; receipts and unsends are idempotent), and several bridges never
 lease the same row at once.
 """
 
