@@ -171,7 +171,8 @@ class MqttSettings(_Section):
 
 
 class ChatSettings(_Section):
-    """Rules of the chat itself, enforced by the broker (dm_policy) and the bridge (edits) as messages arrive."""
+    """Rules of the chat itself, enforced by the broker (dm_policy; the API's broker hooks too, for an external
+    broker) and the bridge (edits) as messages arrive."""
 
     dm_policy: Literal["anyone", "shared_group"] = Field(
         "anyone",
