@@ -55,6 +55,10 @@ class Refusal:
     reason: str
 
 
+#: Why a service account's chat message other than an unsend made through REST is refused.
+_SERVICE_CHAT = "a service account publishes on chat topics only the unsends made through REST"
+
+
 class Door:
     """The checks of one broker's chat messages and its users' token buckets (the counters are the hub's stats)."""
 
@@ -75,6 +79,8 @@ class Door:
             message = parse_chat(payload, topic.rsplit("/", 1)[1])  # its sender's (no rate, no DM bookkeeping)
             if isinstance(message, Rejection):
                 return Refusal(Reason.PAYLOAD_FORMAT_INVALID, "payload", message.reason)
+            if message.relates_to is None or message.relates_to.kind != "unsend":
+                return Refusal(Reason.NOT_AUTHORIZED, "not_authorized", _SERVICE_CHAT)
             return None
         if not self._buckets.take(user, time.monotonic()):
             return Refusal(

@@ -66,27 +66,34 @@ def drop_database(name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated Postgres database for this test run, dropped at the end."""
-    name = f"switchboard_test_{secrets.token_hex(4)}"
-    url = create_database(name)
+@contextmanager
+def migrated_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database of ``kind`` ("postgres" or "sqlite"), dropped at the end (Postgres)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'switchboard.db'}"
+    else:
+        name = f"switchboard_test_{secrets.token_hex(4)}"
+        url = create_database(name)
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
     yield url
-    drop_database(name)
+    if kind != "sqlite":
+        drop_database(name)
 
 
 @pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated Postgres database for this test run, dropped at the end."""
+    with migrated_database("postgres", tmp_path_factory) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated SQLite file for this test run."""
-    path = tmp_path_factory.mktemp("sqlite") / "switchboard.db"
-    url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
+    with migrated_database("sqlite", tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=["postgres", "sqlite"])
@@ -285,17 +292,21 @@ DOOR_RATE, DOOR_BURST = 0.1, 10
 @pytest.fixture(scope="session")
 def door_stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack whose broker refuses what issue 16's door refuses early: a rate limit a test reaches and
-    chat.dm_policy shared_group, on Postgres and SQLite (directory changes reach it only through events)."""
-    running = start_stack(
-        database_url,
-        tmp_path_factory.mktemp("door"),
-        SWITCHBOARD_MQTT__PUBLISH_RATE=str(DOOR_RATE),
-        SWITCHBOARD_MQTT__PUBLISH_BURST=str(DOOR_BURST),
-        SWITCHBOARD_CHAT__DM_POLICY="shared_group",
-        SWITCHBOARD_MQTT__DIRECTORY_CACHE_SECONDS="3600",
-    )
-    yield running
-    assert running.stop() == 0, running.output()
+    chat.dm_policy shared_group, on Postgres and SQLite (directory changes reach it only through events).
+    It has a database of its own: its bridge would otherwise take the live events (REST receipts and
+    unsends) the API of ``stack`` queues, and publish them on this broker instead of that one."""
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    with migrated_database(kind, tmp_path_factory) as own_url:
+        running = start_stack(
+            own_url,
+            tmp_path_factory.mktemp("door"),
+            SWITCHBOARD_MQTT__PUBLISH_RATE=str(DOOR_RATE),
+            SWITCHBOARD_MQTT__PUBLISH_BURST=str(DOOR_BURST),
+            SWITCHBOARD_CHAT__DM_POLICY="shared_group",
+            SWITCHBOARD_MQTT__DIRECTORY_CACHE_SECONDS="3600",
+        )
+        yield running
+        assert running.stop() == 0, running.output()
 
 
 @pytest.fixture

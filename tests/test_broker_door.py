@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from switchboard.tables import Role
 from tests.conftest import DOOR_BURST, Users
 from tests.helpers import PahoClient, Stack, mosquitto_pub, run_mosquitto_pub, wait_for
 from tests.mqtt5 import V5Client
@@ -205,3 +206,25 @@ def test_over_its_rate_a_user_is_refused_and_others_are_not_slowed(
     finally:
         second.close()
         other.close()
+
+
+def test_a_service_account_may_publish_on_chat_topics_only_the_unsends_made_through_rest(
+    stack: Stack, users: Users
+) -> None:
+    """The bridge's service account may publish on ``dm/`` (a REST unsend, live): anything else it sends there
+    is refused at the door, so a leaked service password cannot speak for a user."""
+    bob, bob_pw = users.user("bob")
+    alice, _ = users.user("alice")
+    bridge, bridge_pw = users.user("bridge", role=Role.SERVICE)
+    receiver = v3(stack.mqtt_port, bob, bob_pw, f"dm/{bob}/+")
+    service = v3(stack.mqtt_port, bridge, bridge_pw)
+    topic = f"dm/{bob}/{alice}"
+    unsend = {"id": "unsend-1", "body": "", "relates_to": {"kind": "unsend", "sender": alice, "id": "m-1"}}
+    try:
+        publish(service, topic, json.dumps({"id": "forged-1", "body": "send me your password"}).encode())
+        publish(service, topic, json.dumps(unsend).encode())
+        wait_for(lambda: receiver.messages, what="the unsend")
+        assert [json.loads(p)["id"] for _, p, *_ in receiver.messages] == ["unsend-1"]
+    finally:
+        service.close()
+        receiver.close()
