@@ -67,6 +67,9 @@ ADDED_COLUMNS = (
     ("retained", "expires_at", "ALTER TABLE retained ADD COLUMN expires_at REAL"),
     ("retained", "origin", "ALTER TABLE retained ADD COLUMN origin TEXT"),
     ("retained", "published_retain", "ALTER TABLE retained ADD COLUMN published_retain INTEGER DEFAULT 0"),
+    # the will of a client connected when the state was written (due_at NULL): the delay its will waits once its
+    # connection closes (min(Will Delay Interval, Session Expiry Interval); 0: none, a 3.1.1 will)
+    ("wills", "delay", "ALTER TABLE wills ADD COLUMN delay INTEGER"),
 )
 #: A message's MQTT 5 part as stored: forwarded property fields, wall-clock expiry, publisher, RETAIN as published.
 V5Row = tuple[bytes | None, float | None, str | None, int]
@@ -94,6 +97,9 @@ class StoredState:
     sessions: dict[str, StoredSession]
     retained: list[tuple[str, bytes, int, V5Properties | None]]
     last_row: int
+    #: Wills of clients connected when the broker died (``kill -9``), due at once: no delay, or no session left to
+    #: wait in (a delayed one of a persistent session is its ``StoredSession.will``, counted from start-up).
+    wills: list[tuple[str | None, Will]] = field(default_factory=list)
 
 
 class StateStore:
@@ -113,6 +119,8 @@ class StateStore:
         self._task: asyncio.Task[None] | None = None
         self._committing = False
         self.commits = 0
+        #: Client ids whose will is kept as connected (``will_connected``), so its row goes when the connection does.
+        self.live_wills: set[str] = set()
 
     def _migrate(self) -> None:
         """Add the columns a state file written by an older version lacks."""
@@ -155,10 +163,7 @@ class StateStore:
         for client_id, packet_id in self._db.execute("SELECT * FROM incoming_qos2"):
             if client_id in sessions:
                 sessions[client_id].incoming_qos2.add(packet_id)
-        for client_id, topic, payload, qos, retain, fields, expiry, due_at in self._db.execute("SELECT * FROM wills"):
-            if client_id in sessions:
-                extra = V5Properties(bytes(fields)) if fields else None
-                sessions[client_id].will = (Will(topic, bytes(payload), qos, bool(retain), extra, expiry), due_at)
+        wills = self._load_wills(sessions)
         retained = []
         for topic, payload, qos, *v5 in self._db.execute(
             "SELECT topic, payload, qos, properties, expires_at, origin, published_retain FROM retained"
@@ -169,7 +174,31 @@ class StateStore:
                 continue
             retained.append((topic, bytes(payload), qos, properties))
         self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM pending").fetchone()[0]
-        return StoredState(sessions, retained, self._last_row)
+        return StoredState(sessions, retained, self._last_row, wills)
+
+    def _load_wills(self, sessions: dict[str, StoredSession]) -> list[tuple[str | None, Will]]:
+        """Delayed wills back into their sessions; the wills of clients connected when the broker died: the crash
+        closed their connections without a DISCONNECT, so each is published [MQTT-3.1.2-8], after its delay
+        counted from start-up when its session waits for it (the client could not come back while the broker
+        was down; a session's expiry counts from start-up in that case too), else at once (returned)."""
+        due_now: list[tuple[str | None, Will]] = []
+        rows = self._db.execute(
+            "SELECT client_id, topic, payload, qos, retain, properties, expiry, due_at, delay FROM wills"
+        )
+        for client_id, topic, payload, qos, retain, fields, expiry, due_at, delay in rows:
+            extra = V5Properties(bytes(fields)) if fields else None
+            will = Will(topic, bytes(payload), qos, bool(retain), extra, expiry)
+            stored = sessions.get(client_id)
+            if due_at is None:  # its client was connected when the state was last written
+                if stored is not None and delay:
+                    stored.will = (will, time.time() + delay)
+                    self.will_held(client_id, will, stored.will[1])
+                else:
+                    due_now.append((stored.username if stored is not None else None, will))
+                    self.will_gone(client_id)
+            elif stored is not None:
+                stored.will = (will, due_at)
+        return due_now
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever())
@@ -204,6 +233,7 @@ class StateStore:
         )
 
     def session_deleted(self, client_id: str) -> None:
+        self.live_wills.discard(client_id)
         for table in ("sessions", "subscriptions", "pending", "incoming_qos2", "wills"):
             self._add(f"DELETE FROM {table} WHERE client_id = ?", (client_id,))  # noqa: S608 (fixed table names)
 
@@ -227,15 +257,27 @@ class StateStore:
             (identifier, client_id, topic_filter),
         )
 
+    def will_connected(self, client_id: str, will: Will, delay: int) -> None:
+        """The will of a client now connected, and the delay it waits once the connection closes: published after a
+        ``kill -9`` (``broker.will_delay.kept``)."""
+        self.live_wills.add(client_id)
+        self._will_row(client_id, will, None, delay)
+
     def will_held(self, client_id: str, will: Will, due_at: float) -> None:
         """A delayed MQTT 5 will and the wall-clock time it is due (``broker.will_delay``)."""
+        self.live_wills.discard(client_id)
+        self._will_row(client_id, will, due_at, None)
+
+    def _will_row(self, client_id: str, will: Will, due_at: float | None, delay: int | None) -> None:
         fields = will.properties.fields if will.properties is not None else None
         self._add(
-            "INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (client_id, will.topic, will.payload, will.qos, int(will.retain), fields, will.expiry, due_at),
+            "INSERT OR REPLACE INTO wills (client_id, topic, payload, qos, retain, properties, expiry, due_at, delay) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (client_id, will.topic, will.payload, will.qos, int(will.retain), fields, will.expiry, due_at, delay),
         )
 
     def will_gone(self, client_id: str) -> None:
+        self.live_wills.discard(client_id)
         self._add("DELETE FROM wills WHERE client_id = ?", (client_id,))
 
     def unsubscribed(self, client_id: str, topic_filter: str) -> None:
