@@ -1,5 +1,6 @@
 """Broker state that survives a restart or a crash: persistent sessions, their subscriptions, queued and
-in-flight messages, retained messages and delayed MQTT 5 wills, in a SQLite file the operator names
+in-flight messages, retained messages, delayed MQTT 5 wills and the wills of connected clients, in a SQLite file
+the operator names
 (``mqtt.state_file``). MQTT 5 state (session expiry, subscription options and identifiers, message properties and
 expiry) is kept beside the 3.1.1 state it belongs to.
 
@@ -7,7 +8,10 @@ amqtt 0.12.1 kept all of this in memory only. Writes are batched: changes are ap
 committed together every few milliseconds (group commit, WAL mode). A publisher's PUBACK/PUBREC is
 sent only after the commit that holds its message, so a message the broker acknowledged survives
 ``kill -9``. Clean sessions and QoS 0 messages are never written: MQTT does not ask them to outlive
-the connection.
+the connection. The will of every connected client (clean or not; not one on its own ``presence/{user}``) is,
+because a crash closes its connection without DISCONNECT and so must publish it [MQTT-3.1.2-8]: written with the
+connection's first group commit (not before its CONNACK: a will accepted within the last ~2 ms before a
+``kill -9`` is lost), removed when the connection ends (``broker.will_delay``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,14 @@ delayed will kept in the state file across a broker restart.
   published when due, at once if that time passed while the broker was down: the broker being down is neither the
   client coming back [MQTT-3.1.3-9] nor a DISCONNECT 0x00, the two things that cancel a will [MQTT-3.1.2-8], and a
   will never waits past its session's end, which counts while the broker is down too.
+- The will of every connected client (3.1.1 or 5, clean or not) is in the state file too, as connected, with the
+  delay it would wait (``kept``), and leaves it when the connection ends (``hold``). After a ``kill -9`` the crash
+  closed that connection without DISCONNECT, so the will is published [MQTT-3.1.2-8]: at once, or after its delay
+  counted from start-up when its session waits for it (the broker does not know when it died), unless the client
+  is back first [MQTT-3.1.3-9]. A graceful stop publishes none and leaves none.
+- A client taken over by a new connection with its client id [MQTT 5.0 §3.1.4]: an MQTT 5 client's will goes as
+  the rules above say (the new connection cancels it within the delay, or publishes it as Clean Start ends the
+  session); a 3.1.1 client's is not published (``broker.handle_connect``).
 """
 
 from __future__ import annotations
