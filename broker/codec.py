@@ -4,8 +4,9 @@ Decoders take a packet's fixed-header flags and body (the bytes after the remain
 :class:`Malformed` with a reason naming what is wrong; the connection closes on it. Strings are strict
 UTF-8 [MQTT-1.5.3-1] (amqtt 0.12.1's decoder turned ill-formed bytes into the text ``"b'...'"``). The
 rules that need more than the layout (empty client id with clean session 0, packet id 0, NUL in a
-filter, fixed-header flags) are in ``broker.conformance``; the hot PUBLISH decode lives in
-``broker.handle_publish`` where it is used.
+filter, fixed-header flags) are in ``broker.conformance``; the head of a PUBLISH (topic name, packet identifier)
+is decoded by ``decode_publish_head`` for both protocols' handlers (``broker.handle_publish``,
+``broker.publish_v5``).
 """
 
 from __future__ import annotations
@@ -152,6 +153,32 @@ class Connect:
 
 
 C = TypeVar("C", bound=Connect)
+
+
+def decode_publish_head(body: bytes, qos: int, invalid: type[Exception]) -> tuple[str, int, int]:
+    """A PUBLISH's topic name, its packet identifier (0 at QoS 0) and where the rest begins [MQTT-3.3.2]. A topic
+    name that is not UTF-8 raises ``invalid`` (MQTT 3.1.1: ProtocolViolation [MQTT-1.5.3-1]; MQTT 5: Malformed,
+    DISCONNECT 0x81 [MQTT-1.5.4-1]); packet identifier 0 at QoS 1/2 is a violation [MQTT-2.3.1-1]. Checking the
+    topic name's content (wildcards, U+0000; after a Topic Alias in MQTT 5) is the caller's."""
+    size = len(body)
+    if size < 2:
+        raise Malformed("no topic name")
+    end = 2 + ((body[0] << 8) | body[1])
+    if end > size:
+        raise Malformed("the topic name is longer than the packet")
+    try:
+        topic = body[2:end].decode()
+    except UnicodeDecodeError as exc:
+        rule = "MQTT-1.5.4-1" if issubclass(invalid, Malformed) else "MQTT-1.5.3-1"  # MQTT 5's number, 3.1.1's
+        raise invalid(f"ill-formed UTF-8 at byte {exc.start} of a PUBLISH topic name [{rule}]") from None
+    if not qos:
+        return topic, 0, end
+    if size < end + 2:
+        raise Malformed("no packet identifier")
+    packet_id = (body[end] << 8) | body[end + 1]
+    if not packet_id:
+        raise ProtocolViolation(f"PUBLISH at QoS {qos} with packet identifier 0 [MQTT-2.3.1-1]")
+    return topic, packet_id, end + 2
 
 
 def decode_connect(body: bytes) -> Connect:

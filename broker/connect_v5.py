@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from broker import topic_aliases, v5
+from broker import topic_aliases, v5, will_delay
 from broker.codec import Malformed, ProtocolViolation
 from broker.codec_v5 import ConnectV5, Reason, decode_connect, encode_connack
 from broker.handle_v5 import HANDLERS_V5
@@ -139,6 +139,7 @@ async def _accept(
             client_id, principal.username, clean=ends_at_disconnect, principal=principal
         )
     conn.session = session
+    will_delay.kept(hub, session, conn.will, state)  # published after a kill -9 (broker.persistence)
     v5.session_opened(session, state)
     v5.apply_receive_maximum(session, state)
     keep_alive = _keep_alive(conn, packet.keep_alive)

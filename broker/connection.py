@@ -232,9 +232,9 @@ class Connection(FramedProtocol):
                     self.reason,
                     extra={"client_id": session.client_id, "user": session.username},
                 )
-                last_will = self.will if will else None
-                if self.v5 is not None:
-                    last_will = will_delay.hold(self.hub, session, last_will, self.v5)  # its Will Delay Interval
+                taken_over = state is Close.TAKEN_OVER and self.v5 is not None  # MQTT 5.0 §3.1.4: its will goes
+                last_will = self.will if will or taken_over else None
+                last_will = will_delay.hold(self.hub, session, last_will, self.v5)  # its Will Delay Interval
                 await self.hub.disconnected(session, will=last_will, announce=state is not Close.TAKEN_OVER)
                 if self.v5 is not None:
                     v5.session_ended(self.hub, session, self.v5)
@@ -247,7 +247,8 @@ class Connection(FramedProtocol):
             self._finished.set_result(None)
 
     async def take_over(self) -> None:
-        """Another connection with this client id arrived [MQTT-3.1.4-2]: close this one, no will."""
+        """Another connection with this client id arrived [MQTT-3.1.4-2]: close this one; an MQTT 5 client's will
+        is published as its Will Delay Interval says [MQTT 5.0 §3.1.4], a 3.1.1 client's is not."""
         self.abort(Close.TAKEN_OVER, Close.TAKEN_OVER.value)
         await self.finished()
 

@@ -5,7 +5,10 @@
 - A zero-length client id with clean session 0 gets CONNACK 0x02 [MQTT-3.1.3-8]; a second CONNECT on
   one connection is a violation [MQTT-3.1.0-2]; protocol level 4 (3.1.1) is served here, level 5 (MQTT 5) by
   ``broker.connect_v5``, any other gets CONNACK 0x01 [MQTT-3.1.2-2].
-- A connection that takes over a client id (same user) closes the old one without its will [MQTT-3.1.4-2].
+- A connection that takes over a client id (same user) closes the old one [MQTT-3.1.4-2]; a 3.1.1 client's will
+  is not published then (MQTT 3.1.1 says nothing of it there; Mosquitto 2.0.11 publishes none either; a phone
+  reconnecting over its half-open connection would otherwise flap its presence, 3.1.1 having no will delay),
+  an MQTT 5 client's is, as its Will Delay Interval says (``broker.will_delay``, MQTT 5.0 §3.1.4).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from broker import connect_v5, v5
+from broker import connect_v5, v5, will_delay
 from broker.codec import (
     ACCEPTED,
     BAD_USERNAME_PASSWORD,
@@ -112,6 +115,7 @@ async def _accept(conn: Connection, principal: Principal, packet: Connect) -> No
         v5.session_reconnected(hub, existing, ends=packet.clean_session or existing.clean, v311=True)
     session, present = hub.open_session(client_id, principal.username, clean=packet.clean_session, principal=principal)
     conn.session = session
+    will_delay.kept(hub, session, conn.will, None)  # published after a kill -9 (broker.persistence)
     conn.write(encode_connack(present, ACCEPTED))
     session.attach(conn)
     await hub.connected(session)

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, Malformed, ProtocolViolation, encode_ack
+from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, ProtocolViolation, decode_publish_head, encode_ack
 from broker.door import MESSAGE_TOPICS
 from broker.sessions import Session
 from switchboard.acl import Action, Decision
@@ -41,26 +41,7 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise ProtocolViolation("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
-    size = len(body)
-    if size < 2:
-        raise Malformed("no topic name")
-    end = 2 + ((body[0] << 8) | body[1])
-    if end > size:
-        raise Malformed("the topic name is longer than the packet")
-    try:
-        topic = body[2:end].decode()
-    except UnicodeDecodeError as exc:
-        raise ProtocolViolation(
-            f"malformed PUBLISH: ill-formed UTF-8 at byte {exc.start} of a topic [MQTT-1.5.3-1]"
-        ) from None
-    packet_id = 0
-    if qos:
-        if size < end + 2:
-            raise Malformed("no packet identifier")
-        packet_id = (body[end] << 8) | body[end + 1]
-        if not packet_id:
-            raise ProtocolViolation(f"PUBLISH at QoS {qos} with packet identifier 0 [MQTT-2.3.1-1]")
-        end += 2
+    topic, packet_id, end = decode_publish_head(body, qos, ProtocolViolation)
     if not topic or "+" in topic or "#" in topic or "\x00" in topic:  # routing.is_valid_topic, inlined
         if "\x00" in topic:
             raise ProtocolViolation("PUBLISH topic name holds U+0000 [MQTT-1.5.3-2]")

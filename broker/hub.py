@@ -141,6 +141,7 @@ class Hub:
                 self.add_subscription(session, topic_filter, qos)  # no journal yet: already stored
             refill_session(session, stored, self.store)
             self.sessions[stored.client_id] = session
+        will_delay.restart_wills(self, state.wills)  # of clients connected when the broker died
         await self._reset_presence()
         log.info(
             "restored %d persistent session(s), %d queued message(s), %d retained message(s)",

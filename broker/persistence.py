@@ -1,13 +1,17 @@
 """Broker state that survives a restart or a crash: persistent sessions, their subscriptions, queued and
-in-flight messages, retained messages and delayed MQTT 5 wills, in a SQLite file the operator names
-(``mqtt.state_file``). MQTT 5 state (session expiry, subscription options and identifiers, message properties and
-expiry) is kept beside the 3.1.1 state it belongs to.
+in-flight messages, retained messages, delayed MQTT 5 wills and the wills of connected clients, in a SQLite file
+the operator names (``mqtt.state_file``; its tables and their migrations are in ``broker.state_schema``). MQTT 5
+state (session expiry, subscription options and identifiers, message properties and expiry) is kept beside the
+3.1.1 state it belongs to.
 
 amqtt 0.12.1 kept all of this in memory only. Writes are batched: changes are appended to a list and
 committed together every few milliseconds (group commit, WAL mode). A publisher's PUBACK/PUBREC is
 sent only after the commit that holds its message, so a message the broker acknowledged survives
 ``kill -9``. Clean sessions and QoS 0 messages are never written: MQTT does not ask them to outlive
-the connection.
+the connection. The will of every connected client (clean or not; not one on its own ``presence/{user}``) is,
+because a crash closes its connection without DISCONNECT and so must publish it [MQTT-3.1.2-8]: written with the
+connection's first group commit (not before its CONNACK: a will accepted within the last ~2 ms before a
+``kill -9`` is lost), removed when the connection ends (``broker.will_delay``).
 """
 
 from __future__ import annotations
@@ -24,50 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from broker.sessions import InFlight, Outgoing, Session, V5Properties, Will
+from broker.state_schema import ADDED_COLUMNS, SCHEMA
 from broker.v5 import expired
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.002
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, username TEXT);
-CREATE TABLE IF NOT EXISTS subscriptions (client_id TEXT, filter TEXT, qos INTEGER, PRIMARY KEY (client_id, filter));
-CREATE TABLE IF NOT EXISTS pending (
-    id INTEGER PRIMARY KEY, client_id TEXT, topic TEXT, payload BLOB, qos INTEGER, retain INTEGER,
-    packet_id INTEGER, released INTEGER DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS pending_by_client ON pending (client_id, id);
-CREATE TABLE IF NOT EXISTS incoming_qos2 (client_id TEXT, packet_id INTEGER, PRIMARY KEY (client_id, packet_id));
-CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER);
-CREATE TABLE IF NOT EXISTS wills (
-    client_id TEXT PRIMARY KEY, topic TEXT, payload BLOB, qos INTEGER, retain INTEGER, properties BLOB,
-    expiry INTEGER, due_at REAL
-);
-"""
-#: Columns added since the first schema, each added to a state file written before it (defaults keep the old
-#: meaning): $share, then MQTT 5's session expiry, subscription options and message properties.
-ADDED_COLUMNS = (
-    ("pending", "share", "ALTER TABLE pending ADD COLUMN share TEXT"),
-    # the Session Expiry Interval (NULL: a 3.1.1 session, never expires) and, once its client went away, the
-    # wall-clock time it ends (NULL while connected, or when the broker stopped with it connected)
-    ("sessions", "expiry", "ALTER TABLE sessions ADD COLUMN expiry INTEGER"),
-    ("sessions", "expires_at", "ALTER TABLE sessions ADD COLUMN expires_at REAL"),
-    # No Local (0x04), Retain As Published (0x08), Retain Handling (bits 4-5), as in SUBSCRIBE's options byte
-    ("subscriptions", "options", "ALTER TABLE subscriptions ADD COLUMN options INTEGER DEFAULT 0"),
-    # a message's MQTT 5 part (broker.sessions.V5Properties): forwarded property fields, wall-clock expiry
-    # (NULL: never), publisher (for No Local), RETAIN as published
-    ("pending", "properties", "ALTER TABLE pending ADD COLUMN properties BLOB"),
-    ("pending", "expires_at", "ALTER TABLE pending ADD COLUMN expires_at REAL"),
-    ("pending", "origin", "ALTER TABLE pending ADD COLUMN origin TEXT"),
-    ("pending", "published_retain", "ALTER TABLE pending ADD COLUMN published_retain INTEGER DEFAULT 0"),
-    # a subscription's MQTT 5 Subscription Identifier (NULL: none)
-    ("subscriptions", "identifier", "ALTER TABLE subscriptions ADD COLUMN identifier INTEGER"),
-    # a retained message's MQTT 5 part, as for pending
-    ("retained", "properties", "ALTER TABLE retained ADD COLUMN properties BLOB"),
-    ("retained", "expires_at", "ALTER TABLE retained ADD COLUMN expires_at REAL"),
-    ("retained", "origin", "ALTER TABLE retained ADD COLUMN origin TEXT"),
-    ("retained", "published_retain", "ALTER TABLE retained ADD COLUMN published_retain INTEGER DEFAULT 0"),
-)
 #: A message's MQTT 5 part as stored: forwarded property fields, wall-clock expiry, publisher, RETAIN as published.
 V5Row = tuple[bytes | None, float | None, str | None, int]
 
@@ -94,6 +60,9 @@ class StoredState:
     sessions: dict[str, StoredSession]
     retained: list[tuple[str, bytes, int, V5Properties | None]]
     last_row: int
+    #: Wills of clients connected when the broker died (``kill -9``), due at once: no delay, or no session left to
+    #: wait in (a delayed one of a persistent session is its ``StoredSession.will``, counted from start-up).
+    wills: list[tuple[str | None, Will]] = field(default_factory=list)
 
 
 class StateStore:
@@ -113,6 +82,8 @@ class StateStore:
         self._task: asyncio.Task[None] | None = None
         self._committing = False
         self.commits = 0
+        #: Client ids whose will is kept as connected (``will_connected``), so its row goes when the connection does.
+        self.live_wills: set[str] = set()
 
     def _migrate(self) -> None:
         """Add the columns a state file written by an older version lacks."""
@@ -155,10 +126,7 @@ class StateStore:
         for client_id, packet_id in self._db.execute("SELECT * FROM incoming_qos2"):
             if client_id in sessions:
                 sessions[client_id].incoming_qos2.add(packet_id)
-        for client_id, topic, payload, qos, retain, fields, expiry, due_at in self._db.execute("SELECT * FROM wills"):
-            if client_id in sessions:
-                extra = V5Properties(bytes(fields)) if fields else None
-                sessions[client_id].will = (Will(topic, bytes(payload), qos, bool(retain), extra, expiry), due_at)
+        wills = self._load_wills(sessions)
         retained = []
         for topic, payload, qos, *v5 in self._db.execute(
             "SELECT topic, payload, qos, properties, expires_at, origin, published_retain FROM retained"
@@ -169,7 +137,31 @@ class StateStore:
                 continue
             retained.append((topic, bytes(payload), qos, properties))
         self._last_row = self._db.execute("SELECT coalesce(max(id), 0) FROM pending").fetchone()[0]
-        return StoredState(sessions, retained, self._last_row)
+        return StoredState(sessions, retained, self._last_row, wills)
+
+    def _load_wills(self, sessions: dict[str, StoredSession]) -> list[tuple[str | None, Will]]:
+        """Delayed wills back into their sessions; the wills of clients connected when the broker died: the crash
+        closed their connections without a DISCONNECT, so each is published [MQTT-3.1.2-8], after its delay
+        counted from start-up when its session waits for it (the client could not come back while the broker
+        was down; a session's expiry counts from start-up in that case too), else at once (returned)."""
+        due_now: list[tuple[str | None, Will]] = []
+        rows = self._db.execute(
+            "SELECT client_id, topic, payload, qos, retain, properties, expiry, due_at, delay FROM wills"
+        )
+        for client_id, topic, payload, qos, retain, fields, expiry, due_at, delay in rows:
+            extra = V5Properties(bytes(fields)) if fields else None
+            will = Will(topic, bytes(payload), qos, bool(retain), extra, expiry)
+            stored = sessions.get(client_id)
+            if due_at is None:  # its client was connected when the state was last written
+                if stored is not None and delay:
+                    stored.will = (will, time.time() + delay)
+                    self.will_held(client_id, will, stored.will[1])
+                else:
+                    due_now.append((stored.username if stored is not None else None, will))
+                    self.will_gone(client_id)
+            elif stored is not None:
+                stored.will = (will, due_at)
+        return due_now
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever())
@@ -204,6 +196,7 @@ class StateStore:
         )
 
     def session_deleted(self, client_id: str) -> None:
+        self.live_wills.discard(client_id)
         for table in ("sessions", "subscriptions", "pending", "incoming_qos2", "wills"):
             self._add(f"DELETE FROM {table} WHERE client_id = ?", (client_id,))  # noqa: S608 (fixed table names)
 
@@ -227,15 +220,27 @@ class StateStore:
             (identifier, client_id, topic_filter),
         )
 
+    def will_connected(self, client_id: str, will: Will, delay: int) -> None:
+        """The will of a client now connected, and the delay it waits once the connection closes: published after a
+        ``kill -9`` (``broker.will_delay.kept``)."""
+        self.live_wills.add(client_id)
+        self._will_row(client_id, will, None, delay)
+
     def will_held(self, client_id: str, will: Will, due_at: float) -> None:
         """A delayed MQTT 5 will and the wall-clock time it is due (``broker.will_delay``)."""
+        self.live_wills.discard(client_id)
+        self._will_row(client_id, will, due_at, None)
+
+    def _will_row(self, client_id: str, will: Will, due_at: float | None, delay: int | None) -> None:
         fields = will.properties.fields if will.properties is not None else None
         self._add(
-            "INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (client_id, will.topic, will.payload, will.qos, int(will.retain), fields, will.expiry, due_at),
+            "INSERT OR REPLACE INTO wills (client_id, topic, payload, qos, retain, properties, expiry, due_at, delay) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (client_id, will.topic, will.payload, will.qos, int(will.retain), fields, will.expiry, due_at, delay),
         )
 
     def will_gone(self, client_id: str) -> None:
+        self.live_wills.discard(client_id)
         self._add("DELETE FROM wills WHERE client_id = ?", (client_id,))
 
     def unsubscribed(self, client_id: str, topic_filter: str) -> None:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from broker import properties, topic_aliases, v5
-from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, Malformed, ProtocolViolation
+from broker.codec import PUBACK_BYTE, PUBLISH, PUBREC_BYTE, Malformed, ProtocolViolation, decode_publish_head
 from broker.codec_v5 import Reason, encode_ack
 from broker.door import MESSAGE_TOPICS
 from broker.properties import P, Properties
@@ -45,24 +45,7 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
-    size = len(body)
-    if size < 2:
-        raise Malformed("no topic name")
-    end = 2 + ((body[0] << 8) | body[1])
-    if end > size:
-        raise Malformed("the topic name is longer than the packet")
-    try:
-        topic = body[2:end].decode()
-    except UnicodeDecodeError as exc:
-        raise Malformed(f"ill-formed UTF-8 at byte {exc.start} of a topic [MQTT-1.5.4-1]") from None
-    packet_id = 0
-    if qos:
-        if size < end + 2:
-            raise Malformed("no packet identifier")
-        packet_id = (body[end] << 8) | body[end + 1]
-        if not packet_id:
-            raise ProtocolViolation(f"PUBLISH at QoS {qos} with packet identifier 0 [MQTT-2.2.1-3]")
-        end += 2
+    topic, packet_id, end = decode_publish_head(body, qos, Malformed)
     props, end = properties.decode(body, end, PUBLISH)
     if props:
         topic = _check_properties(conn, props, topic)

@@ -20,7 +20,6 @@ hook is one attribute check, so the 3.1.1 path stays as it was.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -98,8 +97,8 @@ def publish_bytes(
             retain = retain or (as_published and extra.retain)
         fields = extra.fields
         if extra.expires:
-            left = math.ceil(extra.expires - time.monotonic())
-            if left <= 0:
+            left = interval_left(extra.expires, time.monotonic())
+            if left is None:
                 return None
             fields += encode_fields(Properties({P.MESSAGE_EXPIRY_INTERVAL: left}))
     if session is not None and session.v5 is not None:
@@ -122,6 +121,18 @@ def publish_bytes(
     if alias is not None and topic:  # the alias is set once the client gets this packet [MQTT-3.3.2-12]
         state.aliases_out[topic] = alias
     return data
+
+
+def interval_left(expires: float, now: float) -> int | None:
+    """The Message Expiry Interval to forward for a message that expires at ``expires`` (monotonic): the received
+    interval minus the time it waited [MQTT-3.3.2-6], in whole seconds rounded down: never more than is really left
+    (rounding up sent up to 1 s more: a 3600 s message that waited 2.3 s went out with 3598). None once it has
+    expired [MQTT-3.3.2-5]. The one exception is its last second: it goes with 1, the least interval that still
+    means "expires" (0 would read as "never" to a client that treats it as Mosquitto does)."""
+    left = expires - now
+    if left <= 0:
+        return None
+    return max(int(left), 1)
 
 
 def expired(extra: V5Properties) -> bool:

@@ -15,6 +15,14 @@ delayed will kept in the state file across a broker restart.
   published when due, at once if that time passed while the broker was down: the broker being down is neither the
   client coming back [MQTT-3.1.3-9] nor a DISCONNECT 0x00, the two things that cancel a will [MQTT-3.1.2-8], and a
   will never waits past its session's end, which counts while the broker is down too.
+- The will of every connected client (3.1.1 or 5, clean or not) is in the state file too, as connected, with the
+  delay it would wait (``kept``), and leaves it when the connection ends (``hold``). After a ``kill -9`` the crash
+  closed that connection without DISCONNECT, so the will is published [MQTT-3.1.2-8]: at once, or after its delay
+  counted from start-up when its session waits for it (the broker does not know when it died), unless the client
+  is back first [MQTT-3.1.3-9]. A graceful stop publishes none and leaves none.
+- A client taken over by a new connection with its client id [MQTT 5.0 §3.1.4]: an MQTT 5 client's will goes as
+  the rules above say (the new connection cancels it within the delay, or publishes it as Clean Start ends the
+  session); a 3.1.1 client's is not published (``broker.handle_connect``).
 """
 
 from __future__ import annotations
@@ -43,16 +51,44 @@ def message_properties(will: Will) -> V5Properties | None:
     return V5Properties(fields, time.monotonic() + will.expiry)
 
 
-def hold(hub: Hub, session: Session, will: Will | None, state: V5State) -> Will | None:
-    """Hold the will of a client that went away for its Will Delay Interval (at most the session's life); the
-    will to publish now: none held, or no delay (or the session ends now)."""
-    delay = min(state.will_delay, state.session_expiry)
+def kept(hub: Hub, session: Session, will: Will | None, state: V5State | None) -> None:
+    """A connection with a will was accepted: its will is kept in the state file as connected, so that a broker
+    killed meanwhile publishes it after its restart (``broker.persistence``); never one on the user's own presence
+    topic (never published)."""
+    store = hub.store
+    if store is not None and will is not None and not _own_presence(session.username, will):
+        store.will_connected(session.client_id, will, _delay(state))
+
+
+def _delay(state: V5State | None) -> int:
+    """How long a will waits once its connection closes: min(Will Delay Interval, Session Expiry Interval); a
+    3.1.1 will (``state`` None) does not wait."""
+    return min(state.will_delay, state.session_expiry) if state is not None else 0
+
+
+def hold(hub: Hub, session: Session, will: Will | None, state: V5State | None) -> Will | None:
+    """The connection ended: hold the will of a client that went away for its Will Delay Interval (at most the
+    session's life); the will to publish now: none held, or no delay (or the session ends now), or none at all
+    (its row as connected leaves the state file)."""
+    delay = _delay(state)
+    store = hub.store
     if will is None or delay <= 0:
+        if store is not None and session.client_id in store.live_wills:
+            store.will_gone(session.client_id)
         return will
     _arm(hub, session, will, delay)
-    if session.journal is not None and hub.store is not None:
-        hub.store.will_held(session.client_id, will, time.time() + delay)
+    if store is not None:
+        if session.journal is not None:
+            store.will_held(session.client_id, will, time.time() + delay)
+        elif session.client_id in store.live_wills:
+            store.will_gone(session.client_id)
     return None
+
+
+def restart_wills(hub: Hub, wills: list[tuple[str | None, Will]]) -> None:
+    """The wills of clients connected when the broker died, due at once (``broker.persistence``): each published."""
+    for username, will in wills:
+        publish(hub, username, will)
 
 
 def restored(hub: Hub, session: Session, will: Will, due: float) -> None:
@@ -113,9 +149,13 @@ def cancel(hub: Hub, session: Session) -> None:
 def publish(hub: Hub, username: str | None, will: Will) -> None:
     """Publish ``will`` (in a task of its own); never one on its user's own presence topic: the broker announces
     presence itself."""
-    if username is not None and will.topic == presence_topic(username):
+    if _own_presence(username, will):
         return
     work = hub.publish(will.topic, will.payload, will.qos, will.retain, properties=message_properties(will))
     task = asyncio.get_running_loop().create_task(work)
     _RUNNING.add(task)
     task.add_done_callback(_RUNNING.discard)
+
+
+def _own_presence(username: str | None, will: Will) -> bool:
+    return username is not None and will.topic == presence_topic(username)

@@ -13,6 +13,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from broker.v5 import interval_left
 from switchboard.tables import Role
 from tests.conftest import Users
 from tests.helpers import Stack
@@ -133,6 +134,34 @@ def test_message_over_the_clients_maximum_packet_size_is_not_sent_MQTT_3_1_2_25(
 
 
 # Message expiry ---------------------------------------------------------------------------------------
+
+
+def test_forwarded_expiry_is_never_more_than_what_is_left_MQTT_3_3_2_6() -> None:
+    """The forwarded Message Expiry Interval is the received one minus the time waited [MQTT-3.3.2-6], rounded
+    down to whole seconds (3597.2 s left goes as 3597, not 3598); in its last second 1, the least that still means
+    "expires"; nothing once expired [MQTT-3.3.2-5]."""
+    now = 1000.0
+    assert interval_left(now + 3597.2, now) == 3597
+    assert interval_left(now + 3597.0, now) == 3597
+    assert interval_left(now + 0.3, now) == 1
+    assert interval_left(now, now) is None
+    assert interval_left(now - 1, now) is None
+
+
+def test_a_message_with_one_second_forwarded_at_once_keeps_it_MQTT_3_3_2_6(
+    v5_port: int, clients: Callable[..., V5Client]
+) -> None:
+    """A message with a Message Expiry Interval of 1 s, delivered as it arrives, goes with 1 (not 0, not
+    dropped). Also Mosquitto."""
+    topic = new_topic()
+    subscriber = clients(v5_port)
+    subscriber.connect()
+    subscriber.subscribe((topic, 1))
+    publisher = clients(v5_port)
+    publisher.connect()
+    publisher.publish(topic, b"now", 1, props(PacketTypes.PUBLISH, MessageExpiryInterval=1))
+    got = subscriber.message()
+    assert (got.payload, got.properties.MessageExpiryInterval) == (b"now", 1)
 
 
 def test_expired_messages_are_not_delivered_and_the_rest_carry_the_time_left_MQTT_3_3_2_5_6(

@@ -127,6 +127,77 @@ def test_v311_client_resuming_a_v5_session_keeps_it_and_cancels_its_will_MQTT_3_
     again.disconnect()
 
 
+def _port(request: pytest.FixtureRequest, broker: str, open_stack: Stack) -> int:
+    return open_stack.mqtt_port if broker == "switchboard" else int(request.getfixturevalue("mosquitto"))
+
+
+def _will_after_takeover(port: int, clients: Clients, *, delay: int, clean_start: bool, wait: float) -> bytes | None:
+    """A v5 client with a QoS 1 will (Will Delay Interval ``delay``, a 120 s session) is taken over by a new
+    connection with its client id and ``clean_start``: the will a watcher gets within ``wait`` seconds, if any."""
+    topic, client_id = new_topic(), f"phone-{secrets.token_hex(3)}"
+    watcher = clients(port)
+    watcher.connect()
+    watcher.subscribe((topic, 1))
+    old = _with_will(clients(port, client_id), topic, b"gone", delay=delay)
+    old.connect(properties=_session(120))
+    old.client.reconnect_delay_set(60, 120)  # stays away once thrown out
+    assert clients(port, client_id).connect(clean_start=clean_start, properties=_session(120))[1].value == 0
+    try:
+        return watcher.message(wait).payload
+    except queue.Empty:
+        return None
+
+
+@pytest.mark.parametrize(("broker", "expected"), [("switchboard", b"gone"), ("mosquitto", None)])
+def test_takeover_publishes_the_will_of_a_v5_client_without_will_delay_MQTT_3_1_4_3(
+    request: pytest.FixtureRequest, open_stack: Stack, clients: Clients, broker: str, expected: bytes | None
+) -> None:
+    """The server closes the connection a new one with the same client id takes over, "If the existing Client has
+    a Will Message, that Will Message is published" [MQTT 5.0 §3.1.4, MQTT-3.1.4-3]: at once, without a Will Delay
+    Interval, though the session goes on (Clean Start 0). The same scenario against Mosquitto 2.0.11: it publishes
+    none (docs/broker.md's table)."""
+    port = _port(request, broker, open_stack)
+    assert _will_after_takeover(port, clients, delay=0, clean_start=False, wait=5.0) == expected
+
+
+def test_takeover_within_the_will_delay_publishes_no_will_MQTT_3_1_3_9(v5_port: int, clients: Clients) -> None:
+    """A will with a Will Delay Interval of 2 s, its client taken over by a new connection to the same session
+    (Clean Start 0): "If a new Network Connection to this Session is made before the Will Delay Interval has
+    passed, the Server MUST NOT send the Will Message" [MQTT-3.1.3-9]; nothing after the 2 s either. Also Mosquitto."""
+    assert _will_after_takeover(v5_port, clients, delay=2, clean_start=False, wait=4.0) is None
+
+
+@pytest.mark.parametrize(("broker", "expected"), [("switchboard", b"gone"), ("mosquitto", None)])
+def test_takeover_with_clean_start_publishes_the_delayed_will_at_once_MQTT_3_1_2_8(
+    request: pytest.FixtureRequest, open_stack: Stack, clients: Clients, broker: str, expected: bytes | None
+) -> None:
+    """Taken over by a connection with Clean Start 1, which ends the old session: its will of 60 s goes at once,
+    a will waiting no longer than its session [MQTT-3.1.2-8, MQTT 5.0 §3.1.3.2.2]. Mosquitto 2.0.11: none."""
+    port = _port(request, broker, open_stack)
+    assert _will_after_takeover(port, clients, delay=60, clean_start=True, wait=5.0) == expected
+
+
+def test_takeover_of_a_v311_client_publishes_no_will_MQTT_3_1_4_2(v5_port: int, clients: Clients) -> None:
+    """A 3.1.1 client taken over [MQTT 3.1.1 MQTT-3.1.4-2]: its will is not published (3.1.1 as before, and as
+    Mosquitto 2.0.11 does: 3.1.1 has no will delay, so a phone reconnecting over its half-open connection would
+    flap). Also Mosquitto."""
+    topic, client_id = new_topic(), f"old-{secrets.token_hex(3)}"
+    watcher = clients(v5_port)
+    watcher.connect()
+    watcher.subscribe((topic, 1))
+    old = V311Client(v5_port, client_id)
+    old.client.will_set(topic, b"gone", qos=1)
+    old.client.reconnect_delay_set(60, 120)
+    assert not old.connect()
+    new = V311Client(v5_port, client_id)
+    assert new.connect()
+    try:
+        assert watcher.no_message(3.0)
+    finally:
+        new.disconnect()
+        old.client.loop_stop()
+
+
 def _statuses(watcher: V5Client, seconds: float) -> list[str]:
     """The presence statuses the watcher receives within ``seconds``."""
     found, end = [], time.monotonic() + seconds
