@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker import handle_acks, handle_connect, handle_publish, handle_subscribe, v5, will_delay
 from broker.close import Close
-from broker.codec import NAMES, Malformed, ProtocolViolation
+from broker.codec import NAMES, PUBACK, Malformed, ProtocolViolation
 from broker.hub import Hub
 from broker.outbox import ROUTING, SessionOutbox
 from broker.principal import Principal
@@ -240,6 +240,14 @@ class Connection(SessionOutbox):
                 self._backlog_held = True
                 self.hold_reading()
             return True
+        if kind == PUBACK and self.handlers is HANDLERS and len(body) == 2:  # the QoS 1 hot path, straight
+            session = self.session
+            if session is not None:
+                try:
+                    session.acknowledged((body[0] << 8) | body[1], qos=1)
+                except Exception:
+                    self._crashed()
+                return self.close_state is Close.OPEN
         waiting = self._handle(kind, flags, body)
         if waiting is not None:
             self._queue = deque()

@@ -67,7 +67,7 @@ class Fanout:
             return offered
         # Whether a delivery needs the receive check depends on the topic, and on one fact per session (the
         # second answer only asked for when a recipient has a filter starting with a wildcard).
-        access, sessions = self.access, self.sessions
+        access, sessions, messages_out = self.access, self.sessions, self.stats.messages_out
         check_plain = access.receive_needs_check(topic, root_wildcard=False)
         check_wildcard: bool | None = None
         pending = iter(matches.items())
@@ -82,13 +82,15 @@ class Fanout:
             else:
                 check = check_plain
             if check:
-                allowed = self.access.may_receive_now(session.principal, topic)
+                allowed = access.may_receive_now(session.principal, topic)
                 if allowed is None:
                     return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered, properties)
                 if not allowed:
                     continue
             granted = qos if qos < sub_qos else sub_qos
-            self.deliver(session, Outgoing(topic, payload, granted, False, 0, None, properties))
+            if session.outbox is not None or (granted and not session.clean):  # self.deliver, inlined
+                messages_out[granted] += 1
+            session.offer(Outgoing(topic, payload, granted, False, 0, None, properties))
             offered += 1
         return offered
 
