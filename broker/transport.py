@@ -38,11 +38,11 @@ class FramedProtocol(asyncio.Protocol):
         "_first",
         "_flusher",
         "_need",
-        "_out",
         "_read_holds",
         "last_seen",
         "loop",
         "max_packet_bytes",
+        "queued",
         "transport",
         "write_paused",
     )
@@ -55,7 +55,7 @@ class FramedProtocol(asyncio.Protocol):
         self.last_seen = 0.0
         self._buffer: bytearray | None = None
         self._need = 0
-        self._out: list[bytes] = []
+        self.queued: list[bytes] = []  # the writes of this event-loop turn, flushed together
         self._read_holds = 0
         self._blocked: list[FramedProtocol] | None = None
         self._first = True
@@ -141,7 +141,7 @@ class FramedProtocol(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Queue ``data``; everything queued in this event-loop turn goes out in one call."""
-        out = self._out
+        out = self.queued
         if not out:  # the first write of this turn: _Flusher.add, inlined
             pending = self._flusher.pending
             if not pending:
@@ -150,7 +150,7 @@ class FramedProtocol(asyncio.Protocol):
         out.append(data)
 
     def flush(self) -> None:
-        out = self._out
+        out = self.queued
         if not out:
             return
         transport = self.transport
@@ -202,7 +202,7 @@ class FramedProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if abort:
-            self._out.clear()
+            self.queued.clear()
             transport.abort()
             return
         self.flush()
@@ -238,7 +238,7 @@ class _Flusher:
         pending, self.pending = self.pending, []
         for protocol in pending:
             try:
-                out = protocol._out  # FramedProtocol.flush, inlined: one call less per connection and turn
+                out = protocol.queued  # FramedProtocol.flush, inlined: one call less per connection and turn
                 if not out:
                     continue
                 transport = protocol.transport
