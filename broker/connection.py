@@ -9,9 +9,10 @@ client sends can harm another client or the broker.
   in order, and ends. No task, event or timer task per idle connection: keep-alive is one timer handle.
 - The first packet must be a CONNECT within ``connect_timeout`` [MQTT-3.1.0-1]; a client silent for
   1.5 x its keep-alive is disconnected and its will published [MQTT-3.1.2-24].
-- A client that stops reading (its transport calls ``pause_writing``) gets no QoS 0 messages (dropped and
-  counted) and the clients publishing to it are paused until it drains; its QoS 1/2 messages wait in
-  its session as always.
+- A client that stops reading gets no QoS 0 messages and the clients publishing to it are paused until it
+  drains (``broker.outbox``, the part of a connection a session writes through).
+
+``Close`` (why a connection ended) lives in ``broker.close`` and is importable from here too.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from broker import handle_acks, handle_connect, handle_publish, handle_subscribe, v5, will_delay
-from broker.codec import NAMES, PUBREL_BYTE, Malformed, ProtocolViolation, PublishEncoder, encode_ack
+from broker.close import Close
+from broker.codec import NAMES, PUBACK, Malformed, ProtocolViolation
 from broker.hub import Hub
+from broker.outbox import ROUTING, SessionOutbox
 from broker.principal import Principal
-from broker.sessions import Outgoing, Session, Will
-from broker.transport import FramedProtocol
+from broker.sessions import Session, Will
 
 if TYPE_CHECKING:
     from broker.access import AccessControl
@@ -42,26 +43,6 @@ BACKLOG = 64
 #: Unsent bytes at which a client counts as not reading (its transport pauses writing), and at which it
 #: counts as reading again.
 SLOW_CONSUMER_BYTES, DRAINED_BYTES = 1024 * 1024, 256 * 1024
-
-
-class Close(Enum):
-    """Why a connection ended; decides the will, the log level and the presence announcement."""
-
-    OPEN = "open"
-    LOST = "connection closed by the client"
-    DISCONNECT = "DISCONNECT"
-    DISCONNECT_WITH_WILL = "DISCONNECT with will (MQTT 5 reason 0x04)"
-    VIOLATION = "protocol violation"
-    SILENT = "keep-alive expired"
-    ERROR = "internal error"
-    TAKEN_OVER = "taken over by a new connection with the same client id"
-    SHUTDOWN = "broker shutting down"
-    REVOKED = "revoked"
-    REFUSED = "refused at mqtt.max_connections"
-
-    @property
-    def publishes_will(self) -> bool:
-        return self in (Close.LOST, Close.VIOLATION, Close.SILENT, Close.ERROR, Close.DISCONNECT_WITH_WILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,25 +68,11 @@ class Context:
     door: Door
 
 
-class _Routing:
-    """The connection whose PUBLISH is being routed now: the one to pause if a recipient stops reading.
-    (An instance, not the class: setting a class attribute twice a packet would reset the type's caches.)"""
-
-    __slots__ = ("source",)
-
-    def __init__(self) -> None:
-        self.source: Connection | None = None
-
-
-_ROUTING = _Routing()
-
-
-_ENCODER = PublishEncoder()
 Handler = Callable[["Connection", int, bytes], Awaitable[None] | None]
 _END = (-1, 0, b"")
 
 
-class Connection(FramedProtocol):
+class Connection(SessionOutbox):
     """Serves one network connection until it closes."""
 
     __slots__ = (
@@ -113,16 +80,12 @@ class Connection(FramedProtocol):
         "_finished",
         "_queue",
         "_timer",
-        "close_state",
         "ctx",
         "handlers",
-        "hub",
         "keep_alive",
         "peer",
         "principal",
         "reason",
-        "session",
-        "v5",
         "will",
     )
 
@@ -278,6 +241,14 @@ class Connection(FramedProtocol):
                 self._backlog_held = True
                 self.hold_reading()
             return True
+        if kind == PUBACK and self.handlers is HANDLERS and len(body) == 2:  # the QoS 1 hot path, straight
+            session = self.session
+            if session is not None:
+                try:
+                    session.acknowledged((body[0] << 8) | body[1], qos=1)
+                except Exception:
+                    self._crashed()
+                return self.close_state is Close.OPEN
         waiting = self._handle(kind, flags, body)
         if waiting is not None:
             self._queue = deque()
@@ -287,7 +258,7 @@ class Connection(FramedProtocol):
     def _handle(self, kind: int, flags: int, body: bytes) -> Awaitable[None] | None:
         """Run one packet's handler; an awaitable when it must wait. Failures close this connection only."""
         handler = self.handlers.get(kind)
-        _ROUTING.source = self
+        ROUTING.source = self
         try:
             if handler is None:
                 raise ProtocolViolation(f"a client may not send {NAMES.get(kind, f'reserved packet type {kind}')}")
@@ -301,7 +272,7 @@ class Connection(FramedProtocol):
         except Exception:
             self._crashed()
         finally:
-            _ROUTING.source = None
+            ROUTING.source = None
         return None
 
     async def _drain(self, waiting: Awaitable[None] | None) -> None:
@@ -366,36 +337,6 @@ class Connection(FramedProtocol):
         else:
             reason = f"silent for {idle:.1f}s, over 1.5 x keep-alive ({self.keep_alive}s) [MQTT-3.1.2-24]"
             self.abort(Close.SILENT, reason)
-
-    # Writing (the Outbox a session uses) -----------------------------------------------------------
-
-    def send_publish(self, message: Outgoing, packet_id: int | None, *, dup: bool) -> None:
-        if self.close_state is not Close.OPEN:
-            return
-        if self.write_paused:
-            source = _ROUTING.source
-            if source is not None and source is not self:
-                self.hold_publisher(source)
-            if message.qos == 0:
-                self.hub.stats.dropped_qos0 += 1  # QoS 0 may be lost; memory may not grow
-                return
-        if self.v5 is not None:
-            data = v5.publish_bytes(self.v5, self.session, message, packet_id, dup)
-            if data is None:  # expired, over the client's Maximum Packet Size, or No Local (broker.v5)
-                self.loop.call_soon(v5.skip_undeliverable, self.session, packet_id)
-                return
-            self.write(data)
-            return
-        if message.properties is not None and v5.expired(message.properties):  # [MQTT-3.3.2-5]
-            self.loop.call_soon(v5.skip_undeliverable, self.session, packet_id)
-            return
-        self.write(
-            _ENCODER.encode(message.topic, message.payload, message.qos, packet_id, dup=dup, retain=message.retain)
-        )
-
-    def send_pubrel(self, packet_id: int) -> None:
-        if self.close_state is Close.OPEN:
-            self.write(encode_ack(PUBREL_BYTE, packet_id))
 
 
 _RUNNING: set[asyncio.Task[None]] = set()

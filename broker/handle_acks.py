@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from broker.close import Close
 from broker.codec import (
     DISCONNECT,
     PINGREQ,
@@ -58,8 +59,6 @@ def on_pingreq(conn: Connection, flags: int, body: bytes) -> None:
 
 
 def on_disconnect(conn: Connection, flags: int, body: bytes) -> None:
-    from broker.connection import Close  # the module that imports this one
-
     conn.fail(Close.DISCONNECT, "DISCONNECT")
 
 

@@ -70,7 +70,8 @@ def on_publish(conn: Connection, flags: int, body: bytes) -> Awaitable[None] | N
 def _decided(
     conn: Connection, session: Session, decision: Decision, topic: str, payload: bytes, qos: int, retain: bool
 ) -> Coroutine[Any, Any, int] | None:
-    """Route a message the ACL decided on, a chat message once past the door (broker.door); None when done."""
+    """Route a message the ACL decided on, a chat message once past the door (broker.door): None when routed, or
+    what is left to await."""
     assert conn.principal is not None
     if topic.startswith(MESSAGE_TOPICS):
         door = conn.ctx.door
@@ -80,7 +81,19 @@ def _decided(
             return None
     elif not decision.allowed:
         return None
-    return _route(conn, session, topic, payload, qos, retain)
+    if topic.startswith(_SPECIAL):
+        if topic.startswith("presence/"):
+            stamped = _stamped_presence(topic, payload, session)
+            if stamped is None:
+                return None
+            payload = stamped
+        if is_ephemeral(topic):  # typing: to whoever is connected now, at QoS 0, never kept
+            return conn.hub.publish_now(topic, payload, 0, False)
+    return conn.hub.publish_now(topic, payload, qos, retain)
+
+
+#: The topics routed otherwise than as published: a client's presence (stamped) and typing (QoS 0).
+_SPECIAL = ("presence/", "typing/")
 
 
 async def _publish_later(conn: Connection, topic: str, payload: bytes, qos: int, retain: bool, packet_id: int) -> None:
@@ -98,24 +111,13 @@ async def _acknowledge_after(routing: Coroutine[Any, Any, int], conn: Connection
     _acknowledge(conn, qos, packet_id)
 
 
-def _route(
-    conn: Connection, session: Session, topic: str, payload: bytes, qos: int, retain: bool
-) -> Coroutine[Any, Any, int] | None:
-    """Hand the message to the hub: None when routed, or what is left to await."""
-    if topic.startswith("presence/"):
-        stamped = _stamped_presence(topic, payload, session)
-        if stamped is None:
-            return None
-        payload = stamped
-    if is_ephemeral(topic):  # typing: to whoever is connected now, at QoS 0, never kept
-        return conn.hub.publish_now(topic, payload, 0, False)
-    return conn.hub.publish_now(topic, payload, qos, retain)
-
-
 def _acknowledge(conn: Connection, qos: int, packet_id: int) -> None:
     """PUBACK/PUBREC once the message (and, for QoS 2, its packet id) is safely stored."""
     if qos == 1:
-        conn.hub.after_commit(lambda: conn.write(encode_ack(PUBACK_BYTE, packet_id)))
+        if conn.hub.store is None:  # nothing to wait for: no callback made and run
+            conn.write(bytes((PUBACK_BYTE, 2, packet_id >> 8, packet_id & 0xFF)))
+        else:
+            conn.hub.after_commit(lambda: conn.write(encode_ack(PUBACK_BYTE, packet_id)))
     elif qos == 2:
         conn.hub.after_commit(lambda: conn.write(encode_ack(PUBREC_BYTE, packet_id)))
 

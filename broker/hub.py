@@ -1,4 +1,4 @@
-"""The broker's shared state and routing: sessions, the subscription tree, retained messages, presence.
+"""The broker's shared state: sessions, subscriptions, retained messages, presence; routing goes through broker.fanout.
 
 Connections (``broker.connection``, the ``broker.handle_*`` modules) call the hub; the hub never does I/O
 except through a session's outbox. Delivery rules (MQTT 3.1.1 §3.3, §4.3):
@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from broker import v5, will_delay
+from broker.fanout import Fanout
 from broker.persistence import StateStore, refill_session
 from broker.presence_delay import PresenceDelay
 from broker.retained import RetainedStore
 from broker.routing import SubscriptionTree
 from broker.sessions import Limits, Outgoing, Session, V5Properties, Will
-from broker.share_delivery import ShareDelivery
-from broker.shared import SharedSubscriptions, ShareGroup
+from broker.shared import SharedSubscriptions
 from switchboard.payloads import Rejection, parse_presence, presence_payload
 from switchboard.topics import may_be_retained, presence_topic, split_shared
 
@@ -90,7 +90,10 @@ class Hub:
         self.tree = SubscriptionTree()
         self.shared = SharedSubscriptions()
         self.stats = Stats()
-        self.share_delivery = ShareDelivery(self.shared, self.sessions, access, self._deliver, self.stats)
+        self.fanout = Fanout(
+            sessions=self.sessions, tree=self.tree, shared=self.shared, access=access, stats=self.stats
+        )
+        self.share_delivery = self.fanout.share_delivery
         self._background: set[asyncio.Task[None]] = set()
         self.retained = RetainedStore()
         self._online: dict[str, int] = {}
@@ -235,7 +238,7 @@ class Hub:
         topic = presence_topic(user)
         payload = presence_payload(status, datetime.now(UTC))
         self._retain(topic, payload, 1)
-        await self._route(topic, payload, 1)
+        await self.fanout.route(topic, payload, 1)
 
     # Messages -------------------------------------------------------------------------------------
 
@@ -256,12 +259,12 @@ class Hub:
             self.stats.messages_in[qos] += 1
         if retain and may_be_retained(topic):
             self._retain(topic, payload, qos, persist=not internal, properties=properties)
-        return await self._route(topic, payload, qos, properties)
+        return await self.fanout.route(topic, payload, qos, properties)
 
     def notify(self, topic: str, payload: bytes) -> None:
         """The broker's own QoS 1 message to a client (a refused message's notice on ``ack/{user}``), not retained;
         routed at once, or in the background where a receive check must ask the database."""
-        routed = self._route_now(topic, payload, 1)
+        routed = self.fanout.route_now(topic, payload, 1)
         if not isinstance(routed, int):
             self._spawn(_finish(routed))
 
@@ -273,92 +276,14 @@ class Hub:
         self.stats.messages_in[qos] += 1
         if retain and may_be_retained(topic):
             self._retain(topic, payload, qos, properties=properties)
-        routed = self._route_now(topic, payload, qos, properties)
+        routed = self.fanout.route_now(topic, payload, qos, properties)
         return None if isinstance(routed, int) else routed
-
-    async def _route(self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None) -> int:
-        """Offer the message to every matching session the ACL lets read it, and to one member of each matching
-        share group; return how many sessions it was offered to."""
-        routed = self._route_now(topic, payload, qos, properties)
-        return routed if isinstance(routed, int) else await routed
-
-    def _route_now(
-        self, topic: str, payload: bytes, qos: int, properties: V5Properties | None = None
-    ) -> int | Coroutine[Any, Any, int]:
-        """Route as far as the ACL's cache allows; at the first receive check it cannot answer, the rest."""
-        offered = 0
-        if self.shared.groups:
-            shares = self.shared.match(topic)
-            for index, share in enumerate(shares):
-                message = Outgoing(topic, payload, qos, False, 0, share.key, properties)
-                given = self.share_delivery.deliver_now(share, message)
-                if not isinstance(given, bool):
-                    rest = shares[index + 1 :]
-                    return self._route_after_shares(topic, payload, qos, given, rest, offered, properties)
-                offered += given
-        matches = self.tree.match(topic)
-        if not matches:
-            return offered
-        # Whether a delivery needs the receive check depends on the topic, and on one fact per session (the
-        # second answer only asked for when a recipient has a filter starting with a wildcard).
-        access, sessions = self.access, self.sessions
-        check_plain = access.receive_needs_check(topic, root_wildcard=False)
-        check_wildcard: bool | None = None
-        pending = iter(matches.items())
-        for client_id, sub_qos in pending:
-            session = sessions.get(client_id)
-            if session is None:
-                continue
-            if session.root_wildcards > 0:
-                if check_wildcard is None:
-                    check_wildcard = access.receive_needs_check(topic, root_wildcard=True)
-                check = check_wildcard
-            else:
-                check = check_plain
-            if check:
-                allowed = self.access.may_receive_now(session.principal, topic)
-                if allowed is None:
-                    return self._route_rest(topic, payload, qos, (client_id, sub_qos), pending, offered, properties)
-                if not allowed:
-                    continue
-            granted = qos if qos < sub_qos else sub_qos
-            self._deliver(session, Outgoing(topic, payload, granted, False, 0, None, properties))
-            offered += 1
-        return offered
-
-    async def _route_rest(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        first: tuple[str, int],
-        rest: Iterator[tuple[str, int]],
-        offered: int,
-        properties: V5Properties | None = None,
-    ) -> int:
-        check_plain = self.access.receive_needs_check(topic, root_wildcard=False)
-        check_wildcard = self.access.receive_needs_check(topic, root_wildcard=True)
-        for client_id, sub_qos in (first, *rest):
-            session = self.sessions.get(client_id)
-            if session is None:
-                continue
-            check = check_wildcard if session.root_wildcards > 0 else check_plain
-            if check and not await self.access.may_receive(session.principal, topic):
-                continue
-            self._deliver(session, Outgoing(topic, payload, min(qos, sub_qos), False, 0, None, properties))
-            offered += 1
-        return offered
 
     def _retain(
         self, topic: str, payload: bytes, qos: int, *, persist: bool = True, properties: V5Properties | None = None
     ) -> None:
         if self.retained.put(topic, payload, qos, properties) and persist and self.store is not None:
             self.store.retained(topic, payload, qos, properties)
-
-    def _deliver(self, session: Session, message: Outgoing) -> None:
-        if session.outbox is not None or (message.qos > 0 and not session.clean):  # session.connected
-            self.stats.messages_out[message.qos] += 1
-        session.offer(message)
 
     def add_subscription(self, session: Session, topic_filter: str, qos: int) -> None:
         """Add or replace a subscription (before the SUBACK goes out) [MQTT-3.8.4-3]; ``$share/{group}/{filter}``
@@ -384,7 +309,7 @@ class Hub:
                 message = Outgoing(
                     retained.topic, retained.payload, min(qos, retained.qos), True, 0, None, retained.properties
                 )
-                self._deliver(session, message)
+                self.fanout.deliver(session, message)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
@@ -406,29 +331,6 @@ class Hub:
     def subscription_count(self) -> int:
         """Subscriptions held, a shared one once per member (as each session counts it)."""
         return len(self.tree) + self.shared.members
-
-    # Shared subscriptions -------------------------------------------------------------------------
-
-    async def _route_after_shares(
-        self,
-        topic: str,
-        payload: bytes,
-        qos: int,
-        given: Coroutine[Any, Any, bool],
-        shares: list[ShareGroup],
-        offered: int,
-        properties: V5Properties | None = None,
-    ) -> int:
-        """The rest of ``_route_now`` once a share group's choice had to ask the database."""
-        offered += await given
-        for share in shares:
-            message = Outgoing(topic, payload, qos, False, 0, share.key, properties)
-            offered += await self.share_delivery.deliver(share, message)
-        pending = iter(self.tree.match(topic).items())
-        first = next(pending, None)
-        if first is None:
-            return offered
-        return await self._route_rest(topic, payload, qos, first, pending, offered, properties)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

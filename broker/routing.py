@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from switchboard.topics import split_shared
 
+_WILDCARDS = ("+", "#")
+
 
 class _Node:
-    __slots__ = ("children", "subscribers")
+    __slots__ = ("children", "subscribers", "wild")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.subscribers: dict[str, int] = {}
+        self.wild = 0  # how many of ``children`` are ``+`` or ``#`` (0 to 2)
 
 
 class SubscriptionTree:
@@ -38,7 +41,12 @@ class SubscriptionTree:
         """Subscribe (or re-subscribe with a new QoS)."""
         node = self._root
         for level in topic_filter.split("/"):
-            node = node.children.setdefault(level, _Node())
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node()
+                if level in _WILDCARDS:
+                    node.wild += 1
+            node = child
         if client_id not in node.subscribers:
             self._count += 1
         node.subscribers[client_id] = qos
@@ -61,15 +69,25 @@ class SubscriptionTree:
             if child.subscribers or child.children:
                 break
             del parent.children[level]
+            if level in _WILDCARDS:
+                parent.wild -= 1
         return True
 
     def match(self, topic: str) -> dict[str, int]:
         """Every client with a filter matching ``topic``, with the highest QoS among its matching filters."""
-        found: dict[str, int] = {}
         levels = topic.split("/")
         last = len(levels)
+        node, depth = self._root, 0
+        while not node.wild:  # down the exact levels while no + or # branches off: nothing else can match
+            if depth == last:
+                return dict(node.subscribers)
+            found_child = node.children.get(levels[depth])
+            if found_child is None:
+                return {}
+            node, depth = found_child, depth + 1
+        found: dict[str, int] = {}
         dollar = topic.startswith("$")
-        stack: list[tuple[_Node, int]] = [(self._root, 0)]
+        stack: list[tuple[_Node, int]] = [(node, depth)]
         while stack:
             node, depth = stack.pop()
             if depth == last:

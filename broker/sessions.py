@@ -171,10 +171,21 @@ class Session:
             if not self.clean:
                 self._enqueue(message)
             return
-        if self.queue or len(self.inflight) >= self.limits.max_inflight:
+        inflight = self.inflight
+        if self.queue or len(inflight) >= self.limits.max_inflight:
             self._enqueue(message)
             return
-        self._send_new(message, outbox)
+        if message.row:
+            self._send_new(message, outbox)
+            return
+        # _send_new without a journal, inlined: the QoS 1/2 delivery to a connected clean session
+        packet_id = self.last_packet_id % 65535 + 1
+        if packet_id in inflight:
+            packet_id = self._next_packet_id()
+        else:
+            self.last_packet_id = packet_id
+        inflight[packet_id] = InFlight(packet_id, message)
+        outbox.send_publish(message, packet_id, dup=False)
 
     def _enqueue(self, message: Outgoing) -> None:
         if message.row and self.journal is not None:

@@ -91,3 +91,30 @@ def test_invalid_filters(topic_filter: str) -> None:
 def test_publish_topics_have_no_wildcards() -> None:
     assert is_valid_topic("a/b")
     assert not any(is_valid_topic(t) for t in ("", "a/+", "a/#", "a\x00"))
+
+
+def test_tree_agrees_with_linear_scan_as_wildcard_filters_come_and_go() -> None:
+    """Matching goes straight down the exact levels where no ``+`` or ``#`` branches off; adding and removing
+    wildcard filters (and pruning their branches) must keep that shortcut right."""
+    rng = random.Random(11)
+    levels = ["a", "b", "+", "#", "$SYS"]
+    tree = SubscriptionTree()
+    held: dict[tuple[str, str], int] = {}
+    for step in range(3000):
+        depth = rng.randint(1, 3)
+        parts = [rng.choice(levels[:4] if i else levels) for i in range(depth)]
+        if "#" in parts:
+            parts = parts[: parts.index("#") + 1]
+        topic_filter, client = "/".join(parts), f"c{rng.randint(0, 3)}"
+        if (topic_filter, client) in held and rng.random() < 0.5:
+            assert tree.remove(topic_filter, client)
+            del held[(topic_filter, client)]
+        else:
+            held[(topic_filter, client)] = rng.randint(0, 2)
+            tree.add(topic_filter, client, held[(topic_filter, client)])
+        topic = "/".join(rng.choice(["a", "b", "$SYS"] if i == 0 else ["a", "b"]) for i in range(rng.randint(1, 3)))
+        expected: dict[str, int] = {}
+        for (f, c), qos in held.items():
+            if filter_matches(f, topic):
+                expected[c] = max(expected.get(c, -1), qos)
+        assert tree.match(topic) == expected, (step, topic)
