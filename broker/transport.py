@@ -238,16 +238,7 @@ class _Flusher:
         pending, self.pending = self.pending, []
         for protocol in pending:
             try:
-                out = protocol.queued  # FramedProtocol.flush, inlined: one call less per connection and turn
-                if not out:
-                    continue
-                transport = protocol.transport
-                if transport is not None and not transport.is_closing():
-                    if len(out) == 1:
-                        transport.write(out[0])
-                    else:
-                        transport.writelines(out)
-                out.clear()
+                protocol.flush()
             except Exception:  # one connection's failure is not the others'
                 log.exception("flushing the writes of a connection failed")
 
