@@ -222,6 +222,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="api.workers")
     parser.add_argument("--py-spy", type=Path, default=None, help="record the server with py-spy into this file")
+    parser.add_argument(
+        "--py-spy-gil", action="store_true", help="with --py-spy: only samples of the thread holding the GIL (CPU)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     args = parser.parse_args()
     database = BenchDatabase.create()
@@ -242,7 +245,8 @@ def main() -> None:
         storm.kinds.clear()
         if args.py_spy is not None:
             command = ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(args.py_spy)]
-            spy = subprocess.Popen([*command, "--subprocesses", "--nonblocking"], stdout=subprocess.DEVNULL)
+            command += ["--subprocesses", "--nonblocking", *(["--gil"] if args.py_spy_gil else [])]
+            spy = subprocess.Popen(command, stdout=subprocess.DEVNULL)
             time.sleep(1.0)
         cpu_before = cpu_seconds(server)
         client_before = cpu_seconds(psutil.Process())
