@@ -18,6 +18,7 @@ from api.body_limit import BodyLimit
 from api.callers import TokenCache
 from api.changes import ChangeWatch
 from api.console_metrics import registry_source
+from api.deps import ReadThreads
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
     admin,
@@ -78,6 +79,7 @@ def create_app(
     # of which needs a transaction (each sees what had committed when it began, as in READ COMMITTED), so no
     # BEGIN and ROLLBACK round trips around them. Same pool.
     app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.read_threads = ReadThreads(engine)
     app.state.settings = settings
     app.state.media_settings = media_settings or MediaSettings()
     app.state.blobs = make_blob_store(app.state.media_settings)

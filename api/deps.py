@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated, Any
+import functools
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
-from sqlalchemy import Engine
+from sqlalchemy import Engine, QueuePool
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +19,11 @@ from switchboard import accounts, tokens
 from switchboard.logins import LoginThrottle, Throttled
 from switchboard.tables import Role, User
 from switchboard.topics import Conversation, parse_conversation
+
+T = TypeVar("T")
+
+#: Threads for the fast reads when the engine's pool has no fixed size (SQLite's in-memory pools).
+READ_THREADS = 10
 
 basic = HTTPBasic(auto_error=False, description="The same username and password as for MQTT.")
 bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/auth/token.")
@@ -30,6 +37,29 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+class ReadThreads:
+    """The threads the fast reads (api/reads.py, the token lookups) run in: at most as many at once as the
+    engine's pool keeps connections. With more (the thread pool has 40), every read beyond the pool's size
+    opened a connection of the pool's overflow and closed it after (a Postgres backend started and ended
+    per request during a storm); past the limit a read waits on the event loop for a connection's thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        pool = engine.pool
+        self.size = pool.size() if isinstance(pool, QueuePool) else READ_THREADS
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._limiter is None:  # made in the running event loop
+            self._limiter = anyio.CapacityLimiter(self.size)
+        return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=self._limiter)
+
+
+async def run_read(request: Request, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in one of the app's read threads (:class:`ReadThreads`)."""
+    threads: ReadThreads = request.app.state.read_threads
+    return await threads.run(function, *args, **kwargs)
 
 
 def get_limiter(request: Request) -> LoginThrottle:
@@ -84,7 +114,7 @@ async def get_current_user(
         keep = cache if watch.running else None
         caller = keep.get(token.credentials) if keep is not None else None
         if caller is None:
-            caller = await run_in_threadpool(_token_holder, state.read_engine, keep, token.credentials)
+            caller = await run_read(request, _token_holder, state.read_engine, keep, token.credentials)
         if caller is None:  # 256 random bits: guessing is hopeless, so no throttle (and no user name to key it)
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -13,6 +13,10 @@ Prints requests per second, median and p99 latency, and the CPU the API's proces
 the client's own CPU is not counted).
 
     uv run python bench/api_storm.py [--rounds 3] [--concurrency 16] [--workers 1] [--py-spy out.txt]
+    uv run python bench/api_storm.py --before /tmp/before --pairs 3   # old code and this, alternating
+
+``--before DIR`` runs the API from another source tree too (``git archive COMMIT | tar -x -C DIR``), the
+two alternating ``--pairs`` times on the same database, so "before" and "after" share the machine's load.
 
 ``--py-spy FILE`` records the server with py-spy during the measured rounds (``--format raw``: collapsed
 stacks, one per line with its sample count) and prints the functions with the most samples.
@@ -169,11 +173,12 @@ def cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-def start_api(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(url: str, workdir: Path, workers: int, code: Path = REPO) -> tuple[subprocess.Popen[bytes], str]:
+    """``switchboard api`` from the source tree ``code`` (this one by default), in this environment."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(code),
         "SWITCHBOARD_DATABASE_URL": url,
         "SWITCHBOARD_LOG__LEVEL": "WARNING",
         "SWITCHBOARD_API__HOST": "127.0.0.1",
@@ -216,35 +221,20 @@ def hottest(raw: Path, top: int = 25) -> list[tuple[str, float]]:
     return [(frame, 100.0 * n / max(total, 1)) for frame, n in inclusive.most_common(top)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (every user once per round)")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1, help="api.workers")
-    parser.add_argument("--py-spy", type=Path, default=None, help="record the server with py-spy into this file")
-    parser.add_argument(
-        "--py-spy-gil", action="store_true", help="with --py-spy: only samples of the thread holding the GIL (CPU)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
-    args = parser.parse_args()
-    database = BenchDatabase.create()
-    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-storm-"))
-    api = None
+def measure(
+    args: argparse.Namespace, url: str, workdir: Path, code: Path, storm: Storm, spy_file: Path | None
+) -> dict[str, float]:
+    """Start the API from ``code``, warm it up with one round, measure ``args.rounds``, stop it."""
+    api, base = start_api(url, workdir, args.workers, code)
     spy = None
     try:
-        engine = make_engine(database.url)
-        upgrade(engine)
-        engine.dispose()
-        pairs = conversation_pairs()
-        tokens, head = load(database.dsn, pairs, random.Random(1))
-        api, base = start_api(database.url, workdir, args.workers)
         server = psutil.Process(api.pid)
-        storm = Storm(base, tokens, pairs, head)
+        storm.base = base
         asyncio.run(storm.round(args.concurrency))  # warm-up: connections, caches, plans
         storm.latencies.clear()
         storm.kinds.clear()
-        if args.py_spy is not None:
-            command = ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(args.py_spy)]
+        if spy_file is not None:
+            command = ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(spy_file)]
             command += ["--subprocesses", "--nonblocking", *(["--gil"] if args.py_spy_gil else [])]
             spy = subprocess.Popen(command, stdout=subprocess.DEVNULL)
             time.sleep(1.0)
@@ -260,44 +250,82 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(server) - cpu_before
         client_cpu = cpu_seconds(psutil.Process()) - client_before
-        requests = len(storm.latencies)
-        latencies = sorted(storm.latencies)
-        figures = {
-            "workers": args.workers,
-            "concurrency": args.concurrency,
-            "requests": requests,
-            "sync_requests": storm.kinds["sync"],
-            "history_requests": storm.kinds["history"],
-            "requests_per_second": round(requests / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
-            "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
-            "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
-            "load_average": round(os.getloadavg()[0], 2),
-        }
-        print(
-            f"{requests} requests ({storm.kinds['sync']} sync pages, {storm.kinds['history']} history pages), "
-            f"{args.concurrency} concurrent, {args.workers} API process(es)"
-        )
-        print(
-            f"{figures['requests_per_second']:.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
-            f"p99 {figures['p99_ms']:.1f} ms, API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request "
-            f"(the client's: {figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})"
-        )
-        if args.json:
-            print(json.dumps(figures))
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
             spy = None
-            for frame, share in hottest(args.py_spy):
-                print(f"{share:5.1f}%  {frame}")
     finally:
         if spy is not None:
             spy.kill()
-        if api is not None:
-            api.terminate()
-            api.wait()
+        api.terminate()
+        api.wait()
+    requests = len(storm.latencies)
+    latencies = sorted(storm.latencies)
+    return {
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "requests": requests,
+        "sync_requests": storm.kinds["sync"],
+        "history_requests": storm.kinds["history"],
+        "requests_per_second": round(requests / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (every user once per round)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="api.workers")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="also run the API from this source tree (the code before a change, from git archive), alternating "
+        "with this one, on the same database",
+    )
+    parser.add_argument("--pairs", type=int, default=1, help="with --before: how many before/after pairs")
+    parser.add_argument("--py-spy", type=Path, default=None, help="record the server with py-spy into this file")
+    parser.add_argument(
+        "--py-spy-gil", action="store_true", help="with --py-spy: only samples of the thread holding the GIL (CPU)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
+    args = parser.parse_args()
+    database = BenchDatabase.create()
+    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-storm-"))
+    try:
+        engine = make_engine(database.url)
+        upgrade(engine)
+        engine.dispose()
+        pairs = conversation_pairs()
+        tokens, head = load(database.dsn, pairs, random.Random(1))
+        storm = Storm("", tokens, pairs, head)
+        runs = [("before", args.before), ("after", REPO)] * args.pairs if args.before is not None else [("", REPO)]
+        for label, code in runs:
+            figures = measure(args, database.url, workdir, code, storm, args.py_spy if label != "before" else None)
+            prefix = f"{label}: " if label else ""
+            print(
+                f"{prefix}{figures['requests']} requests ({figures['sync_requests']} sync pages, "
+                f"{figures['history_requests']} history pages), {args.concurrency} concurrent, "
+                f"{args.workers} API process(es)"
+            )
+            print(
+                f"{prefix}{figures['requests_per_second']:.0f} requests/s, "
+                f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
+                f"API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request (the client's: "
+                f"{figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})",
+                flush=True,
+            )
+            if args.json:
+                print(json.dumps({"code": label or "this", **figures}))
+        if args.py_spy is not None:
+            for frame, share in hottest(args.py_spy):
+                print(f"{share:5.1f}%  {frame}")
+    finally:
         database.drop()
 
 
