@@ -6,8 +6,10 @@ server built (the OpenAPI schema still names the models, api/schemas.py, and tes
 against them). A history page is one query when the caller may read the conversation (the access check
 rides along as a column); only an empty or refused page asks again, to tell 404 from 403 from empty.
 
-:func:`message_json` renders a message exactly as ``api.routes.messages.public_message`` does
-(``MessagePublic``): keep the two in step (tests/test_api_fast_reads.py compares them).
+Messages are rendered from switchboard.message_views' ``MessageView`` dataclasses as they are (orjson writes a
+dataclass's fields in order): its fields and ``RelationView``'s are ``MessagePublic``'s and
+``RelationPublic``'s, in the same order (tests/test_api_reads.py checks it), so no dictionary is built per
+message.
 """
 
 from __future__ import annotations
@@ -50,29 +52,10 @@ MEMBERSHIP_CHANGES: dict[str, str] = {DirectoryChange.MEMBER_ADDED: "added", Dir
 JSON_OPTIONS = orjson.OPT_UTC_Z  # "...Z" for UTC, as pydantic writes it
 
 
-def message_json(view: MessageView) -> dict[str, Any]:
-    """A message as ``MessagePublic`` renders it, relations applied (switchboard.message_views)."""
-    relation = view.relates_to
-    return {
-        "conversation": view.conversation,
-        "seq": view.seq,
-        "sender": view.sender,
-        "id": view.id,
-        "body": view.body,
-        "stored_at": view.stored_at,
-        "attachments": view.attachments,
-        "relates_to": None
-        if relation is None
-        else {"kind": relation.kind, "sender": relation.sender, "id": relation.id, "seq": relation.seq},
-        "edited_at": view.edited_at,
-        "unsent": view.unsent,
-        "reactions": view.reactions,
-    }
-
-
-def messages_json(connection: Connection, rows: list[Any]) -> list[dict[str, Any]]:
-    """Message rows (MESSAGE_COLUMNS) as clients see them: two more queries when relations are among them."""
-    return [message_json(view) for view in message_views.views(connection, rows)]
+def messages_json(connection: Connection, rows: list[Any]) -> list[MessageView]:
+    """Message rows (MESSAGE_COLUMNS) as clients see them, for orjson: one more query when plain messages
+    are among them (their reactions), another when relations are."""
+    return message_views.views(connection, rows)
 
 
 def dumps(content: dict[str, Any]) -> bytes:

@@ -4,14 +4,22 @@ answers 404, 403 or an empty page as the dependency-checked route did."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from sqlmodel import Session
 
-from api.schemas import MessagesPage, SyncPage
+from api.schemas import MessagePublic, MessagesPage, RelationPublic, SyncPage
 from switchboard import accounts
+from switchboard.message_views import MessageView, RelationView
 from tests.conftest import Users
 from tests.helpers import Stack, mosquitto_pub, wait_for
+
+
+def test_message_views_are_rendered_with_the_public_models_fields_in_order() -> None:
+    """api/reads.py hands the views to orjson as they are: their fields are the response models' fields."""
+    assert [f.name for f in dataclasses.fields(MessageView)] == list(MessagePublic.model_fields)
+    assert [f.name for f in dataclasses.fields(RelationView)] == list(RelationPublic.model_fields)
 
 
 def test_history_and_sync_pages_match_their_response_models(stack: Stack, users: Users) -> None:
