@@ -19,6 +19,7 @@ from api.callers import TokenCache
 from api.changes import ChangeWatch
 from api.console_metrics import registry_source
 from api.deps import ReadThreads
+from api.fast_lane import FastLane
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
     admin,
@@ -105,6 +106,7 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(AccountError, _account_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(FastLane)  # innermost: timed by the metrics, behind the body limit
     if metrics is not None:
         app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Added last, so it runs first: a body is refused before anything (authentication included) reads it.
