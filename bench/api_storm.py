@@ -173,8 +173,11 @@ def cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-def start_api(url: str, workdir: Path, workers: int, code: Path = REPO) -> tuple[subprocess.Popen[bytes], str]:
-    """``switchboard api`` from the source tree ``code`` (this one by default), in this environment."""
+def start_api(
+    url: str, workdir: Path, workers: int, code: Path = REPO, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``switchboard api`` from the source tree ``code`` (this one by default), in this environment, with
+    ``settings`` as more environment variables."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
@@ -184,6 +187,7 @@ def start_api(url: str, workdir: Path, workers: int, code: Path = REPO) -> tuple
         "SWITCHBOARD_API__HOST": "127.0.0.1",
         "SWITCHBOARD_API__PORT": str(port),
         "SWITCHBOARD_API__METRICS_PORT": "0",
+        **settings,
     }
     if workers != 1:
         env["SWITCHBOARD_API__WORKERS"] = str(workers)
