@@ -240,7 +240,10 @@ def main() -> None:
             # Tokens cached for the whole run, each verified once below: at 1M the requests spread over 2,000
             # users, at 10k over 20, and a token lookup per request would be measured instead of the pages.
             target.api, target.base = start_api(
-                target.database.url, workdir / target.label, workers=1, SWITCHBOARD_API__TOKEN_CACHE_SECONDS="3600"
+                target.database.url,
+                workdir / target.label,
+                workers=1,
+                SWITCHBOARD_API__TOKEN_CACHE_SECONDS="3600",  # noqa: S106
             )
             asyncio.run(verify_tokens(target.base, target.tokens))
         print(f"{args.requests} requests per row, {args.concurrency} concurrent clients, bearer tokens")
