@@ -107,6 +107,11 @@ async def _long_poll(
                     return page
             missed = False
             waiter.woken.clear()
+            # Woken: most likely by a change for this user, whose page is then the answer. What the user reads
+            # (two more queries) is needed only to wait again, after a change that was not for it.
+            found = await threads.run(sync_page, engine, user, str(page.next), limit)
+            if not found.empty:
+                return found
             page = await threads.run(sync_page, engine, user, str(page.next), limit, interest=True)
             if not page.empty:
                 return page
