@@ -8,9 +8,12 @@ user's cursor (6,000 positions back: about 200 of its messages, so 2-3 pages of 
 ``next`` while ``more``), then pages each of its conversations' history (the newest page and the one
 before it, limit 50). One round (every user once) warms up; the next ``--rounds`` are measured.
 
-Prints requests per second, median and p99 latency, and the CPU the API's processes spent per request
-(user + system time of the server process and its worker children, from psutil, i.e. /proc/<pid>/stat;
-the client's own CPU is not counted).
+Prints requests per second, median and p99 latency (as the client sees them), and the CPU the API's
+processes spent per request (user + system time of the server process and its worker children, from psutil,
+i.e. /proc/<pid>/stat; the client's own CPU is not counted). The client is one Python process that spends
+more CPU per request than the API: on a busy machine its own event loop's delays are in its latencies, so it
+also prints the API's own answer times, from the API's request histogram (api/metrics.py, scraped before and
+after the measured rounds): the share answered within 50 ms and the bucket bound under which 99% were.
 
     uv run python bench/api_storm.py [--rounds 3] [--concurrency 16] [--workers 1] [--py-spy out.txt]
     uv run python bench/api_storm.py --before /tmp/before --pairs 3   # old code and this, alternating
@@ -60,6 +63,8 @@ USERS = 60
 PEERS = 5  # each user DMs the next 5 (and is DMed by the previous 5): 10 conversations each, 300 in all
 PER_CONVERSATION = 40  # 300 x 40 = 12,000 messages
 BEHIND = 6_000  # how many stream positions each phone missed
+#: The metrics port of each API process start_api started, by pid.
+METRICS_PORTS: dict[int, int] = {}
 
 
 def users() -> list[str]:
@@ -178,7 +183,7 @@ def start_api(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``switchboard api`` from the source tree ``code`` (this one by default), in this environment, with
     ``settings`` as more environment variables."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
         "PYTHONPATH": str(code),
@@ -186,7 +191,8 @@ def start_api(
         "SWITCHBOARD_LOG__LEVEL": "WARNING",
         "SWITCHBOARD_API__HOST": "127.0.0.1",
         "SWITCHBOARD_API__PORT": str(port),
-        "SWITCHBOARD_API__METRICS_PORT": "0",
+        "SWITCHBOARD_API__METRICS_PORT": str(metrics_port),
+        "SWITCHBOARD_API__METRICS_HOST": "127.0.0.1",
         **settings,
     }
     if workers != 1:
@@ -198,6 +204,7 @@ def start_api(
         stdout=(workdir / "api.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    METRICS_PORTS[api.pid] = metrics_port
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -209,6 +216,29 @@ def start_api(
         if api.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the API did not start; see {workdir / 'api.log'}")
         time.sleep(0.2)
+
+
+def server_histogram(api: subprocess.Popen[bytes]) -> Counter[float]:
+    """The API's own answer times so far (``switchboard_api_request_seconds``, every route and status):
+    requests per bucket bound, cumulative, from its metrics listener."""
+    port = METRICS_PORTS[api.pid]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
+    buckets: Counter[float] = Counter()
+    for line in text.splitlines():
+        if line.startswith("switchboard_api_request_seconds_bucket{"):
+            labels, _, value = line.rpartition(" ")
+            bound = labels.split('le="')[1].split('"')[0]
+            buckets[float(bound)] += int(float(value))
+    return buckets
+
+
+def server_p99(before: Counter[float], after: Counter[float]) -> tuple[float, float]:
+    """From two readings of :func:`server_histogram`: the share of the requests between them the API answered
+    within 50 ms, and the bucket bound (seconds) under which 99% of them were answered."""
+    counts = {bound: after[bound] - before[bound] for bound in after}
+    total = counts.get(float("inf"), 0) or 1
+    p99 = next(bound for bound in sorted(counts) if counts[bound] >= 0.99 * total)
+    return counts.get(0.05, 0) / total, p99
 
 
 def hottest(raw: Path, top: int = 25) -> list[tuple[str, float]]:
@@ -244,6 +274,7 @@ def measure(
             time.sleep(1.0)
         cpu_before = cpu_seconds(server)
         client_before = cpu_seconds(psutil.Process())
+        histogram_before = server_histogram(api)
         started = time.perf_counter()
 
         async def rounds() -> None:
@@ -254,6 +285,7 @@ def measure(
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(server) - cpu_before
         client_cpu = cpu_seconds(psutil.Process()) - client_before
+        within_50ms, server_p99_bound = server_p99(histogram_before, server_histogram(api))
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -274,6 +306,8 @@ def measure(
         "requests_per_second": round(requests / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "server_within_50ms": round(within_50ms * 100, 1),
+        "server_p99_at_most_ms": server_p99_bound * 1000,
         "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
         "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
         "load_average": round(os.getloadavg()[0], 2),
@@ -322,6 +356,12 @@ def main() -> None:
                 f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
                 f"API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request (the client's: "
                 f"{figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})",
+                flush=True,
+            )
+            print(
+                f"{prefix}the API's own answer times (its metrics, from request to response, without the client's "
+                f"and the kernel's queues): {figures['server_within_50ms']:.1f}% within 50 ms, p99 at most "
+                f"{figures['server_p99_at_most_ms']:g} ms",
                 flush=True,
             )
             if args.json:
