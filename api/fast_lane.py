@@ -35,15 +35,13 @@ from api.callers import TokenCache
 from api.changes import ChangeWatch
 from api.deps import ReadThreads
 from api.routes.messages import MAX_PAGE
-from api.routes.sync import MAX_LIMIT
+from api.routes.sync import MAX_LIMIT, MAX_SINCE
 from api.schemas import MAX_INT64
 
 SYNC = "/v1/sync"
 HISTORY = "/v1/conversations/{conversation}/messages"
 _HISTORY_PATH = re.compile(r"/v1/conversations/([^/]+)/messages")
 _DIGITS = re.compile(r"[0-9]{1,19}")
-#: ``since``'s ``max_length`` in the route.
-MAX_SINCE = 80
 
 
 @dataclass(frozen=True)

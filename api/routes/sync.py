@@ -29,6 +29,7 @@ router = APIRouter(prefix="/v1", tags=["sync"])
 
 MAX_LIMIT = 1000
 MAX_TIMEOUT = 60
+MAX_SINCE = 80  # characters of a cursor
 __all__ = ["Cursor", "router"]
 
 
@@ -50,7 +51,7 @@ async def sync(
     since: Annotated[
         str | None,
         Query(
-            max_length=80,
+            max_length=MAX_SINCE,
             description="The `next` of the previous sync; omit to start from now.",
             examples=["v1.1000.70.5"],
         ),
