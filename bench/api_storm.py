@@ -221,9 +221,11 @@ def start_api(
 def server_histogram(api: subprocess.Popen[bytes]) -> Counter[float]:
     """The API's own answer times so far (``switchboard_api_request_seconds``, every route and status):
     requests per bucket bound, cumulative, from its metrics listener."""
-    port = METRICS_PORTS[api.pid]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
     buckets: Counter[float] = Counter()
+    try:
+        text = httpx.get(f"http://127.0.0.1:{METRICS_PORTS[api.pid]}/metrics", trust_env=False).text
+    except httpx.TransportError:  # api.workers > 1 turns the workers' /metrics off (api/workers.py)
+        return buckets
     for line in text.splitlines():
         if line.startswith("switchboard_api_request_seconds_bucket{"):
             labels, _, value = line.rpartition(" ")
@@ -234,9 +236,11 @@ def server_histogram(api: subprocess.Popen[bytes]) -> Counter[float]:
 
 def server_p99(before: Counter[float], after: Counter[float]) -> tuple[float, float]:
     """From two readings of :func:`server_histogram`: the share of the requests between them the API answered
-    within 50 ms, and the bucket bound (seconds) under which 99% of them were answered."""
+    within 50 ms, and the bucket bound (seconds) under which 99% of them were answered (NaN: no metrics)."""
     counts = {bound: after[bound] - before[bound] for bound in after}
-    total = counts.get(float("inf"), 0) or 1
+    total = counts.get(float("inf"), 0)
+    if not total:
+        return float("nan"), float("nan")
     p99 = next(bound for bound in sorted(counts) if counts[bound] >= 0.99 * total)
     return counts.get(0.05, 0) / total, p99
 
