@@ -18,6 +18,8 @@ from api.body_limit import BodyLimit
 from api.callers import TokenCache
 from api.changes import ChangeWatch
 from api.console_metrics import registry_source
+from api.deps import ReadThreads
+from api.fast_lane import FastLane
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import (
     admin,
@@ -80,6 +82,7 @@ def create_app(
     # of which needs a transaction (each sees what had committed when it began, as in READ COMMITTED), so no
     # BEGIN and ROLLBACK round trips around them. Same pool.
     app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.read_threads = ReadThreads(engine)
     app.state.settings = settings
     app.state.media_settings = media_settings or MediaSettings()
     app.state.blobs = make_blob_store(app.state.media_settings)
@@ -106,6 +109,7 @@ def create_app(
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(AccountError, _account_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(FastLane)  # innermost: timed by the metrics, behind the body limit
     if metrics is not None:
         app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Added last, so it runs first: a body is refused before anything (authentication included) reads it.

@@ -7,9 +7,10 @@ name and role. An entry ends:
 - at the token's expiry, or ``api.token_cache_seconds`` after it was verified, whichever is first;
 - at once, in this process, when this process revokes the holder's tokens (an administrator disables,
   deletes or resets the password of the user: :meth:`TokenCache.forget` runs before the response);
+- at once, in this process, when the holder logs out (``POST /v1/auth/logout``, ``/logout/all``);
 - in every other API process, when its change watch (api/changes.py) reads the directory event the revocation
-  wrote in the same transaction (``user_disabled``, ``user_deleted``, ``password_reset``): on Postgres
-  within milliseconds (LISTEN/NOTIFY), on SQLite within ``api.sync_poll_seconds``.
+  wrote in the same transaction (``user_disabled``, ``user_deleted``, ``password_reset``, ``tokens_revoked``):
+  on Postgres within milliseconds (LISTEN/NOTIFY), on SQLite within ``api.sync_poll_seconds``.
 
 A lookup that started before a revocation never stores its (stale) answer after it: the cache counts
 revocations, and :meth:`TokenCache.remember` refuses an answer read before the latest one.
@@ -26,7 +27,14 @@ from switchboard import tokens
 from switchboard.schema import DirectoryChange, Role
 
 #: The directory events that revoke a user's tokens.
-REVOKING = frozenset({DirectoryChange.USER_DISABLED, DirectoryChange.USER_DELETED, DirectoryChange.PASSWORD_RESET})
+REVOKING = frozenset(
+    {
+        DirectoryChange.USER_DISABLED,
+        DirectoryChange.USER_DELETED,
+        DirectoryChange.PASSWORD_RESET,
+        DirectoryChange.TOKENS_REVOKED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

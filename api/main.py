@@ -106,6 +106,7 @@ class ApiServer:
         if self._task is not None:
             await self._task
         await self._app.state.changes.stop()
+        self._app.state.read_threads.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

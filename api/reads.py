@@ -6,18 +6,21 @@ server built (the OpenAPI schema still names the models, api/schemas.py, and tes
 against them). A history page is one query when the caller may read the conversation (the access check
 rides along as a column); only an empty or refused page asks again, to tell 404 from 403 from empty.
 
-:func:`message_json` renders a message exactly as ``api.routes.messages.public_message`` does
-(``MessagePublic``): keep the two in step (tests/test_api_fast_reads.py compares them).
+Messages are rendered from switchboard.message_views' ``MessageView`` dataclasses as they are (orjson writes a
+dataclass's fields in order): its fields and ``RelationView``'s are ``MessagePublic``'s and
+``RelationPublic``'s, in the same order (tests/test_api_reads.py checks it), so no dictionary is built per
+message.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import HTTPException, status
-from sqlalchemy import Connection, Engine, exists, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, exists, func, select
 
 from switchboard import accounts, message_views, streams
 from switchboard.message_views import MessageView
@@ -49,29 +52,10 @@ MEMBERSHIP_CHANGES: dict[str, str] = {DirectoryChange.MEMBER_ADDED: "added", Dir
 JSON_OPTIONS = orjson.OPT_UTC_Z  # "...Z" for UTC, as pydantic writes it
 
 
-def message_json(view: MessageView) -> dict[str, Any]:
-    """A message as ``MessagePublic`` renders it, relations applied (switchboard.message_views)."""
-    relation = view.relates_to
-    return {
-        "conversation": view.conversation,
-        "seq": view.seq,
-        "sender": view.sender,
-        "id": view.id,
-        "body": view.body,
-        "stored_at": view.stored_at,
-        "attachments": view.attachments,
-        "relates_to": None
-        if relation is None
-        else {"kind": relation.kind, "sender": relation.sender, "id": relation.id, "seq": relation.seq},
-        "edited_at": view.edited_at,
-        "unsent": view.unsent,
-        "reactions": view.reactions,
-    }
-
-
-def messages_json(connection: Connection, rows: list[Any]) -> list[dict[str, Any]]:
-    """Message rows (MESSAGE_COLUMNS) as clients see them: two more queries when relations are among them."""
-    return [message_json(view) for view in message_views.views(connection, rows)]
+def messages_json(connection: Connection, rows: list[Any]) -> list[MessageView]:
+    """Message rows (MESSAGE_COLUMNS) as clients see them, for orjson: one more query when plain messages
+    are among them (their reactions), another when relations are."""
+    return message_views.views(connection, rows)
 
 
 def dumps(content: dict[str, Any]) -> bytes:
@@ -89,21 +73,22 @@ def history_page(
     if parsed is None:
         raise _missing(conversation)
     forward = after is not None
-    query = select(*MESSAGE_COLUMNS).where(messages.c.conversation_id == parsed.id)
-    if before is not None:
-        query = query.where(messages.c.seq < before)
-    if after is not None:
-        query = query.where(messages.c.seq > after)
-    query = query.order_by(messages.c.seq.asc() if forward else messages.c.seq.desc()).limit(limit + 1)
-    access = _access(parsed, caller)
+    values: dict[str, Any] = {"conversation": parsed.id, "limit": limit + 1, "before": before, "after": after}
+    access: Kind | None = parsed.kind
+    if parsed.kind is Kind.DM:
+        if caller not in parsed.members:
+            access = None  # not one of the DM's two users: no query can make that true
+        values.update(member_a=parsed.members[0], member_b=parsed.members[1], members=len(set(parsed.members)))
+    else:
+        values.update(group=parsed.group, caller=caller)
     with engine.connect() as connection:
         rows: list[Any] = []
         if access is not None:
-            rows = list(connection.execute(query.add_columns(access.label("may_read"))).all())
+            rows = list(connection.execute(_history_statement(before is not None, forward, access), values).all())
         if not rows or not rows[0].may_read:
             _check_access(connection, parsed, caller, conversation)
             if access is None or rows:  # the check passed where the first query said no: read again
-                rows = list(connection.execute(query).all())
+                rows = list(connection.execute(_history_statement(before is not None, forward, None), values).all())
         more = len(rows) > limit
         rows = rows[:limit]
         shown = messages_json(connection, rows)
@@ -117,16 +102,25 @@ def history_page(
     )
 
 
-def _access(conversation: Conversation, caller: str) -> Any:
-    """A scalar expression true when ``caller`` may read ``conversation`` and it exists; None when the caller
-    is not one of a DM's two users (no query can make that true)."""
-    if conversation.kind is Kind.DM:
-        if caller not in conversation.members:
-            return None
-        names = set(conversation.members)
-        return select(func.count()).where(users.c.name.in_(names)).scalar_subquery() == len(names)
-    member = (group_members.c.group_name == conversation.group) & (group_members.c.user_name == caller)
-    return exists().where(member)
+@functools.cache
+def _history_statement(before: bool, forward: bool, access: Kind | None) -> Select[Any]:
+    """A history page's query, built once per shape (its values are bound parameters, so it is neither built
+    nor compiled again per request); with ``access``, a ``may_read`` column: the caller may read the
+    conversation and it exists."""
+    query = select(*MESSAGE_COLUMNS).where(messages.c.conversation_id == bindparam("conversation"))
+    if before:
+        query = query.where(messages.c.seq < bindparam("before"))
+    if forward:
+        query = query.where(messages.c.seq > bindparam("after"))
+    query = query.order_by(messages.c.seq.asc() if forward else messages.c.seq.desc()).limit(bindparam("limit"))
+    if access is Kind.DM:
+        names = users.c.name.in_([bindparam("member_a"), bindparam("member_b")])
+        found = select(func.count()).where(names).scalar_subquery()
+        query = query.add_columns((found == bindparam("members")).label("may_read"))
+    elif access is Kind.GROUP:
+        member = (group_members.c.group_name == bindparam("group")) & (group_members.c.user_name == bindparam("caller"))
+        query = query.add_columns(exists().where(member).label("may_read"))
+    return query
 
 
 def _check_access(connection: Connection, conversation: Conversation, caller: str, text: str) -> None:
@@ -205,7 +199,7 @@ def sync_page(engine: Engine, user: str, since: str | None, limit: int, *, inter
     conversations ``user`` reads and its groups."""
     with engine.connect() as connection:
         heads = {stream: 0 for stream in streams.ALL}
-        heads.update(connection.execute(select(stream_positions.c.name, stream_positions.c.position)).tuples().all())
+        heads.update(connection.execute(HEADS).tuples().all())
         now = Cursor(heads[streams.MESSAGES], heads[streams.RECEIPTS], heads[streams.DIRECTORY])
         if since is None:
             content = {"messages": [], "receipts": [], "memberships": [], "next": str(now), "more": False}
@@ -227,9 +221,8 @@ def sync_page(engine: Engine, user: str, since: str | None, limit: int, *, inter
         conversations: frozenset[str] = frozenset()
         my_groups: frozenset[str] = frozenset()
         if interest:
-            conversations = frozenset(connection.execute(accounts.readable_conversation_ids(user)).scalars())
-            mine = select(group_members.c.group_name).where(group_members.c.user_name == user)
-            my_groups = frozenset(connection.execute(mine).scalars())
+            conversations = frozenset(connection.execute(READABLE, {"user": user}).scalars())
+            my_groups = frozenset(connection.execute(MY_GROUPS, {"user": user}).scalars())
         shown = messages_json(connection, found_messages[:limit])
     following = Cursor(
         _advanced(cursor.messages, now.messages, [r.stream_pos for r in found_messages], limit),
@@ -283,49 +276,55 @@ def _advanced(position: int, head: int, found: list[int], limit: int) -> int:
     return max([position, head, *found])
 
 
-def _messages_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
-    query = (
-        select(*MESSAGE_COLUMNS)
-        .where(messages.c.conversation_id.in_(accounts.readable_conversation_ids(user)), messages.c.stream_pos > after)
-        .order_by(messages.c.stream_pos)
-        .limit(limit)
+# The sync page's statements, built once: the caller, positions and limits are bound parameters.
+HEADS = select(stream_positions.c.name, stream_positions.c.position)
+#: The ids of the conversations ``:user`` reads (a subquery: the parameter is a placeholder, not a name).
+READABLE = accounts.readable_conversation_ids(cast(str, bindparam("user")))
+MY_GROUPS = select(group_members.c.group_name).where(group_members.c.user_name == bindparam("user"))
+MESSAGES_AFTER = (
+    select(*MESSAGE_COLUMNS)
+    .where(messages.c.conversation_id.in_(READABLE), messages.c.stream_pos > bindparam("after"))
+    .order_by(messages.c.stream_pos)
+    .limit(bindparam("limit"))
+)
+RECEIPTS_AFTER = (
+    select(
+        receipts.c.conversation_id,
+        receipts.c.user_name,
+        receipts.c.delivered_seq,
+        receipts.c.read_seq,
+        receipts.c.updated_at,
+        receipts.c.stream_pos,
     )
-    return list(connection.execute(query).all())
+    .where(receipts.c.conversation_id.in_(READABLE), receipts.c.stream_pos > bindparam("after"))
+    .order_by(receipts.c.stream_pos)
+    .limit(bindparam("limit"))
+)
+MEMBERSHIP_EVENTS = (
+    select(
+        directory_events.c.position,
+        directory_events.c.change,
+        directory_events.c.user_name,
+        directory_events.c.group_name,
+        directory_events.c.at,
+    )
+    .where(
+        directory_events.c.position > bindparam("after"),
+        directory_events.c.change.in_(list(MEMBERSHIP_CHANGES)),
+        (directory_events.c.user_name == bindparam("user")) | directory_events.c.group_name.in_(MY_GROUPS),
+    )
+    .order_by(directory_events.c.position)
+    .limit(bindparam("limit"))
+)
+
+
+def _messages_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
+    return list(connection.execute(MESSAGES_AFTER, {"user": user, "after": after, "limit": limit}).all())
 
 
 def _receipts_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
-    query = (
-        select(
-            receipts.c.conversation_id,
-            receipts.c.user_name,
-            receipts.c.delivered_seq,
-            receipts.c.read_seq,
-            receipts.c.updated_at,
-            receipts.c.stream_pos,
-        )
-        .where(receipts.c.conversation_id.in_(accounts.readable_conversation_ids(user)), receipts.c.stream_pos > after)
-        .order_by(receipts.c.stream_pos)
-        .limit(limit)
-    )
-    return list(connection.execute(query).all())
+    return list(connection.execute(RECEIPTS_AFTER, {"user": user, "after": after, "limit": limit}).all())
 
 
 def _membership_events(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
-    my_groups = select(group_members.c.group_name).where(group_members.c.user_name == user)
-    query = (
-        select(
-            directory_events.c.position,
-            directory_events.c.change,
-            directory_events.c.user_name,
-            directory_events.c.group_name,
-            directory_events.c.at,
-        )
-        .where(
-            directory_events.c.position > after,
-            directory_events.c.change.in_(list(MEMBERSHIP_CHANGES)),
-            (directory_events.c.user_name == user) | directory_events.c.group_name.in_(my_groups),
-        )
-        .order_by(directory_events.c.position)
-        .limit(limit)
-    )
-    return list(connection.execute(query).all())
+    return list(connection.execute(MEMBERSHIP_EVENTS, {"user": user, "after": after, "limit": limit}).all())

@@ -7,8 +7,10 @@ per user. Then reports:
 - the process's resident memory and CPU while nobody waits, and while the W clients wait (an idle
   window of ``--idle`` seconds each: the waiters' cost, with no database query per waiter);
 - for ``--messages`` DMs, each to a different waiting user, published over MQTT (mosquitto_pub): the
-  time from the message's ``stored_at`` (set by the bridge just before it commits) to the waiting
-  client receiving its answer, median and max. The client re-polls after each answer.
+  time from the message's ``stored_at`` (set by the bridge when its transaction begins) to the waiting
+  client receiving its answer, median and max. The client re-polls after each answer. On Postgres the
+  bench also LISTENs itself, so the time splits at the commit (its NOTIFY reaching a listener): the
+  bridge's part (``stored_at`` to commit) and the API's (commit to answer).
 
     uv run python bench/api_longpoll.py [--waiters 1000] [--messages 30] [--database postgres|sqlite]
 
@@ -36,13 +38,15 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
+from psycopg import sql as psql
 from sqlalchemy import insert
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.database import BenchDatabase  # noqa: E402
-from switchboard import accounts  # noqa: E402
+from switchboard import accounts, streams  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 from switchboard.tables import ApiToken, User  # noqa: E402
 
@@ -121,7 +125,46 @@ def cpu(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-async def run(args: argparse.Namespace, tokens: dict[str, str], mqtt: int, api: int, server: psutil.Process) -> None:
+class Commits:
+    """The times (``time.time()``) at which this process's own LISTEN heard the messages stream's notifications."""
+
+    def __init__(self, dsn: str) -> None:
+        self.seen: list[float] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._listen, args=(dsn,), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), "LISTEN did not start"
+
+    def _listen(self, dsn: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(psql.SQL("LISTEN {}").format(psql.Identifier(streams.CHANNEL)))
+            self._ready.set()
+            while not self._stop.is_set():
+                for notify in connection.notifies(timeout=0.2):
+                    if notify.payload == streams.MESSAGES:
+                        self.seen.append(time.time())
+
+    def first_after(self, moment: float) -> float | None:
+        return next((t for t in self.seen if t >= moment), None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.0f} ms, max {max(values):.0f} ms" if values else "not measured"
+
+
+async def run(
+    args: argparse.Namespace,
+    tokens: dict[str, str],
+    mqtt: int,
+    api: int,
+    server: psutil.Process,
+    commits: Commits | None,
+) -> None:
     base = f"http://127.0.0.1:{api}"
     limits = httpx.Limits(max_connections=args.waiters + 10, max_keepalive_connections=args.waiters + 10)
     async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=120, limits=limits) as http:
@@ -164,7 +207,10 @@ async def run(args: argparse.Namespace, tokens: dict[str, str], mqtt: int, api: 
         cpu_waiting = (cpu(server) - cpu_waiting) / args.idle
         early = sum(1 for f in answers.values() if f.done())
         latencies = []
+        bridge_part: list[float] = []
+        api_part: list[float] = []
         for n in range(args.messages):
+            published = time.time()
             to, sender = names[(2 * n) % len(names)], names[(2 * n + 1) % len(names)]
             payload = f'{{"id": "lp-{n}", "body": "wake up"}}'
             command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt), "-u", sender, "-P", tokens[sender]]
@@ -177,6 +223,10 @@ async def run(args: argparse.Namespace, tokens: dict[str, str], mqtt: int, api: 
             assert isinstance(messages, list) and messages, page
             stored = datetime.fromisoformat(str(messages[0]["stored_at"]).replace("Z", "+00:00")).timestamp()
             latencies.append((received - stored) * 1000)
+            committed = commits.first_after(published) if commits is not None else None
+            if committed is not None:
+                bridge_part.append((committed - stored) * 1000)
+                api_part.append((received - committed) * 1000)
             start(to)
             await asyncio.sleep(0.2)
         print(f"{args.waiters} long-polling clients on one `switchboard up` ({args.database})")
@@ -190,6 +240,8 @@ async def run(args: argparse.Namespace, tokens: dict[str, str], mqtt: int, api: 
             f"commit to answer, {len(latencies)} DMs each to a different waiting client: median "
             f"{statistics.median(latencies):.0f} ms, max {latencies[-1]:.0f} ms"
         )
+        print(f"  of which the bridge's (stored_at to commit, as this bench's LISTEN hears it): {_spread(bridge_part)}")
+        print(f"  and the API's (commit to the client's answer): {_spread(api_part)}")
         for task in list(polls):
             task.cancel()
 
@@ -208,7 +260,12 @@ def main() -> None:
     try:
         tokens = make_users(url, args.waiters)
         stack, mqtt, api = start_stack(url, workdir)
-        asyncio.run(run(args, tokens, mqtt, api, psutil.Process(stack.pid)))
+        commits = Commits(database.dsn) if database is not None else None
+        try:
+            asyncio.run(run(args, tokens, mqtt, api, psutil.Process(stack.pid), commits))
+        finally:
+            if commits is not None:
+                commits.stop()
     finally:
         if stack is not None:
             stack.send_signal(signal.SIGINT)

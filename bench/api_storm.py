@@ -8,11 +8,18 @@ user's cursor (6,000 positions back: about 200 of its messages, so 2-3 pages of 
 ``next`` while ``more``), then pages each of its conversations' history (the newest page and the one
 before it, limit 50). One round (every user once) warms up; the next ``--rounds`` are measured.
 
-Prints requests per second, median and p99 latency, and the CPU the API's processes spent per request
-(user + system time of the server process and its worker children, from psutil, i.e. /proc/<pid>/stat;
-the client's own CPU is not counted).
+Prints requests per second, median and p99 latency (as the client sees them), and the CPU the API's
+processes spent per request (user + system time of the server process and its worker children, from psutil,
+i.e. /proc/<pid>/stat; the client's own CPU is not counted). The client is one Python process that spends
+more CPU per request than the API: on a busy machine its own event loop's delays are in its latencies, so it
+also prints the API's own answer times, from the API's request histogram (api/metrics.py, scraped before and
+after the measured rounds): the share answered within 50 ms and the bucket bound under which 99% were.
 
     uv run python bench/api_storm.py [--rounds 3] [--concurrency 16] [--workers 1] [--py-spy out.txt]
+    uv run python bench/api_storm.py --before /tmp/before --pairs 3   # old code and this, alternating
+
+``--before DIR`` runs the API from another source tree too (``git archive COMMIT | tar -x -C DIR``), the
+two alternating ``--pairs`` times on the same database, so "before" and "after" share the machine's load.
 
 ``--py-spy FILE`` records the server with py-spy during the measured rounds (``--format raw``: collapsed
 stacks, one per line with its sample count) and prints the functions with the most samples.
@@ -56,6 +63,8 @@ USERS = 60
 PEERS = 5  # each user DMs the next 5 (and is DMed by the previous 5): 10 conversations each, 300 in all
 PER_CONVERSATION = 40  # 300 x 40 = 12,000 messages
 BEHIND = 6_000  # how many stream positions each phone missed
+#: The metrics port of each API process start_api started, by pid.
+METRICS_PORTS: dict[int, int] = {}
 
 
 def users() -> list[str]:
@@ -169,16 +178,22 @@ def cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
-def start_api(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_api(
+    url: str, workdir: Path, workers: int, code: Path = REPO, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``switchboard api`` from the source tree ``code`` (this one by default), in this environment, with
+    ``settings`` as more environment variables."""
+    port, metrics_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(code),
         "SWITCHBOARD_DATABASE_URL": url,
         "SWITCHBOARD_LOG__LEVEL": "WARNING",
         "SWITCHBOARD_API__HOST": "127.0.0.1",
         "SWITCHBOARD_API__PORT": str(port),
-        "SWITCHBOARD_API__METRICS_PORT": "0",
+        "SWITCHBOARD_API__METRICS_PORT": str(metrics_port),
+        "SWITCHBOARD_API__METRICS_HOST": "127.0.0.1",
+        **settings,
     }
     if workers != 1:
         env["SWITCHBOARD_API__WORKERS"] = str(workers)
@@ -189,6 +204,7 @@ def start_api(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[b
         stdout=(workdir / "api.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    METRICS_PORTS[api.pid] = metrics_port
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -200,6 +216,33 @@ def start_api(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[b
         if api.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the API did not start; see {workdir / 'api.log'}")
         time.sleep(0.2)
+
+
+def server_histogram(api: subprocess.Popen[bytes]) -> Counter[float]:
+    """The API's own answer times so far (``switchboard_api_request_seconds``, every route and status):
+    requests per bucket bound, cumulative, from its metrics listener."""
+    buckets: Counter[float] = Counter()
+    try:
+        text = httpx.get(f"http://127.0.0.1:{METRICS_PORTS[api.pid]}/metrics", trust_env=False).text
+    except httpx.TransportError:  # api.workers > 1 turns the workers' /metrics off (api/workers.py)
+        return buckets
+    for line in text.splitlines():
+        if line.startswith("switchboard_api_request_seconds_bucket{"):
+            labels, _, value = line.rpartition(" ")
+            bound = labels.split('le="')[1].split('"')[0]
+            buckets[float(bound)] += int(float(value))
+    return buckets
+
+
+def server_p99(before: Counter[float], after: Counter[float]) -> tuple[float, float]:
+    """From two readings of :func:`server_histogram`: the share of the requests between them the API answered
+    within 50 ms, and the bucket bound (seconds) under which 99% of them were answered (NaN: no metrics)."""
+    counts = {bound: after[bound] - before[bound] for bound in after}
+    total = counts.get(float("inf"), 0)
+    if not total:
+        return float("nan"), float("nan")
+    p99 = next(bound for bound in sorted(counts) if counts[bound] >= 0.99 * total)
+    return counts.get(0.05, 0) / total, p99
 
 
 def hottest(raw: Path, top: int = 25) -> list[tuple[str, float]]:
@@ -216,36 +259,26 @@ def hottest(raw: Path, top: int = 25) -> list[tuple[str, float]]:
     return [(frame, 100.0 * n / max(total, 1)) for frame, n in inclusive.most_common(top)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (every user once per round)")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1, help="api.workers")
-    parser.add_argument("--py-spy", type=Path, default=None, help="record the server with py-spy into this file")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
-    args = parser.parse_args()
-    database = BenchDatabase.create()
-    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-storm-"))
-    api = None
+def measure(
+    args: argparse.Namespace, url: str, workdir: Path, code: Path, storm: Storm, spy_file: Path | None
+) -> dict[str, float]:
+    """Start the API from ``code``, warm it up with one round, measure ``args.rounds``, stop it."""
+    api, base = start_api(url, workdir, args.workers, code)
     spy = None
     try:
-        engine = make_engine(database.url)
-        upgrade(engine)
-        engine.dispose()
-        pairs = conversation_pairs()
-        tokens, head = load(database.dsn, pairs, random.Random(1))
-        api, base = start_api(database.url, workdir, args.workers)
         server = psutil.Process(api.pid)
-        storm = Storm(base, tokens, pairs, head)
+        storm.base = base
         asyncio.run(storm.round(args.concurrency))  # warm-up: connections, caches, plans
         storm.latencies.clear()
         storm.kinds.clear()
-        if args.py_spy is not None:
-            command = ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(args.py_spy)]
-            spy = subprocess.Popen([*command, "--subprocesses", "--nonblocking"], stdout=subprocess.DEVNULL)
+        if spy_file is not None:
+            command = ["py-spy", "record", "--pid", str(api.pid), "--format", "raw", "-o", str(spy_file)]
+            command += ["--subprocesses", "--nonblocking", *(["--gil"] if args.py_spy_gil else [])]
+            spy = subprocess.Popen(command, stdout=subprocess.DEVNULL)
             time.sleep(1.0)
         cpu_before = cpu_seconds(server)
         client_before = cpu_seconds(psutil.Process())
+        histogram_before = server_histogram(api)
         started = time.perf_counter()
 
         async def rounds() -> None:
@@ -256,44 +289,91 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(server) - cpu_before
         client_cpu = cpu_seconds(psutil.Process()) - client_before
-        requests = len(storm.latencies)
-        latencies = sorted(storm.latencies)
-        figures = {
-            "workers": args.workers,
-            "concurrency": args.concurrency,
-            "requests": requests,
-            "sync_requests": storm.kinds["sync"],
-            "history_requests": storm.kinds["history"],
-            "requests_per_second": round(requests / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
-            "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
-            "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
-            "load_average": round(os.getloadavg()[0], 2),
-        }
-        print(
-            f"{requests} requests ({storm.kinds['sync']} sync pages, {storm.kinds['history']} history pages), "
-            f"{args.concurrency} concurrent, {args.workers} API process(es)"
-        )
-        print(
-            f"{figures['requests_per_second']:.0f} requests/s, p50 {figures['p50_ms']:.1f} ms, "
-            f"p99 {figures['p99_ms']:.1f} ms, API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request "
-            f"(the client's: {figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})"
-        )
-        if args.json:
-            print(json.dumps(figures))
+        within_50ms, server_p99_bound = server_p99(histogram_before, server_histogram(api))
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
             spy = None
-            for frame, share in hottest(args.py_spy):
-                print(f"{share:5.1f}%  {frame}")
     finally:
         if spy is not None:
             spy.kill()
-        if api is not None:
-            api.terminate()
-            api.wait()
+        api.terminate()
+        api.wait()
+    requests = len(storm.latencies)
+    latencies = sorted(storm.latencies)
+    return {
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "requests": requests,
+        "sync_requests": storm.kinds["sync"],
+        "history_requests": storm.kinds["history"],
+        "requests_per_second": round(requests / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "server_within_50ms": round(within_50ms * 100, 1),
+        "server_p99_at_most_ms": server_p99_bound * 1000,
+        "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (every user once per round)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="api.workers")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="also run the API from this source tree (the code before a change, from git archive), alternating "
+        "with this one, on the same database",
+    )
+    parser.add_argument("--pairs", type=int, default=1, help="with --before: how many before/after pairs")
+    parser.add_argument("--py-spy", type=Path, default=None, help="record the server with py-spy into this file")
+    parser.add_argument(
+        "--py-spy-gil", action="store_true", help="with --py-spy: only samples of the thread holding the GIL (CPU)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
+    args = parser.parse_args()
+    database = BenchDatabase.create()
+    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-storm-"))
+    try:
+        engine = make_engine(database.url)
+        upgrade(engine)
+        engine.dispose()
+        pairs = conversation_pairs()
+        tokens, head = load(database.dsn, pairs, random.Random(1))
+        storm = Storm("", tokens, pairs, head)
+        runs = [("before", args.before), ("after", REPO)] * args.pairs if args.before is not None else [("", REPO)]
+        for label, code in runs:
+            figures = measure(args, database.url, workdir, code, storm, args.py_spy if label != "before" else None)
+            prefix = f"{label}: " if label else ""
+            print(
+                f"{prefix}{figures['requests']} requests ({figures['sync_requests']} sync pages, "
+                f"{figures['history_requests']} history pages), {args.concurrency} concurrent, "
+                f"{args.workers} API process(es)"
+            )
+            print(
+                f"{prefix}{figures['requests_per_second']:.0f} requests/s, "
+                f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
+                f"API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request (the client's: "
+                f"{figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})",
+                flush=True,
+            )
+            print(
+                f"{prefix}the API's own answer times (its metrics, from request to response, without the client's "
+                f"and the kernel's queues): {figures['server_within_50ms']:.1f}% within 50 ms, p99 at most "
+                f"{figures['server_p99_at_most_ms']:g} ms",
+                flush=True,
+            )
+            if args.json:
+                print(json.dumps({"code": label or "this", **figures}))
+        if args.py_spy is not None:
+            for frame, share in hottest(args.py_spy):
+                print(f"{share:5.1f}%  {frame}")
+    finally:
         database.drop()
 
 

@@ -9,12 +9,13 @@ out. Two queries per call whatever the number of messages, none for the reaction
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, bindparam, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -108,20 +109,45 @@ def _reactions(session: Session | Connection, rows: Sequence[Any]) -> dict[tuple
     }
     if not wanted:
         return {}
-    found = session.execute(
-        select(col(Message.conversation_id), col(Message.relates_to_seq), col(Message.body), col(Message.sender))
-        .where(
-            _by_conversation(wanted, col(Message.relates_to_seq)),
-            col(Message.relates_to_seq).is_not(None),
-            col(Message.relates_kind) == "reaction",
-            col(Message.unsent_at).is_(None),
-        )
-        .order_by(col(Message.seq))
-    ).all()
+    # Each conversation's seqs among ``rows`` as one range (a page's are consecutive, or nearly), in a
+    # statement built once per number of conversations with the ranges as bound parameters: neither built
+    # nor compiled again per page (an IN list of every seq was both), and psycopg prepares it. Reactions
+    # to seqs in a range that are not wanted (an unsent message, an edit) are dropped below.
+    ranges: dict[str, tuple[int, int]] = {}
+    for conversation, seq in wanted:
+        low, high = ranges.get(conversation, (seq, seq))
+        ranges[conversation] = (min(low, seq), max(high, seq))
+    values: dict[str, Any] = {}
+    for i, (conversation, (low, high)) in enumerate(sorted(ranges.items())):
+        values.update({f"c{i}": conversation, f"low{i}": low, f"high{i}": high})
+    found = session.execute(_reactions_statement(len(ranges)), values).all()
     reactions: dict[tuple[str, int], dict[str, list[str]]] = {}
     for conversation, seq, emoji, sender in found:
-        target: tuple[str, int] = (conversation, seq)  # type: ignore[assignment]  # relates_to_seq: not null here
+        target: tuple[str, int] = (conversation, seq)  # relates_to_seq: not null here
+        if target not in wanted:
+            continue
         senders = reactions.setdefault(target, {}).setdefault(emoji, [])
         if sender not in senders:
             senders.append(sender)
     return reactions
+
+
+@functools.cache
+def _reactions_statement(conversations: int) -> Any:
+    """The reactions (not unsent) whose targets' seqs are in ranges ``low{i}``..``high{i}`` of conversations
+    ``c{i}``, for ``conversations`` ranges, oldest reaction first."""
+    target = col(Message.relates_to_seq)
+    within = or_(
+        *(
+            and_(
+                col(Message.conversation_id) == bindparam(f"c{i}"),
+                target.between(bindparam(f"low{i}"), bindparam(f"high{i}")),
+            )
+            for i in range(conversations)
+        )
+    )
+    return (
+        select(col(Message.conversation_id), target, col(Message.body), col(Message.sender))
+        .where(within, target.is_not(None), col(Message.relates_kind) == "reaction", col(Message.unsent_at).is_(None))
+        .order_by(col(Message.seq))
+    )

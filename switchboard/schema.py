@@ -69,6 +69,10 @@ class DirectoryChange(StrEnum):
     #: ``user_name`` blocked or unblocked someone (``group_name`` is None: whom stays private to the blocker).
     BLOCK_ADDED = "block_added"
     BLOCK_REMOVED = "block_removed"
+    #: ``user_name`` logged out (``POST /v1/auth/logout`` or ``/logout/all``): some or all of its tokens were
+    #: deleted. Whoever remembers verified credentials of the user forgets them (the broker, the API's
+    #: token caches); nobody is disconnected.
+    TOKENS_REVOKED = "tokens_revoked"
 
 
 def _table(name: str, *columns: tuple[str, object]) -> TableClause:

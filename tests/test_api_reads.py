@@ -4,14 +4,23 @@ answers 404, 403 or an empty page as the dependency-checked route did."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import httpx
 from sqlmodel import Session
 
-from api.schemas import MessagesPage, SyncPage
+from api.schemas import MessagePublic, MessagesPage, RelationPublic, SyncPage
 from switchboard import accounts
+from switchboard.message_views import MessageView, RelationView
 from tests.conftest import Users
 from tests.helpers import Stack, mosquitto_pub, wait_for
+
+
+def test_message_views_are_rendered_with_the_public_models_fields_in_order() -> None:
+    """api/reads.py hands the views to orjson as they are: their fields are the response models' fields."""
+    assert [f.name for f in dataclasses.fields(MessageView)] == list(MessagePublic.model_fields)
+    assert [f.name for f in dataclasses.fields(RelationView)] == list(RelationPublic.model_fields)
 
 
 def test_history_and_sync_pages_match_their_response_models(stack: Stack, users: Users) -> None:
@@ -62,3 +71,43 @@ def test_history_refuses_as_before(stack: Stack, users: Users) -> None:
             assert answer.status_code == code, (conversation, answer.text)
             assert conversation in answer.json()["detail"]
         assert http.get(f"/v1/conversations/dm:{pair}/messages", params={"limit": 501}).status_code == 422
+
+
+def test_the_fast_lane_answers_as_the_routes_do(stack: Stack, users: Users) -> None:
+    """A bearer token the API has verified takes the fast lane (api/fast_lane.py); HTTP Basic always takes the
+    routes. Both answer every request alike: pages, refusals, and what the lane passes on to the routes
+    (parameters out of bounds or not plain digits, a long poll)."""
+    alice, bob, carol = users.user("alice"), users.user("bob"), users.user("carol")
+    team = users.group("team", [bob[0]])
+    dm = "dm:" + ":".join(sorted((alice[0], bob[0])))
+    history = f"/v1/conversations/{dm}/messages"
+    with stack.http(*alice) as basic, httpx.Client(base_url=stack.api, trust_env=False, timeout=10) as bearer:
+        token = basic.post("/v1/auth/token", json={"username": alice[0], "password": alice[1]}).json()
+        bearer.headers["Authorization"] = f"Bearer {token['access_token']}"
+        since = bearer.get("/v1/sync").json()["next"]  # the route verifies the token: the lane has it from now on
+        for n in range(3):
+            mosquitto_pub(stack.mqtt_port, *bob, f"dm/{alice[0]}/{bob[0]}", json.dumps({"id": f"m{n}", "body": "hi"}))
+        wait_for(lambda: len(bearer.get(history).json()["messages"]) == 3 or None, what="three stored messages")
+        requests: list[tuple[str, dict[str, str]]] = [
+            (history, {}),
+            (history, {"limit": "2"}),
+            (history, {"before": "3", "limit": "1"}),
+            (history, {"after": "1"}),
+            ("/v1/sync", {}),
+            ("/v1/sync", {"since": since}),
+            ("/v1/sync", {"since": since, "limit": "1"}),
+            ("/v1/sync", {"since": "v1.nonsense"}),  # 400
+            ("/v1/sync", {"since": since, "timeout": "0"}),  # a long poll: the route's
+            ("/v1/conversations/" + "dm:" + ":".join(sorted((bob[0], carol[0]))) + "/messages", {}),  # 403
+            (f"/v1/conversations/group:{team}/messages", {}),  # 403
+            ("/v1/conversations/group:no-such-group/messages", {}),  # 404
+            (history, {"limit": "0"}),  # 422 from the route
+            (history, {"limit": "501"}),
+            (history, {"before": "x"}),
+            (history, {"limit": "+5"}),
+        ]
+        for path, params in requests:
+            fast, routed = bearer.get(path, params=params), basic.get(path, params=params)
+            assert fast.status_code == routed.status_code, (path, params, fast.text, routed.text)
+            assert fast.headers["content-type"] == routed.headers["content-type"], (path, params)
+            assert fast.json() == routed.json(), (path, params)

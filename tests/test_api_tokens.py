@@ -17,7 +17,7 @@ from switchboard import tokens
 from switchboard.schema import api_tokens
 from switchboard.tables import Role
 from tests.conftest import Users
-from tests.helpers import STARTUP_SECONDS, Service, Stack, start_service, switchboard_env, wait_for
+from tests.helpers import STARTUP_SECONDS, PahoClient, Service, Stack, start_service, switchboard_env, wait_for
 
 
 def _token(stack: Stack, user: tuple[str, str]) -> dict[str, str]:
@@ -78,6 +78,58 @@ def test_another_api_process_forgets_tokens_revoked_elsewhere(
                 lambda h=header: http.get("/v1/sync", headers=h).status_code == 401 or None,  # type: ignore[misc]
                 what="the other API process refusing the revoked token",
             )
+
+
+def _mqtt_login(stack: Stack, user: str, header: dict[str, str], client_id: str) -> PahoClient:
+    client = PahoClient(stack.mqtt_port, client_id, user, header["Authorization"].removeprefix("Bearer "), clean=True)
+    client.connect()
+    return client
+
+
+def test_logout_ends_the_token_in_every_api_process_and_for_new_mqtt_logins(
+    stack: Stack, users: Users, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``POST /v1/auth/logout`` ends the token it presents: 401 at once from this process, from another API
+    process that had it cached (its change watch reads the ``tokens_revoked`` event), and a new MQTT connection
+    with it is refused although the broker remembered it (mqtt.credentials_cache_seconds). The caller's other
+    token and its open MQTT connection stay; ``/logout/all`` ends the rest, the password still works."""
+    alice = users.user("alice")
+    phone, laptop = _token(stack, alice), _token(stack, alice)
+    with (
+        _second_api(stack, tmp_path_factory) as other,
+        httpx.Client(base_url=stack.api, trust_env=False, timeout=10) as here,
+        httpx.Client(base_url=other, trust_env=False, timeout=10) as there,
+    ):
+        for http in (here, there):
+            for header in (phone, laptop):
+                assert http.get("/v1/sync", headers=header).status_code == 200  # cached in both processes
+        live = _mqtt_login(stack, alice[0], phone, "alice-live")
+        assert live.reason == "Success"  # and remembered by the broker
+        try:
+            assert here.post("/v1/auth/logout", headers=phone).status_code == 204
+            assert here.get("/v1/sync", headers=phone).status_code == 401
+            wait_for(
+                lambda: there.get("/v1/sync", headers=phone).status_code == 401 or None,
+                what="the other API process refusing the logged-out token",
+            )
+            again = _mqtt_login(stack, alice[0], phone, "alice-again")
+            again.close()
+            assert again.reason != "Success"
+            assert not live.disconnected.is_set()  # open connections stay: the token is checked at CONNECT
+            for http in (here, there):
+                assert http.get("/v1/sync", headers=laptop).status_code == 200
+            assert here.post("/v1/auth/logout/all", headers=laptop).status_code == 204
+            assert here.get("/v1/sync", headers=laptop).status_code == 401
+            wait_for(
+                lambda: there.get("/v1/sync", headers=laptop).status_code == 401 or None,
+                what="the other API process refusing the tokens of /logout/all",
+            )
+        finally:
+            live.close()
+    with stack.http(*alice) as basic:
+        assert basic.get("/v1/sync").status_code == 200  # the password is not a token: it still works
+        refused = basic.post("/v1/auth/logout")
+        assert refused.status_code == 400 and "Bearer" in refused.json()["detail"]
 
 
 def test_a_verified_token_is_answered_from_memory(

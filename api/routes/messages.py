@@ -9,10 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi import Path as FastApiPath
 from sqlmodel import Session, select
-from starlette.concurrency import run_in_threadpool
 
 from api import reads
-from api.deps import CONVERSATION_ERRORS, CONVERSATION_PATH, CurrentUser, ReadableConversation, SessionDep
+from api.deps import CONVERSATION_ERRORS, CONVERSATION_PATH, CurrentUser, ReadableConversation, SessionDep, run_read
 from api.schemas import MAX_INT64, MessageDetail, MessagePublic, MessagesPage, RelationPublic
 from switchboard import accounts, live_events, message_views, relations
 from switchboard.tables import Message, Receipt, Role, utcnow
@@ -40,7 +39,7 @@ async def list_messages(
 ) -> Response:
     """Newest first by default; with ``after``, oldest first. ``next`` continues in the same direction."""
     engine = request.app.state.read_engine
-    page = await run_in_threadpool(reads.history_page, engine, user.name, conversation, before, after, limit)
+    page = await run_read(request, reads.history_page, engine, user.name, conversation, before, after, limit)
     return Response(page, media_type="application/json")
 
 

@@ -19,10 +19,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import Engine
-from starlette.concurrency import run_in_threadpool
 
 from api.changes import ChangeWatch, Waiter
-from api.deps import AUTH_ERRORS, CurrentUser
+from api.deps import AUTH_ERRORS, CurrentUser, ReadThreads, run_read
 from api.reads import Cursor, SyncResult, dumps, sync_page
 from api.schemas import SyncPage
 
@@ -30,6 +29,7 @@ router = APIRouter(prefix="/v1", tags=["sync"])
 
 MAX_LIMIT = 1000
 MAX_TIMEOUT = 60
+MAX_SINCE = 80  # characters of a cursor
 __all__ = ["Cursor", "router"]
 
 
@@ -51,7 +51,7 @@ async def sync(
     since: Annotated[
         str | None,
         Query(
-            max_length=80,
+            max_length=MAX_SINCE,
             description="The `next` of the previous sync; omit to start from now.",
             examples=["v1.1000.70.5"],
         ),
@@ -74,14 +74,15 @@ async def sync(
     """Oldest change first. When ``more`` is true, call again at once with ``next``."""
     engine = request.app.state.read_engine
     waiting = timeout > 0 and since is not None
-    page = await run_in_threadpool(sync_page, engine, user.name, since, limit, interest=waiting)
+    page = await run_read(request, sync_page, engine, user.name, since, limit, interest=waiting)
     if waiting and page.empty:
-        page = await _long_poll(request.app.state.changes, engine, user.name, page, limit, timeout)
+        state = request.app.state
+        page = await _long_poll(state.changes, state.read_threads, engine, user.name, page, limit, timeout)
     return Response(dumps(page.content), media_type="application/json")
 
 
 async def _long_poll(
-    watch: ChangeWatch, engine: Engine, user: str, page: SyncResult, limit: int, seconds: float
+    watch: ChangeWatch, threads: ReadThreads, engine: Engine, user: str, page: SyncResult, limit: int, seconds: float
 ) -> SyncResult:
     """Wait on the change watch until a change concerns ``user`` and its sync page is not empty, or until
     ``seconds``; returns the last page read (empty when the time ran out)."""
@@ -107,7 +108,12 @@ async def _long_poll(
                     return page
             missed = False
             waiter.woken.clear()
-            page = await run_in_threadpool(sync_page, engine, user, str(page.next), limit, interest=True)
+            # Woken: most likely by a change for this user, whose page is then the answer. What the user reads
+            # (two more queries) is needed only to wait again, after a change that was not for it.
+            found = await threads.run(sync_page, engine, user, str(page.next), limit)
+            if not found.empty:
+                return found
+            page = await threads.run(sync_page, engine, user, str(page.next), limit, interest=True)
             if not page.empty:
                 return page
             waiter.conversations, waiter.groups = page.conversations, page.groups
