@@ -4,7 +4,7 @@ Fixed statements whose per-row values come in one JSON array parameter (``json_a
 statements whose text grows with the batch: Postgres plans them once and SQLAlchemy compiles nothing per
 batch. JSON rather than array parameters: ``json.dumps`` makes the text in C, where psycopg dumps a Python
 list element by element (measured: 2,000 keys as two ``text[]`` took 13-16 ms a batch, as JSON 4-6 ms).
-Messages go in by COPY. Every value is a bound parameter; no SQL is built from data.
+Messages go in by binary COPY. Every value is a bound parameter; no SQL is built from data.
 """
 
 from __future__ import annotations
@@ -38,23 +38,27 @@ RESERVE_SEQS = """
     WHERE c.id = v.id
     RETURNING c.id, c.last_seq
 """
-COPY_COLUMNS = (
-    "conversation_id",
-    "seq",
-    "sender",
-    "client_msg_id",
-    "body",
-    "topic",
-    "payload",
-    "stored_at",
-    "stream_pos",
-    "attachments",
-    "relates_kind",
-    "relates_to_seq",
-)
-COPY_MESSAGES = f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+#: The messages' columns the bridge writes, with their Postgres types: the COPYs are binary, so Postgres parses no
+#: text and psycopg formats none (measured, 2,000-row batches: Postgres 16.0 -> 14.6 µs a row, the bridge's
+#: Python 5.2 -> 2.0 µs a row, against text COPY).
+COPY_TYPES = {
+    "conversation_id": "varchar",
+    "seq": "int8",
+    "sender": "varchar",
+    "client_msg_id": "varchar",
+    "body": "text",
+    "topic": "varchar",
+    "payload": "bytea",
+    "stored_at": "timestamptz",
+    "stream_pos": "int8",
+    "attachments": "text",
+    "relates_kind": "varchar",
+    "relates_to_seq": "int8",
+}
+COPY_COLUMNS = tuple(COPY_TYPES)
+COPY_MESSAGES = f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 KEY_COLUMNS = ("sender", "client_msg_id", "conversation_id", "seq", "stored_at")
-COPY_KEYS = f"COPY message_keys ({', '.join(KEY_COLUMNS)}) FROM STDIN"
+COPY_KEYS = f"COPY message_keys ({', '.join(KEY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _COPY_VALUES = itemgetter(*COPY_COLUMNS)  # a row's values in column order, in C
 _KEY_VALUES = itemgetter(*KEY_COLUMNS)
 
@@ -87,8 +91,10 @@ def copy_messages(connection: psycopg.Connection[Any], rows: list[dict[str, obje
     """The rows' keys into message_keys (where a duplicate fails), then the rows into messages."""
     with connection.cursor() as cursor:
         with cursor.copy(COPY_KEYS) as copy:
+            copy.set_types([COPY_TYPES[name] for name in KEY_COLUMNS])
             for row in rows:
                 copy.write_row(_KEY_VALUES(row))
         with cursor.copy(COPY_MESSAGES) as copy:
+            copy.set_types(list(COPY_TYPES.values()))
             for row in rows:
                 copy.write_row(_COPY_VALUES(row))
