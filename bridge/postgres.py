@@ -113,7 +113,7 @@ def look_up(
             users.execute(EXISTING_USERS, (json.dumps(sorted(names)),))
             if memberships:
                 members.execute(MEMBERSHIPS, (json.dumps(sorted(memberships)),))
-            stored.execute(ALREADY_STORED, (json.dumps(sorted(keys)),))
+            stored.execute(ALREADY_STORED, (json.dumps(list(keys)),))  # unsorted: sorting cost 0.7 ms a batch
             return Found(
                 {name for (name,) in users.fetchall()},
                 {(group, user) for group, user in members.fetchall()} if memberships else set(),
