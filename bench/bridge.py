@@ -375,7 +375,9 @@ def main() -> None:
         # The broker alone once more, after the bridges' sessions are discarded (the broker would go on queueing
         # for them): the machine's load drifts, so the bridge is compared with the mean of before and after.
         asyncio.run(discard_sessions(port, [f"bridge-{k}" for k in range(args.bridges)], bridge_password))
+        after_before = sum(cpu_seconds(broker.pid))
         delivery_after = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations))
+        after_broker_cpu = sum(cpu_seconds(broker.pid)) - after_before
         copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
     finally:
         broker.terminate()
@@ -410,7 +412,10 @@ def main() -> None:
             f"({commit_seconds / max(batched, 1) * 1e6:.0f} µs per message)"
         )
     print(f"raw COPY of the same rows:                {copy_rate:9.0f} rows/s")
-    print(f"broker QoS 1 delivery again, after:       {delivery_after:9.0f} msg/s (clean session, bridges gone)")
+    print(
+        f"broker QoS 1 delivery again, after:       {delivery_after:9.0f} msg/s (clean session, bridges gone; "
+        f"broker CPU {after_broker_cpu / total * 1e6:.1f} µs per message)"
+    )
     print(f"bridge / COPY = {bridge_rate / copy_rate:.2f};  bridge / broker delivery = {bridge_rate / delivery:.2f}")
     mean_delivery = (delivery + delivery_after) / 2
     print(f"bridge / mean of the broker's delivery before and after = {bridge_rate / mean_delivery:.2f}")
