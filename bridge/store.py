@@ -22,17 +22,14 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import case, insert, select, tuple_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select, tuple_
 from sqlmodel import Session, col
 
-from bridge import attachments, outbox, postgres, relating
+from bridge import attachments, outbox, postgres, relating, sqlite
 from switchboard import accounts, streams
 from switchboard.payloads import ChatPayload, Rejection, claimed_id, parse_chat, parse_presence, parse_receipt
 from switchboard.relations import Target
 from switchboard.tables import (
-    Conversation,
-    DmMember,
     Message,
     MessageKey,
     RejectedMessage,
@@ -43,8 +40,6 @@ from switchboard.watermarks import save_presence, save_receipt
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 MESSAGE_KEYS = MessageKey.__table__  # type: ignore[attr-defined]
-CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
-DM_MEMBERS = DmMember.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
 
 
@@ -395,38 +390,14 @@ def _reserve(session: Session, wanted: dict[str, tuple[Kind, int]], count: int) 
         if kind is Kind.DM
         for name in set(conversation.split(":")[1:])
     )
+    kinds = {c: (str(kind), n) for c, (kind, n) in wanted.items()}
     raw = _postgres(session)
     if raw is not None:
-        kinds = {c: (str(kind), n) for c, (kind, n) in wanted.items()}
         last_seqs, position = postgres.reserve(raw, kinds, members, now, (streams.MESSAGES, count))
         if position is None:  # a database created before the stream existed: start it
             position = streams.advance(session, streams.MESSAGES, count)
         return last_seqs, position
-    session.execute(
-        sqlite_insert(CONVERSATIONS)
-        .values(
-            [
-                {"id": c, "kind": str(kind), "last_seq": 0, "created_at": now, "updated_at": now}
-                for c, (kind, _) in sorted(wanted.items())
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
-    )
-    if members:
-        session.execute(
-            sqlite_insert(DM_MEMBERS)
-            .values([{"conversation_id": c, "user_name": u} for c, u in members])
-            .on_conflict_do_nothing()
-        )
-    counts = {conversation: count for conversation, (_, count) in wanted.items()}
-    result = session.execute(
-        update(Conversation)
-        .where(col(Conversation.id).in_(sorted(counts)))
-        .values(last_seq=col(Conversation.last_seq) + case(counts, value=col(Conversation.id)), updated_at=now)
-        .returning(col(Conversation.id), col(Conversation.last_seq))
-    )
-    last_seqs = {conversation: int(last) for conversation, last in result.all()}
-    return last_seqs, streams.advance(session, streams.MESSAGES, count)
+    return sqlite.reserve_seqs(session, kinds, members, now), streams.advance(session, streams.MESSAGES, count)
 
 
 def _insert_rejections(session: Session, batch: Sequence[Received], outcomes: dict[int, Outcome]) -> None:
