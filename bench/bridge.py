@@ -112,6 +112,40 @@ def count_distinct(dsn: str) -> int:
         return int(connection.execute(query).fetchone()[0])  # type: ignore[index]
 
 
+def backend_pids(dsn: str, database: str) -> list[int]:
+    """The Postgres server processes serving ``database`` (the bridge's connections), this one's left out."""
+    with psycopg.connect(dsn) as connection:
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        return [int(pid) for (pid,) in connection.execute(query, (database,)).fetchall()]
+
+
+def total_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (those gone since count nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += sum(cpu_seconds(pid))
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def commit_figures(metrics_port: int) -> tuple[float, float, float]:
+    """From the bridge's /metrics: batches committed, messages in them, seconds the commit thread spent."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        found[name] = float(value) if value and not line.startswith("#") else 0.0
+    return (
+        found.get("switchboard_bridge_batch_size_count", 0.0),
+        found.get("switchboard_bridge_batch_size_sum", 0.0),
+        found.get("switchboard_bridge_commit_seconds_sum", 0.0),
+    )
+
+
 def count_stored(dsn: str) -> int:
     with psycopg.connect(dsn) as connection:
         return int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
@@ -203,6 +237,17 @@ async def broker_delivery_rate(
     return rate
 
 
+async def discard_sessions(port: int, client_ids: list[str], password: str) -> None:
+    """Connect as each bridge with a clean session and leave: the broker discards its persistent session."""
+    for client_id in client_ids:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(connect_packet(client_id, "switchboard-bridge", password, clean=True))
+        await reader.readexactly(4)
+        writer.write(DISCONNECT)
+        await writer.drain()
+        writer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=50_000)
@@ -234,7 +279,7 @@ def main() -> None:
         session.commit()
     engine.dispose()
 
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -243,7 +288,6 @@ def main() -> None:
         "SWITCHBOARD_MQTT__HOST": "127.0.0.1",
         "SWITCHBOARD_MQTT__PORT": str(port),
         "SWITCHBOARD_MQTT__WS_PORT": "0",
-        "SWITCHBOARD_BRIDGE__METRICS_PORT": "0",
         "SWITCHBOARD_BRIDGE__BROKER_PORT": str(port),
         "SWITCHBOARD_BRIDGE__PASSWORD": bridge_password,
         # A few senders publish as fast as the broker acknowledges: the rate limit's code runs, it never refuses.
@@ -260,7 +304,10 @@ def main() -> None:
     )
     wait_for_line(workdir / "broker.log", "mqtt listening")
     try:
+        alone_before = (sum(cpu_seconds(broker.pid)), time.process_time())
         delivery = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations))
+        alone_broker_cpu = sum(cpu_seconds(broker.pid)) - alone_before[0]
+        alone_bench_cpu = time.process_time() - alone_before[1]
         persistent = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations, clean=False))
         with psycopg.connect(dsn, autocommit=True) as connection:
             connection.execute("TRUNCATE messages, message_keys, conversations, rejected_messages CASCADE")
@@ -268,7 +315,13 @@ def main() -> None:
         bridges = [
             subprocess.Popen(
                 [*command, "bridge"],
-                env={**env, **shared, "SWITCHBOARD_LOG__LEVEL": "INFO", "SWITCHBOARD_BRIDGE__CLIENT_ID": f"bridge-{k}"},
+                env={
+                    **env,
+                    **shared,
+                    "SWITCHBOARD_LOG__LEVEL": "INFO",
+                    "SWITCHBOARD_BRIDGE__CLIENT_ID": f"bridge-{k}",
+                    "SWITCHBOARD_BRIDGE__METRICS_PORT": str(metrics_port if k == 0 else 0),
+                },
                 cwd=workdir,
                 stdout=(workdir / f"bridge-{k}.log").open("wb"),
                 stderr=subprocess.STDOUT,
@@ -295,6 +348,10 @@ def main() -> None:
                 ]
             )
         bridge_cpu = [cpu_seconds(b.pid) for b in bridges]
+        backends = backend_pids(dsn, database.name)
+        postgres_before, broker_before = total_cpu(backends), sum(cpu_seconds(broker.pid))
+        commits_before = commit_figures(metrics_port)
+        bench_before = time.process_time()
         started = time.monotonic()
         publish_seconds = asyncio.run(publish_stream(port, senders, per_sender, args.conversations))
         total = per_sender * args.senders
@@ -304,11 +361,23 @@ def main() -> None:
         each_cpu = [sum(cpu_seconds(b.pid)) - sum(before) for b, before in zip(bridges, bridge_cpu, strict=True)]
         cpu_user = sum(cpu_seconds(b.pid)[0] - before[0] for b, before in zip(bridges, bridge_cpu, strict=True))
         cpu_system = sum(cpu_seconds(b.pid)[1] - before[1] for b, before in zip(bridges, bridge_cpu, strict=True))
+        bench_cpu = time.process_time() - bench_before
+        postgres_cpu = total_cpu(backends) - postgres_before
+        broker_cpu = sum(cpu_seconds(broker.pid)) - broker_before
+        batches, batched, commit_seconds = (
+            after - before for after, before in zip(commit_figures(metrics_port), commits_before, strict=True)
+        )
         stored, distinct = count_stored(dsn), count_distinct(dsn)
         for b in bridges:
             b.terminate()
         for b in bridges:  # gone before the database is dropped
             b.wait(timeout=30)
+        # The broker alone once more, after the bridges' sessions are discarded (the broker would go on queueing
+        # for them): the machine's load drifts, so the bridge is compared with the mean of before and after.
+        asyncio.run(discard_sessions(port, [f"bridge-{k}" for k in range(args.bridges)], bridge_password))
+        after_before = sum(cpu_seconds(broker.pid))
+        delivery_after = asyncio.run(broker_delivery_rate(port, senders, per_sender, sink, args.conversations))
+        after_broker_cpu = sum(cpu_seconds(broker.pid)) - after_before
         copy_seconds = raw_copy(dsn, [u for u, _ in senders], per_sender, args.conversations)
     finally:
         broker.terminate()
@@ -327,8 +396,29 @@ def main() -> None:
     per_1000 = (cpu_user + cpu_system) / max(stored, 1) * 1000
     split = f"user {cpu_user:.1f} s + system {cpu_system:.1f} s"
     print(f"bridge CPU per 1,000 stored:              {per_1000:9.3f} s ({split})")
+    per = 1e6 / max(stored, 1)
+    print(
+        f"CPU per message, broker alone (clean session): broker {alone_broker_cpu / total * 1e6:.1f} µs, "
+        f"publishers and subscriber {alone_bench_cpu / total * 1e6:.1f} µs"
+    )
+    print(
+        f"CPU per stored message, with the bridge: broker {broker_cpu * per:.1f} µs, publishers {bench_cpu * per:.1f}"
+        f" µs, bridge {(cpu_user + cpu_system) * per:.1f} µs, its Postgres backends {postgres_cpu * per:.1f} µs"
+    )
+    if batches:
+        print(
+            f"batches: {batches:.0f} of {batched / batches:.0f} messages on average; bridge 0's commit thread busy "
+            f"{commit_seconds:.1f} s of {stored_seconds:.1f} s, {commit_seconds / batches * 1000:.0f} ms per batch "
+            f"({commit_seconds / max(batched, 1) * 1e6:.0f} µs per message)"
+        )
     print(f"raw COPY of the same rows:                {copy_rate:9.0f} rows/s")
+    print(
+        f"broker QoS 1 delivery again, after:       {delivery_after:9.0f} msg/s (clean session, bridges gone; "
+        f"broker CPU {after_broker_cpu / total * 1e6:.1f} µs per message)"
+    )
     print(f"bridge / COPY = {bridge_rate / copy_rate:.2f};  bridge / broker delivery = {bridge_rate / delivery:.2f}")
+    mean_delivery = (delivery + delivery_after) / 2
+    print(f"bridge / mean of the broker's delivery before and after = {bridge_rate / mean_delivery:.2f}")
     print(f"bridge / broker delivery to a persistent session (same session kind) = {bridge_rate / persistent:.2f}")
 
 

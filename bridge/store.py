@@ -22,17 +22,14 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import case, insert, select, tuple_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select, tuple_
 from sqlmodel import Session, col
 
-from bridge import attachments, outbox, postgres, relating
+from bridge import attachments, outbox, postgres, relating, sqlite
 from switchboard import accounts, streams
 from switchboard.payloads import ChatPayload, Rejection, claimed_id, parse_chat, parse_presence, parse_receipt
 from switchboard.relations import Target
 from switchboard.tables import (
-    Conversation,
-    DmMember,
     Message,
     MessageKey,
     RejectedMessage,
@@ -43,8 +40,6 @@ from switchboard.watermarks import save_presence, save_receipt
 
 MESSAGES = Message.__table__  # type: ignore[attr-defined]
 MESSAGE_KEYS = MessageKey.__table__  # type: ignore[attr-defined]
-CONVERSATIONS = Conversation.__table__  # type: ignore[attr-defined]
-DM_MEMBERS = DmMember.__table__  # type: ignore[attr-defined]
 REJECTED = RejectedMessage.__table__  # type: ignore[attr-defined]
 
 
@@ -180,7 +175,7 @@ def save_batch(
         else:
             valid.append(_Valid(index, *checked))
 
-    known = _already_stored(session, valid)
+    known = _already_stored(session, valid, checker.stored)
     fresh: dict[tuple[str, str], _Valid] = {}
     for item in valid:
         if item.key not in known:
@@ -245,14 +240,24 @@ def _save_watermark(session: Session, topic: ChatTopic, payload: bytes) -> Outco
 
 class _ConversationChecker:
     """Validates topic, payload and conversation for a whole batch, with one query for the users and one
-    for the group memberships it mentions."""
+    for the group memberships it mentions. On Postgres these go in one round trip with the lookup of the
+    keys already stored (of every parsed message: a superset of the valid ones), kept in ``stored``."""
 
     def __init__(self, session: Session, messages: dict[int, tuple[ChatTopic | None, bytes]]) -> None:
         self._parsed = {index: self._parse(topic, payload) for index, (topic, payload) in messages.items()}
-        topics = [p[0] for p in self._parsed.values() if not isinstance(p, Rejection)]
+        parsed = [p for p in self._parsed.values() if not isinstance(p, Rejection)]
+        topics = [topic for topic, _ in parsed]
         names = {t.sender for t in topics} | {t.target for t in topics if t.kind is Kind.DM}
-        self._users = accounts.existing_users(session, names)
-        self._members = accounts.memberships(session, {(t.target, t.sender) for t in topics if t.kind is Kind.GROUP})
+        groups = {(t.target, t.sender) for t in topics if t.kind is Kind.GROUP}
+        self.stored: list[tuple[Any, ...]] | None = None
+        """On Postgres, the rows (sender, id, conversation, seq, stored_at) of the parsed keys already stored."""
+        raw = _postgres(session) if parsed else None
+        if raw is not None:
+            found = postgres.look_up(raw, names, groups, {(topic.sender, payload.id) for topic, payload in parsed})
+            self._users, self._members, self.stored = found.users, found.members, found.stored
+        else:
+            self._users = accounts.existing_users(session, names)
+            self._members = accounts.memberships(session, groups)
 
     @staticmethod
     def _parse(topic: ChatTopic | None, raw: bytes) -> tuple[ChatTopic, ChatPayload] | Rejection:
@@ -275,16 +280,18 @@ class _ConversationChecker:
         return parsed
 
 
-def _already_stored(session: Session, valid: list[_Valid]) -> dict[tuple[str, str], Stored]:
-    """The stored copies of any of these ``(sender, id)`` keys, marked as duplicates."""
+def _already_stored(
+    session: Session, valid: list[_Valid], found: list[tuple[Any, ...]] | None
+) -> dict[tuple[str, str], Stored]:
+    """The stored copies of any of these ``(sender, id)`` keys, marked as duplicates (``found``: the rows
+    the checker read already, on Postgres)."""
     if not valid:
         return {}
-    keys = list({item.key for item in valid})
-    raw = _postgres(session)
     rows: Sequence[Sequence[Any]]
-    if raw is not None:
-        rows = postgres.already_stored(raw, keys)
+    if found is not None:
+        rows = found
     else:
+        keys = list({item.key for item in valid})
         rows = session.execute(
             select(
                 col(MessageKey.sender),
@@ -311,7 +318,8 @@ def _insert_messages(
         by_conversation.setdefault(item.conversation, []).append(item)
     stored: dict[tuple[str, str], Stored] = {}
     rows: list[tuple[int, dict[str, object]]] = []
-    last_seqs = _reserve_seqs(session, {c: (items[0].topic.kind, len(items)) for c, items in by_conversation.items()})
+    wanted = {c: (items[0].topic.kind, len(items)) for c, items in by_conversation.items()}
+    last_seqs, last_position = _reserve(session, wanted, len(fresh))
     for conversation, items in by_conversation.items():
         last = last_seqs[conversation]
         for seq, item in enumerate(items, start=last - len(items) + 1):
@@ -341,8 +349,7 @@ def _insert_messages(
             )
     # Rows go in in arrival order, so ids and stream positions follow the order the bridge received them.
     ordered = [row for _, row in sorted(rows, key=lambda pair: pair[0])]
-    first = streams.advance(session, streams.MESSAGES, len(ordered)) - len(ordered) + 1
-    for position, row in enumerate(ordered, start=first):
+    for position, row in enumerate(ordered, start=last_position - len(ordered) + 1):
         row["stream_pos"] = position
     _write_messages(session, ordered)
     return stored
@@ -367,12 +374,14 @@ def _write_messages(session: Session, rows: list[dict[str, object]]) -> None:
         session.execute(insert(MESSAGES), rows)
 
 
-def _reserve_seqs(session: Session, wanted: dict[str, tuple[Kind, int]]) -> dict[str, int]:
+def _reserve(session: Session, wanted: dict[str, tuple[Kind, int]], count: int) -> tuple[dict[str, int], int]:
     """Create missing conversation rows (and DM members), add each one's count to its counter, stamp its
-    activity time, return the new last seqs.
+    activity time, and take ``count`` positions of the messages stream; return the new last seqs and the last
+    position taken.
 
-    A fixed number of statements for the whole batch. The UPDATE locks the rows (Postgres), so concurrent
-    bridges serialise per conversation and seqs stay gapless; a deadlock between two bridges is retried.
+    A fixed number of statements for the whole batch (one round trip on Postgres). The UPDATEs lock the rows
+    (Postgres), so concurrent bridges serialise per conversation and seqs stay gapless; a deadlock between two
+    bridges is retried.
     """
     now = utcnow()
     members = sorted(
@@ -381,33 +390,14 @@ def _reserve_seqs(session: Session, wanted: dict[str, tuple[Kind, int]]) -> dict
         if kind is Kind.DM
         for name in set(conversation.split(":")[1:])
     )
+    kinds = {c: (str(kind), n) for c, (kind, n) in wanted.items()}
     raw = _postgres(session)
     if raw is not None:
-        return postgres.reserve_seqs(raw, {c: (str(kind), n) for c, (kind, n) in wanted.items()}, members, now)
-    session.execute(
-        sqlite_insert(CONVERSATIONS)
-        .values(
-            [
-                {"id": c, "kind": str(kind), "last_seq": 0, "created_at": now, "updated_at": now}
-                for c, (kind, _) in sorted(wanted.items())
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
-    )
-    if members:
-        session.execute(
-            sqlite_insert(DM_MEMBERS)
-            .values([{"conversation_id": c, "user_name": u} for c, u in members])
-            .on_conflict_do_nothing()
-        )
-    counts = {conversation: count for conversation, (_, count) in wanted.items()}
-    result = session.execute(
-        update(Conversation)
-        .where(col(Conversation.id).in_(sorted(counts)))
-        .values(last_seq=col(Conversation.last_seq) + case(counts, value=col(Conversation.id)), updated_at=now)
-        .returning(col(Conversation.id), col(Conversation.last_seq))
-    )
-    return {conversation: int(last) for conversation, last in result.all()}
+        last_seqs, position = postgres.reserve(raw, kinds, members, now, (streams.MESSAGES, count))
+        if position is None:  # a database created before the stream existed: start it
+            position = streams.advance(session, streams.MESSAGES, count)
+        return last_seqs, position
+    return sqlite.reserve_seqs(session, kinds, members, now), streams.advance(session, streams.MESSAGES, count)
 
 
 def _insert_rejections(session: Session, batch: Sequence[Received], outcomes: dict[int, Outcome]) -> None:
