@@ -55,7 +55,23 @@ def css(browser: webdriver.Chrome, selector: str) -> WebElement:
 
 
 def texts(browser: webdriver.Chrome, selector: str) -> list[str]:
-    return [e.text for e in browser.find_elements(By.CSS_SELECTOR, selector)]
+    """The shown text of every element matching ``selector``, read in one step inside the page: the app
+    re-renders its lists (replacing their nodes), so elements found first and read one by one afterwards
+    can be gone by the time they are read (a stale element reference)."""
+    return attributes(browser, selector, "innerText")
+
+
+def attributes(browser: webdriver.Chrome, selector: str, name: str) -> list[str]:
+    """Property ``name`` (``innerText``, ``dataset.conversation``, ...) of every element matching ``selector``,
+    read in one step inside the page (see :func:`texts`)."""
+    found = browser.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => String(arguments[1].split('.')"
+        ".reduce((v, k) => (v == null ? v : v[k]), e) ?? ''))",
+        selector,
+        name,
+    )
+    assert isinstance(found, list)
+    return [str(value) for value in found]
 
 
 def wait_text(browser: webdriver.Chrome, selector: str, text: str) -> None:
@@ -65,8 +81,8 @@ def wait_text(browser: webdriver.Chrome, selector: str, text: str) -> None:
 
 def login(browser: webdriver.Chrome, base: str, page: str, user: str, password: str) -> None:
     browser.get(f"{base}/{page}/")
-    css(browser, "#username").send_keys(user)
-    css(browser, "#password").send_keys(password)
+    type_into(browser, "#username", user)
+    type_into(browser, "#password", password)
     css(browser, "#login-form button[type=submit]").click()
 
 
@@ -77,13 +93,31 @@ def screenshot(browser: webdriver.Chrome, name: str) -> None:
         browser.save_screenshot(str(Path(folder) / f"{name}.png"))
 
 
-def click(browser: webdriver.Chrome, selector: str) -> None:
-    """Clicks the shown element matching ``selector``, finding it again if the page re-rendered it meanwhile."""
+def act(browser: webdriver.Chrome, selector: str, action: Callable[[WebElement], object], what: str) -> None:
+    """Does ``action`` to the first shown element matching ``selector``, finding it again (and trying again)
+    when the page re-rendered it between the find and the action (a stale element is not acted upon)."""
 
-    def clicked(b: webdriver.Chrome) -> bool:
+    def done(b: webdriver.Chrome) -> bool:
         shown = [e for e in b.find_elements(By.CSS_SELECTOR, selector) if e.is_displayed()]
         if shown:
-            shown[0].click()
+            action(shown[0])
         return bool(shown)
 
-    wait(browser, clicked, f"a click on {selector}")
+    wait(browser, done, f"{what} {selector}")
+
+
+def click(browser: webdriver.Chrome, selector: str) -> None:
+    """Clicks the shown element matching ``selector`` (see :func:`act`)."""
+    act(browser, selector, lambda e: e.click(), "a click on")
+
+
+def type_into(browser: webdriver.Chrome, selector: str, keys: str) -> None:
+    """Types ``keys`` into the shown element matching ``selector`` (see :func:`act`)."""
+    act(browser, selector, lambda e: e.send_keys(keys), "typing into")
+
+
+def text(browser: webdriver.Chrome, selector: str) -> str:
+    """The text of the first shown element matching ``selector``, once there is one (see :func:`act`)."""
+    read: list[str] = []
+    act(browser, selector, lambda e: read.append(e.text), "the text of")
+    return read[-1]

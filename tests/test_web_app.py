@@ -20,7 +20,20 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from switchboard.tables import Role
-from tests.browser import chromium, click, css, login, screenshot, texts, wait, wait_text
+from tests.browser import (
+    act,
+    attributes,
+    chromium,
+    click,
+    css,
+    login,
+    screenshot,
+    text,
+    texts,
+    type_into,
+    wait,
+    wait_text,
+)
 from tests.conftest import stack_users
 from tests.helpers import Stack, mosquitto_pub, start_stack
 from tests.rawmqtt import RawClient
@@ -78,10 +91,9 @@ def open_conversation(browser: webdriver.Chrome, conversation: str) -> None:
     wait(browser, lambda b: b.find_element(By.ID, "composer").is_displayed(), "the composer")
 
 
-def send(browser: webdriver.Chrome, text: str) -> None:
-    box = css(browser, "#body")
-    box.send_keys(text)
-    box.send_keys(Keys.ENTER)  # Enter sends: the app is usable from the keyboard
+def send(browser: webdriver.Chrome, body: str) -> None:
+    type_into(browser, "#body", body)
+    type_into(browser, "#body", Keys.ENTER)  # Enter sends: the app is usable from the keyboard
 
 
 def test_a_bad_password_is_refused_with_the_reason(chat: Chat) -> None:
@@ -95,11 +107,11 @@ def test_a_bad_password_is_refused_with_the_reason(chat: Chat) -> None:
 
 def test_presence_dots_show_who_is_online(chat: Chat) -> None:
     # A user that does not exist is named as such.
-    css(chat.a, "#new-peer").send_keys("nobody-at-all" + Keys.ENTER)
+    type_into(chat.a, "#new-peer", "nobody-at-all" + Keys.ENTER)
     wait_text(chat.a, "#new-chat-error", "no such user(s): nobody-at-all")
-    css(chat.a, "#new-peer").clear()
+    act(chat.a, "#new-peer", lambda e: e.clear(), "clearing")
     # alice starts a DM with bob from the keyboard: the form is labelled and submits on Enter.
-    css(chat.a, "#new-peer").send_keys(chat.bob + Keys.ENTER)
+    type_into(chat.a, "#new-peer", chat.bob + Keys.ENTER)
     wait_text(chat.a, "#peer-presence", f"{chat.bob} is online")
     wait(chat.a, lambda b: b.find_elements(By.CSS_SELECTOR, f'.dot.online[data-presence="{chat.bob}"]'), "bob's dot")
 
@@ -126,9 +138,9 @@ def test_a_dm_each_way_live_with_typing_sent_and_read(chat: Chat) -> None:
     # bob read it: alice's message says so (bob's receipt, live over MQTT).
     wait(chat.a, lambda b: texts(b, "#messages li.mine .state")[-1:] == ["read"], "alice's message marked read")
     # bob types; alice sees it; then bob answers and alice gets it live.
-    css(chat.b, "#body").send_keys("hi al")
+    type_into(chat.b, "#body", "hi al")
     wait_text(chat.a, "#typing", f"{chat.bob} is typing")
-    css(chat.b, "#body").send_keys("ice" + Keys.ENTER)
+    type_into(chat.b, "#body", "ice" + Keys.ENTER)
     wait_text(chat.a, "#messages li.theirs .body", "hi alice")
     wait(chat.a, lambda b: not b.find_element(By.ID, "typing").text, "the typing indicator to stop")
 
@@ -152,8 +164,8 @@ def test_an_image_attachment_with_its_thumbnail(chat: Chat, tmp_path: Path) -> N
     picture.write_bytes(buffer.getvalue())
     open_conversation(chat.a, dm(chat))
     open_conversation(chat.b, dm(chat))
-    css(chat.a, "#attach").send_keys(str(picture))
-    css(chat.a, "#body").send_keys("a picture" + Keys.ENTER)
+    type_into(chat.a, "#attach", str(picture))
+    type_into(chat.a, "#body", "a picture" + Keys.ENTER)
     # bob sees the thumbnail (320 pixels wide: the server's, not the 800-pixel original) ...
     thumb = "li.theirs img.thumb"
     wait(
@@ -203,12 +215,10 @@ def test_history_is_there_after_a_reload(chat: Chat) -> None:
     chat.b.refresh()
     wait_text(chat.b, "#status", "connected")
     open_conversation(chat.b, dm(chat))
-    for text in ("hello bob", "hi alice", "a picture"):
-        wait_text(chat.b, "#messages .body", text)
+    for body in ("hello bob", "hi alice", "a picture"):
+        wait_text(chat.b, "#messages .body", body)
     # The conversation list is newest first: the DM (the picture) is above the group.
-    order = [
-        b.get_attribute("data-conversation") for b in chat.b.find_elements(By.CSS_SELECTOR, "#conversations button")
-    ]
+    order = attributes(chat.b, "#conversations button", "dataset.conversation")
     assert order.index(dm(chat)) < order.index(f"group:{chat.group}")
 
 
@@ -231,12 +241,21 @@ def test_history_pages_back(chat: Chat) -> None:
     finally:
         writer.close()
     open_conversation(chat.b, group)
-    wait(chat.b, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#messages .body")) >= 30, "the first page")
-    assert "number 5" not in texts(chat.b, "#messages .body")
+    wait(chat.b, lambda b: len(texts(b, "#messages .body")) >= 30, "the first page")
+    # The page, and only it, even though bob's app saw all 35 live and syncs them: earlier ones wait for the button.
+    assert texts(chat.b, "#messages .body") == [f"number {n}" for n in range(6, 36)]
+    # It opens scrolled to the newest message (at the bottom of the list, in view).
+    assert chat.b.execute_script(LAST_IN_VIEW) == "35"
     click(chat.b, "#older")
-    wait_text(chat.b, "#messages .body", "number 1")
-    assert texts(chat.b, "#messages .body")[:2] == ["number 1", "number 2"]
+    everything = [f"number {n}" for n in range(1, 36)]  # (not wait_text: "number 1" is in "number 10")
+    wait(chat.b, lambda b: texts(b, "#messages .body") == everything, "all 35 in order")
     assert not chat.b.find_element(By.ID, "older").is_displayed()
+    # The earlier messages go in above, out of view: the reader still sees what he was reading, the newest.
+    assert chat.b.execute_script(LAST_IN_VIEW) == "35"
+
+
+LAST_IN_VIEW = """const list = document.getElementById("messages"), bottom = list.getBoundingClientRect().bottom;
+return [...list.children].findLast((li) => li.getBoundingClientRect().top < bottom - 1)?.dataset.seq;"""
 
 
 def test_the_app_reads_on_a_phone_width_window(chat: Chat) -> None:
@@ -268,20 +287,20 @@ def test_the_console_for_an_admin(chat: Chat) -> None:
     browser = chromium()
     try:
         login(browser, chat.stack.api, "console", chat.admin, chat.admin_pw)
-        css(browser, "#new-user-name").send_keys(f"carol-{chat.group}")
-        css(browser, "#new-user-password").send_keys("carol-password-1")
+        type_into(browser, "#new-user-name", f"carol-{chat.group}")
+        type_into(browser, "#new-user-password", "carol-password-1")
         click(browser, "#new-user button[type=submit]")
         carol = f'#users tr[data-user="carol-{chat.group}"]'
         wait_text(browser, carol, "active")
         click(browser, f'{carol} button[aria-label^="disable"]')
         wait_text(browser, f"{carol} .state", "disabled")
-        css(browser, "#new-group-name").send_keys(f"ops-{chat.group}")
-        css(browser, "#new-group-members").send_keys(f"{chat.alice}, {chat.bob}" + Keys.ENTER)
+        type_into(browser, "#new-group-name", f"ops-{chat.group}")
+        type_into(browser, "#new-group-members", f"{chat.alice}, {chat.bob}" + Keys.ENTER)
         ops = f'#groups li[data-group="ops-{chat.group}"]'
         wait_text(browser, ops, chat.bob)
         click(browser, f'{ops} button[aria-label="remove {chat.bob} from ops-{chat.group}"]')
         wait(browser, lambda b: chat.bob not in b.find_element(By.CSS_SELECTOR, ops).text, "bob removed from ops")
-        css(browser, f'{ops} input[aria-label="user to add to ops-{chat.group}"]').send_keys(chat.bob + Keys.ENTER)
+        type_into(browser, f'{ops} input[aria-label="user to add to ops-{chat.group}"]', chat.bob + Keys.ENTER)
         wait_text(browser, ops, chat.bob)
         click(browser, f'{ops} button[aria-label="remove {chat.bob} from ops-{chat.group}"]')
         wait(browser, lambda b: chat.bob not in b.find_element(By.CSS_SELECTOR, ops).text, "bob removed again")
@@ -293,7 +312,7 @@ def test_the_console_for_an_admin(chat: Chat) -> None:
         # Enabled again, a new password, then deleted (the button asks twice).
         click(browser, f'{carol} button[aria-label^="enable"]')
         wait_text(browser, f"{carol} .state", "active")
-        css(browser, f'{carol} input[type="password"]').send_keys("carol-password-2")
+        type_into(browser, f'{carol} input[type="password"]', "carol-password-2")
         click(browser, f'{carol} button[aria-label^="reset the password"]')
         wait_text(browser, "#users-error", "reset")
         with chat.stack.http(f"carol-{chat.group}", "carol-password-2") as http:
@@ -319,12 +338,12 @@ def test_the_console_for_an_admin(chat: Chat) -> None:
                 ),
                 f"three readings in the {name} chart",
             )
-        connections = css(browser, 'figure[data-chart="connections"] .value').text
+        connections = text(browser, 'figure[data-chart="connections"] .value')
         assert int(connections) >= 2, connections
-        stored = css(browser, 'figure[data-chart="bridge_stored"] .value').text
+        stored = text(browser, 'figure[data-chart="bridge_stored"] .value')
         assert int(stored.split()[0]) >= 1, stored
         wait_text(browser, "#rejected", "invalid JSON at line 1")
-        config = css(browser, "#config").text
+        config = text(browser, "#config")
         assert '"database_url"' in config and '"cors_origins"' in config
         assert HOOK_SECRET not in config and BRIDGE_PASSWORD not in config
         browser.set_window_size(1200, 1500)

@@ -69,12 +69,17 @@ async function openConversation(conversation) {
   if (entry) entry.unread = 0; else touch(conversation, null);
   $("thread-title").textContent = titleOf(conversation);
   $("composer").classList.remove("hidden");
-  state.thread = new Thread(conversation, { me: state.me, client: state.client, publish, onChange: (message) => touch(conversation, message) });
+  const thread = new Thread(conversation, { me: state.me, client: state.client, publish, onChange: (message) => touch(conversation, message) });
+  state.thread = thread;
   renderPeerPresence();
   renderList();
-  await state.thread.load();
-  // Messages that arrived live and are not stored yet are not in the history: show them too.
-  for (const message of state.unstored.values()) if (message.conversation === conversation) state.thread.add(message);
+  await thread.load();
+  // Messages seen live may be stored by now (older than the page, or in it): a sync tells, so that only
+  // the ones still not stored are added below the history, with no seq to place them by.
+  clearTimeout(state.syncTimer);
+  try { await syncNow(); } catch { scheduleSync(1000); }
+  if (state.thread !== thread) return; // another conversation was opened meanwhile
+  for (const message of state.unstored.values()) if (message.conversation === conversation) thread.add(message);
   $("body").focus();
 }
 

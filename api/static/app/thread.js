@@ -33,6 +33,8 @@ export class Thread {
     Object.assign(this, { conversation, me, client, publish, onChange });
     this.messages = new Map();
     this.next = null;
+    this.floor = 0; // stored messages below this seq are earlier history, which "Load earlier" brings
+    this.loadingOlder = false;
     this.delivered = 0; // the highest seq of the caller's messages another member has received
     this.read = 0;
     this.typists = new Map();
@@ -80,24 +82,41 @@ export class Thread {
   }
 
   addPage(page) {
-    for (const message of page.messages) this.add(message, false);
     this.next = page.next;
-    $("older").classList.toggle("hidden", this.next === null);
+    const seqs = page.messages.map((m) => m.seq);
+    this.floor = this.next === null || !seqs.length ? 0 : Math.min(...seqs);
+    // A sync that ran while the page was on its way may have added older stored messages: they are earlier
+    // history, and showing them would put them above the page with "Load earlier" still offering them.
+    for (const [key, message] of this.messages) if (message.seq != null && message.seq < this.floor) this.messages.delete(key);
+    for (const message of page.messages) this.add(message, false);
+    if (current === this) $("older").classList.toggle("hidden", this.next === null);
   }
 
   async older() {
-    if (this.next === null) return;
-    const first = $("messages").firstElementChild;
-    const page = await call("GET", `/v1/conversations/${encodeURIComponent(this.conversation)}/messages?limit=${PAGE}&before=${this.next}`);
+    if (this.next === null || this.loadingOlder) return;
+    this.loadingOlder = true;
+    let page;
+    try {
+      page = await call("GET", `/v1/conversations/${encodeURIComponent(this.conversation)}/messages?limit=${PAGE}&before=${this.next}`);
+    } finally { this.loadingOlder = false; }
+    if (current !== this) return; // another conversation was opened meanwhile
+    // The view stays on what the reader was looking at: the same distance from the bottom once the earlier
+    // messages are in above it (render replaces every node, so no node from before can be scrolled to).
+    const list = $("messages");
+    const fromBottom = list.scrollHeight - list.scrollTop;
     this.addPage(page);
     this.render(false);
-    if (first) first.scrollIntoView();
+    list.scrollTop = list.scrollHeight - fromBottom;
   }
 
   /** Adds a message; false when it was there already (its seq is filled in if it was missing). */
   add(message, render = true) {
     const key = `${message.sender}\n${message.id}`;
     const known = this.messages.get(key);
+    if (message.seq != null && message.seq < this.floor) { // earlier history, not loaded yet
+      if (known) { this.messages.delete(key); if (render) this.render(); }
+      return false;
+    }
     if (known) {
       if (known.seq == null && message.seq != null) { known.seq = message.seq; if (render) this.render(); }
       return false;
@@ -149,6 +168,7 @@ export class Thread {
   }
 
   render(toBottom) {
+    if (current !== this) return; // closed: the list shows another conversation now
     const list = $("messages");
     const atBottom = toBottom ?? list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     const ordered = [...this.messages.values()].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
