@@ -171,7 +171,8 @@ export class Thread {
     if (current !== this) return; // closed: the list shows another conversation now
     const list = $("messages");
     const atBottom = toBottom ?? list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-    const ordered = [...this.messages.values()].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
+    // Unstored ones (no seq yet) last, in the order they came (Infinity - Infinity is NaN, which sort misreads).
+    const ordered = [...this.messages.values()].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity) || 0);
     list.replaceChildren(...ordered.map((message) => {
       const mine = message.sender === this.me;
       const state = this.stateOf(message);
