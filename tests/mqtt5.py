@@ -10,13 +10,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.helpers import Stack
 from tests.rawmqtt import CONNECT, packet
 
 TIMEOUT = 20.0
+
+#: A test taking ``v5_port`` runs against Switchboard over TCP, Switchboard over WebSocket (``clients`` then
+#: connects with paho's transport="websockets") and Mosquitto over TCP; tests.conftest's ``v5_port``.
+OVER_TCP_AND_WS = pytest.mark.parametrize("v5_port", ["switchboard", "switchboard-ws", "mosquitto"], indirect=True)
+#: The same for behaviour Mosquitto 2.0.11 does not share (its column in docs/broker.md says why).
+SWITCHBOARD_OVER_TCP_AND_WS = pytest.mark.parametrize("v5_port", ["switchboard", "switchboard-ws"], indirect=True)
+#: For tests on a stack of their own (chat_stack, door_stack): ``websocket`` False then True; see ``port_of``.
+TRANSPORTS = pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "ws"])
+
+
+def port_of(stack: Stack, websocket: bool) -> int:
+    """The stack's MQTT port over TCP, or over WebSocket (path /mqtt)."""
+    port = stack.ws_port if websocket else stack.mqtt_port
+    assert port, "no ws listener announced"
+    return port
 
 
 @dataclass
