@@ -267,8 +267,9 @@ def clients(request: pytest.FixtureRequest) -> Iterator[Callable[..., V5Client]]
         password: str | None = None,
         *,
         websocket: bool = over_ws,
+        version: int = 5,
     ) -> V5Client:
-        client = V5Client(port, client_id, user, password, websocket=websocket)
+        client = V5Client(port, client_id, user, password, websocket=websocket, version=version)
         made.append(client)
         return client
 

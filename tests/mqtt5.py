@@ -74,13 +74,19 @@ class V5Client:
         password: str | None = None,
         *,
         websocket: bool = False,
+        version: int = 5,
     ):
+        """``version`` 4 makes it an MQTT 3.1.1 client (clean session 1), for the v3/v5 interop tests."""
         self.port = port
         self.client_id = f"v5-{secrets.token_hex(4)}" if client_id is None else client_id
         transport = "websockets" if websocket else "tcp"
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, transport=transport
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTProtocolVersion(version),
+            transport=transport,
         )
+        self.version = version
         if websocket:
             self.client.ws_set_options(path="/mqtt")
         if user is not None:
@@ -109,7 +115,8 @@ class V5Client:
 
     def connect(self, *, clean_start: bool = True, properties: Properties | None = None, keepalive: int = 60) -> Any:
         """Connect; the CONNACK's (flags, reason code, properties)."""
-        self.client.connect("127.0.0.1", self.port, keepalive=keepalive, clean_start=clean_start, properties=properties)
+        start: mqtt.CleanStartOption = clean_start if self.version == 5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        self.client.connect("127.0.0.1", self.port, keepalive=keepalive, clean_start=start, properties=properties)
         self.client.loop_start()
         return self.connacks.get(timeout=TIMEOUT)
 

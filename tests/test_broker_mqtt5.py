@@ -197,6 +197,34 @@ def test_v5_and_v311_clients_talk_to_each_other_with_mosquitto_clients(open_stac
             lines.close()
 
 
+@OVER_TCP_AND_WS
+def test_v5_and_v311_paho_clients_talk_to_each_other(v5_port: int, clients: Callable[..., V5Client]) -> None:
+    """The same with paho, over TCP and WebSocket: a v5 publisher's properties are dropped for a 3.1.1
+    subscriber, and a 3.1.1 publisher's message reaches a v5 subscriber without properties."""
+    topic = new_topic()
+    v5, v311 = clients(v5_port), clients(v5_port, version=4)
+    for subscriber in (v5, v311):
+        subscriber.connect()
+        subscriber.subscribe((topic, 1))
+    publisher_v5, publisher_v311 = clients(v5_port), clients(v5_port, version=4)
+    publisher_v5.connect()
+    publisher_v311.connect()
+    sent = props(PacketTypes.PUBLISH, UserProperty=[("k", "v")], ContentType="text/plain")
+    assert publisher_v5.publish(topic, b"from-v5", 1, sent)[0].value == 0
+    got = v5.message()
+    assert (got.payload, got.properties.UserProperty, got.properties.ContentType) == (
+        b"from-v5",
+        [("k", "v")],
+        "text/plain",
+    )
+    assert v311.message().payload == b"from-v5"  # 3.1.1 has no properties on the wire to carry them
+    publisher_v311.publish(topic, b"from-v311", 1)
+    got = v5.message()
+    assert got.payload == b"from-v311"
+    assert not hasattr(got.properties, "UserProperty") and not hasattr(got.properties, "ContentType")
+    assert v311.message().payload == b"from-v311"
+
+
 @TRANSPORTS
 def test_refused_publish_gets_puback_0x87_with_a_reason_string_MQTT_3_4_2(
     chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client], websocket: bool

@@ -16,7 +16,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from broker.v5 import interval_left
 from switchboard.tables import Role
 from tests.conftest import Users
-from tests.helpers import Stack
+from tests.helpers import Stack, wait_for
 from tests.mqtt5 import (
     OVER_TCP_AND_WS,
     SWITCHBOARD_OVER_TCP_AND_WS,
@@ -252,20 +252,64 @@ def test_will_delay_no_will_when_the_client_is_back_in_time_MQTT_3_1_3_9(
     assert watcher.message().payload == b"gone"
 
 
+ADMIN_ACTIONS = {  # how an administrator ends a user's access, through the REST API
+    "disabled": ("PATCH", "", {"disabled": True}),
+    "deleted": ("DELETE", "", None),
+    "reset": ("POST", "/password", {"password": "a brand new passphrase"}),
+}
+
+
 @TRANSPORTS
-def test_disabled_user_gets_disconnect_0x98_administrative_action(
-    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client], websocket: bool
+@pytest.mark.parametrize("action", sorted(ADMIN_ACTIONS))
+def test_user_disabled_deleted_or_reset_gets_disconnect_0x98_administrative_action(
+    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client], websocket: bool, action: str
 ) -> None:
-    """An administrator disables the user: its v5 connection gets DISCONNECT 0x98 with a reason string."""
+    """An administrator disables, deletes or resets the password of a user: its v5 connection gets DISCONNECT
+    0x98 "administrative action" with a reason string (MQTT 5.0 §3.14.2.1)."""
     admin, admin_password = chat_users.user("admin", role=Role.ADMIN)
     user, password = chat_users.user("erin")
     client = clients(port_of(chat_stack, websocket), user=user, password=password, websocket=websocket)
     assert client.connect()[1].value == 0
     client.client.reconnect_delay_set(60, 120)  # stay away once thrown out
+    method, suffix, body = ADMIN_ACTIONS[action]
     with chat_stack.http(admin, admin_password) as http:
-        assert http.patch(f"/v1/admin/users/{user}", json={"disabled": True}).status_code == 200
+        response = http.request(method, f"/v1/admin/users/{user}{suffix}", json=body)
+        assert response.status_code in (200, 204), response.text
     reason, disconnect = client.disconnects.get(timeout=20)
     assert reason.value == 0x98 and disconnect.ReasonString
+
+
+# Shared subscriptions -----------------------------------------------------------------------------------
+
+
+@OVER_TCP_AND_WS
+def test_shared_subscription_gives_each_message_to_one_member_MQTT_4_8_2(
+    v5_port: int, clients: Callable[..., V5Client]
+) -> None:
+    """Two members of ``$share/{group}/{topic}`` (MQTT 5.0 §4.8.2): each message published on the topic goes to
+    exactly one of them, with the QoS granted [MQTT-4.8.2-3]."""
+    topic, group = new_topic(), f"g{secrets.token_hex(3)}"
+    members = [clients(v5_port), clients(v5_port)]
+    for member in members:
+        member.connect()
+        assert [code.value for code in member.subscribe((f"$share/{group}/{topic}", 1))] == [1]
+    publisher = clients(v5_port)
+    publisher.connect()
+    sent = [b"m-%d" % n for n in range(10)]
+    for payload in sent:
+        assert publisher.publish(topic, payload, 1)[0].value == 0
+    got: list[tuple[bytes, int]] = []
+
+    def all_ten() -> bool:
+        for member in members:
+            while not member.messages.empty():
+                message = member.messages.get()
+                got.append((message.payload, message.qos))
+        return len(got) >= len(sent)
+
+    wait_for(all_ten, what="ten messages across the group")
+    assert all(member.no_message(0.5) for member in members), "a message went to both members"
+    assert sorted(got) == sorted((payload, 1) for payload in sent)
 
 
 # What the broker does not take ------------------------------------------------------------------------
