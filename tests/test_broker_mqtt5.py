@@ -317,9 +317,11 @@ def test_unsuback_says_no_subscription_existed_MQTT_3_11_3(v5_port: int, clients
 
 
 @OVER_TCP_AND_WS
-def test_retain_handling_2_sends_no_retained_messages_MQTT_3_3_1_11(
+def test_retain_handling_0_always_1_for_a_new_subscription_2_never_MQTT_3_3_1_9_10_11(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
+    """Retain Handling 0 sends the retained message at every SUBSCRIBE [MQTT-3.3.1-9], 1 only when the
+    subscription did not exist [MQTT-3.3.1-10], 2 never [MQTT-3.3.1-11]."""
     topic = new_topic()
     publisher = clients(v5_port)
     publisher.connect()
@@ -331,7 +333,14 @@ def test_retain_handling_2_sends_no_retained_messages_MQTT_3_3_1_11(
     always.connect()
     always.subscribe((topic, SubscribeOptions(qos=1, retainHandling=0)))
     assert always.message().payload == b"kept"
-    assert never.no_message(1.0)
+    if_new = clients(v5_port)
+    if_new.connect()
+    if_new.subscribe((topic, SubscribeOptions(qos=1, retainHandling=1)))
+    assert if_new.message().payload == b"kept"
+    for client, handling in ((always, 0), (if_new, 1)):  # the same subscription again
+        client.subscribe((topic, SubscribeOptions(qos=1, retainHandling=handling)))
+    assert always.message().payload == b"kept"
+    assert if_new.no_message(1.0) and never.no_message(0.1)
 
 
 # Server Keep Alive ------------------------------------------------------------------------------------
