@@ -38,6 +38,7 @@ from tests.rawmqtt import (
 
 Raw = Callable[[int], RawClient]
 SESSION_TAKEN_OVER, KEEP_ALIVE_TIMEOUT, MALFORMED = 0x8E, 0x8D, 0x81
+AUTH = 15  # the packet type
 
 
 # CONNECT / CONNACK --------------------------------------------------------------------------------------
@@ -80,6 +81,16 @@ def test_authentication_method_gets_connack_0x8C(v5_port: int, clients: Callable
     asked = props(PacketTypes.CONNECT, AuthenticationMethod="SCRAM-SHA-1")
     _flags, reason, connack = clients(v5_port).connect(properties=asked)
     assert reason.value == 0x8C and "not supported" in connack.ReasonString
+
+
+def test_auth_without_an_authentication_method_gets_disconnect_0x82_MQTT_4_12_0_7(open_stack: Stack, raw: Raw) -> None:
+    """A client whose CONNECT had no Authentication Method must not send AUTH [MQTT-4.12.0-7]: one that does gets
+    DISCONNECT 0x82 "protocol error" (raw bytes: paho sends no AUTH)."""
+    client = raw(open_stack.mqtt_port)
+    client.send(raw_connect(f"auth-{secrets.token_hex(3)}"))
+    assert client.expect(CONNACK).body[1] == 0
+    client.send(packet(AUTH, 0, b"\x18\x00"))  # Continue Authentication, no properties
+    assert client.expect(DISCONNECT).body[0] == 0x82
 
 
 @SWITCHBOARD_OVER_TCP_AND_WS
