@@ -253,9 +253,12 @@ def _accepts(port: int) -> bool:
 
 
 @pytest.fixture
-def clients() -> Iterator[Callable[..., V5Client]]:
-    """Makes paho-mqtt MQTT 5 clients (tests/mqtt5.py) and closes every one of them after the test."""
+def clients(request: pytest.FixtureRequest) -> Iterator[Callable[..., V5Client]]:
+    """Makes paho-mqtt MQTT 5 clients (tests/mqtt5.py) and closes every one of them after the test; over
+    WebSocket by default when the test runs with ``v5_port`` "switchboard-ws" (``tests.mqtt5.OVER_TCP_AND_WS``)."""
     made: list[V5Client] = []
+    callspec = getattr(request.node, "callspec", None)
+    over_ws = callspec is not None and callspec.params.get("v5_port") == "switchboard-ws"
 
     def make(
         port: int,
@@ -263,9 +266,10 @@ def clients() -> Iterator[Callable[..., V5Client]]:
         user: str | None = None,
         password: str | None = None,
         *,
-        websocket: bool = False,
+        websocket: bool = over_ws,
+        version: int = 5,
     ) -> V5Client:
-        client = V5Client(port, client_id, user, password, websocket=websocket)
+        client = V5Client(port, client_id, user, password, websocket=websocket, version=version)
         made.append(client)
         return client
 
@@ -278,9 +282,12 @@ def clients() -> Iterator[Callable[..., V5Client]]:
 def v5_port(request: pytest.FixtureRequest, open_stack: Stack) -> int:
     """Switchboard, and the same test against Mosquitto 2.0 (anonymous): the behaviour both brokers share.
     (Mosquitto 2.0.11 sends no DISCONNECT on takeover, keep-alive timeout or a malformed packet: those tests
-    run on Switchboard only.)"""
+    run on Switchboard only.) "switchboard-ws" is Switchboard's WebSocket port, for tests marked
+    ``tests.mqtt5.OVER_TCP_AND_WS``."""
     if request.param == "switchboard":
         return open_stack.mqtt_port
+    if request.param == "switchboard-ws":
+        return open_stack.ws_port
     return int(request.getfixturevalue("mosquitto"))
 
 

@@ -10,13 +10,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.helpers import Stack
 from tests.rawmqtt import CONNECT, packet
 
 TIMEOUT = 20.0
+
+#: A test taking ``v5_port`` runs against Switchboard over TCP, Switchboard over WebSocket (``clients`` then
+#: connects with paho's transport="websockets") and Mosquitto over TCP; tests.conftest's ``v5_port``.
+OVER_TCP_AND_WS = pytest.mark.parametrize("v5_port", ["switchboard", "switchboard-ws", "mosquitto"], indirect=True)
+#: The same for behaviour Mosquitto 2.0.11 does not share (its column in docs/broker.md says why).
+SWITCHBOARD_OVER_TCP_AND_WS = pytest.mark.parametrize("v5_port", ["switchboard", "switchboard-ws"], indirect=True)
+#: For tests on a stack of their own (chat_stack, door_stack): ``websocket`` False then True; see ``port_of``.
+TRANSPORTS = pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "ws"])
+
+
+def port_of(stack: Stack, websocket: bool) -> int:
+    """The stack's MQTT port over TCP, or over WebSocket (path /mqtt)."""
+    port = stack.ws_port if websocket else stack.mqtt_port
+    assert port, "no ws listener announced"
+    return port
 
 
 @dataclass
@@ -57,13 +74,19 @@ class V5Client:
         password: str | None = None,
         *,
         websocket: bool = False,
+        version: int = 5,
     ):
+        """``version`` 4 makes it an MQTT 3.1.1 client (clean session 1), for the v3/v5 interop tests."""
         self.port = port
         self.client_id = f"v5-{secrets.token_hex(4)}" if client_id is None else client_id
         transport = "websockets" if websocket else "tcp"
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, transport=transport
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTProtocolVersion(version),
+            transport=transport,
         )
+        self.version = version
         if websocket:
             self.client.ws_set_options(path="/mqtt")
         if user is not None:
@@ -92,7 +115,8 @@ class V5Client:
 
     def connect(self, *, clean_start: bool = True, properties: Properties | None = None, keepalive: int = 60) -> Any:
         """Connect; the CONNACK's (flags, reason code, properties)."""
-        self.client.connect("127.0.0.1", self.port, keepalive=keepalive, clean_start=clean_start, properties=properties)
+        start: mqtt.CleanStartOption = clean_start if self.version == 5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        self.client.connect("127.0.0.1", self.port, keepalive=keepalive, clean_start=start, properties=properties)
         self.client.loop_start()
         return self.connacks.get(timeout=TIMEOUT)
 

@@ -10,13 +10,21 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tests.conftest import OPEN_LIMITS, Users
 from tests.helpers import Stack, _Lines, start_stack, wait_for
-from tests.mqtt5 import V5Client, new_topic, props, raw_connect
+from tests.mqtt5 import (
+    OVER_TCP_AND_WS,
+    SWITCHBOARD_OVER_TCP_AND_WS,
+    TRANSPORTS,
+    V5Client,
+    new_topic,
+    port_of,
+    props,
+    raw_connect,
+)
 from tests.rawmqtt import (
     CONNACK,
     DISCONNECT,
@@ -30,17 +38,17 @@ from tests.rawmqtt import (
 
 Raw = Callable[[int], RawClient]
 SESSION_TAKEN_OVER, KEEP_ALIVE_TIMEOUT, MALFORMED = 0x8E, 0x8D, 0x81
+AUTH = 15  # the packet type
 
 
 # CONNECT / CONNACK --------------------------------------------------------------------------------------
 
 
-def test_connack_announces_what_the_broker_supports_MQTT_3_2_2(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_connack_announces_what_the_broker_supports_MQTT_3_2_2(v5_port: int, clients: Callable[..., V5Client]) -> None:
     """[MQTT-3.2.2-?] CONNACK properties: retain, wildcard and shared subscriptions available, topic alias maximum
     16, subscription identifiers available, the maximum packet size (mqtt.max_packet_bytes = 2048 here)."""
-    flags, reason, connack = clients(open_stack.mqtt_port).connect()
+    flags, reason, connack = clients(v5_port).connect()
     assert reason.value == 0 and not flags.session_present
     assert connack.RetainAvailable == 1 and connack.WildcardSubscriptionAvailable == 1
     assert connack.SharedSubscriptionAvailable == 1 and connack.SubscriptionIdentifierAvailable == 1
@@ -48,6 +56,7 @@ def test_connack_announces_what_the_broker_supports_MQTT_3_2_2(
     assert not hasattr(connack, "MaximumQoS")  # absent: QoS 2 is supported
 
 
+@OVER_TCP_AND_WS
 def test_empty_client_id_gets_an_assigned_client_identifier_MQTT_3_2_2_16(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -55,31 +64,45 @@ def test_empty_client_id_gets_an_assigned_client_identifier_MQTT_3_2_2_16(
     assert reason.value == 0 and connack.AssignedClientIdentifier.startswith("auto-")
 
 
+@TRANSPORTS
 def test_bad_credentials_get_connack_0x86_MQTT_3_1_4_2(
-    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client]
+    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client], websocket: bool
 ) -> None:
     user, _password = chat_users.user("mallory")
-    _flags, reason, _props = clients(chat_stack.mqtt_port, user=user, password="wrong").connect()
+    _flags, reason, _props = clients(
+        port_of(chat_stack, websocket), user=user, password="wrong", websocket=websocket
+    ).connect()
     assert reason.value == 0x86
 
 
-def test_authentication_method_gets_connack_0x8C(open_stack: Stack, clients: Callable[..., V5Client]) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_authentication_method_gets_connack_0x8C(v5_port: int, clients: Callable[..., V5Client]) -> None:
     """Enhanced authentication (AUTH) is not supported: 0x8C "bad authentication method" (docs/broker.md)."""
     asked = props(PacketTypes.CONNECT, AuthenticationMethod="SCRAM-SHA-1")
-    _flags, reason, connack = clients(open_stack.mqtt_port).connect(properties=asked)
+    _flags, reason, connack = clients(v5_port).connect(properties=asked)
     assert reason.value == 0x8C and "not supported" in connack.ReasonString
 
 
-def test_session_expiry_is_capped_and_announced_MQTT_3_2_2_2(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
+def test_auth_without_an_authentication_method_gets_disconnect_0x82_MQTT_4_12_0_7(open_stack: Stack, raw: Raw) -> None:
+    """A client whose CONNECT had no Authentication Method must not send AUTH [MQTT-4.12.0-7]: one that does gets
+    DISCONNECT 0x82 "protocol error" (raw bytes: paho sends no AUTH)."""
+    client = raw(open_stack.mqtt_port)
+    client.send(raw_connect(f"auth-{secrets.token_hex(3)}"))
+    assert client.expect(CONNACK).body[1] == 0
+    client.send(packet(AUTH, 0, b"\x18\x00"))  # Continue Authentication, no properties
+    assert client.expect(DISCONNECT).body[0] == 0x82
+
+
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_session_expiry_is_capped_and_announced_MQTT_3_2_2_2(v5_port: int, clients: Callable[..., V5Client]) -> None:
     """A client asking for a session that never expires gets mqtt.max_session_expiry_seconds (7 days), said in
     CONNACK's Session Expiry Interval."""
     asked = props(PacketTypes.CONNECT, SessionExpiryInterval=0xFFFFFFFF)
-    _flags, _reason, connack = clients(open_stack.mqtt_port).connect(properties=asked)
+    _flags, _reason, connack = clients(v5_port).connect(properties=asked)
     assert connack.SessionExpiryInterval == 7 * 24 * 3600
 
 
+@OVER_TCP_AND_WS
 def test_session_with_expiry_keeps_its_queue_and_zero_ends_at_disconnect_MQTT_3_1_2_5(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -106,6 +129,7 @@ def test_session_with_expiry_keeps_its_queue_and_zero_ends_at_disconnect_MQTT_3_
     assert not again.connect(clean_start=False)[0].session_present
 
 
+@OVER_TCP_AND_WS
 def test_clean_start_discards_the_stored_session_MQTT_3_1_2_4(v5_port: int, clients: Callable[..., V5Client]) -> None:
     client_id = f"clean-{secrets.token_hex(3)}"
     keep = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
@@ -119,15 +143,14 @@ def test_clean_start_discards_the_stored_session_MQTT_3_1_2_4(v5_port: int, clie
 # PUBLISH ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("websocket", [False, True], ids=["tcp", "ws"])
+@OVER_TCP_AND_WS
 def test_properties_pass_through_unchanged_to_v5_subscribers_MQTT_3_3_2_17_18(
-    open_stack: Stack, clients: Callable[..., V5Client], websocket: bool
+    v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
     """User properties in order [MQTT-3.3.2-17, -18], response topic, correlation data [MQTT-3.3.2-15, -16],
     content type [MQTT-3.3.2-20], payload format indicator [MQTT-3.3.2-4]; over TCP and WebSocket."""
-    port, topic = open_stack.ws_port if websocket else open_stack.mqtt_port, new_topic()
-    assert port, "no ws listener announced"
-    subscriber = clients(port, websocket=websocket)
+    port, topic = v5_port, new_topic()
+    subscriber = clients(port)
     subscriber.connect()
     subscriber.subscribe((topic, 1))
     sent = props(
@@ -138,7 +161,7 @@ def test_properties_pass_through_unchanged_to_v5_subscribers_MQTT_3_3_2_17_18(
         ContentType="application/json",
         PayloadFormatIndicator=1,
     )
-    publisher = clients(port, websocket=websocket)
+    publisher = clients(port)
     publisher.connect()
     assert publisher.publish(topic, b'{"x":1}', 1, sent)[0].value == 0
     got = subscriber.message()
@@ -185,31 +208,60 @@ def test_v5_and_v311_clients_talk_to_each_other_with_mosquitto_clients(open_stac
             lines.close()
 
 
+@OVER_TCP_AND_WS
+def test_v5_and_v311_paho_clients_talk_to_each_other(v5_port: int, clients: Callable[..., V5Client]) -> None:
+    """The same with paho, over TCP and WebSocket: a v5 publisher's properties are dropped for a 3.1.1
+    subscriber, and a 3.1.1 publisher's message reaches a v5 subscriber without properties."""
+    topic = new_topic()
+    v5, v311 = clients(v5_port), clients(v5_port, version=4)
+    for subscriber in (v5, v311):
+        subscriber.connect()
+        subscriber.subscribe((topic, 1))
+    publisher_v5, publisher_v311 = clients(v5_port), clients(v5_port, version=4)
+    publisher_v5.connect()
+    publisher_v311.connect()
+    sent = props(PacketTypes.PUBLISH, UserProperty=[("k", "v")], ContentType="text/plain")
+    assert publisher_v5.publish(topic, b"from-v5", 1, sent)[0].value == 0
+    got = v5.message()
+    assert (got.payload, got.properties.UserProperty, got.properties.ContentType) == (
+        b"from-v5",
+        [("k", "v")],
+        "text/plain",
+    )
+    assert v311.message().payload == b"from-v5"  # 3.1.1 has no properties on the wire to carry them
+    publisher_v311.publish(topic, b"from-v311", 1)
+    got = v5.message()
+    assert got.payload == b"from-v311"
+    assert not hasattr(got.properties, "UserProperty") and not hasattr(got.properties, "ContentType")
+    assert v311.message().payload == b"from-v311"
+
+
+@TRANSPORTS
 def test_refused_publish_gets_puback_0x87_with_a_reason_string_MQTT_3_4_2(
-    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client]
+    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client], websocket: bool
 ) -> None:
     """An ACL refusal is no longer silent: PUBACK 0x87 "not authorized" and the ACL's reason."""
     user, password = chat_users.user("alice")
     other, _ = chat_users.user("bob")
-    client = clients(chat_stack.mqtt_port, user=user, password=password)
+    client = clients(port_of(chat_stack, websocket), user=user, password=password, websocket=websocket)
     assert client.connect()[1].value == 0
     reason, ack = client.publish(f"presence/{other}", b'{"status":"online"}', 1)
     assert reason.value == 0x87 and "your own presence" in ack.ReasonString
 
 
-def test_payload_marked_utf8_that_is_not_gets_0x99_MQTT_3_3_2_4(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
-    client = clients(open_stack.mqtt_port)
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_payload_marked_utf8_that_is_not_gets_0x99_MQTT_3_3_2_4(v5_port: int, clients: Callable[..., V5Client]) -> None:
+    client = clients(v5_port)
     client.connect()
     marked = props(PacketTypes.PUBLISH, PayloadFormatIndicator=1)
     reason, _ack = client.publish(new_topic(), b"\xff\xfe not utf-8", 1, marked)
     assert reason.value == 0x99
 
 
-def test_broker_topics_get_0x87_MQTT_3_4_2(open_stack: Stack, clients: Callable[..., V5Client]) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_broker_topics_get_0x87_MQTT_3_4_2(v5_port: int, clients: Callable[..., V5Client]) -> None:
     """A PUBLISH to a ``$`` topic is refused with PUBACK 0x87 and a reason string; the client stays served."""
-    client = clients(open_stack.mqtt_port)
+    client = clients(v5_port)
     client.connect()
     reason, ack = client.publish("$SYS/mine", b"x", 1)
     assert reason.value == 0x87 and "$ topics are the broker's" in ack.ReasonString
@@ -232,6 +284,7 @@ def test_pubrec_refusal_ends_the_qos2_exchange_MQTT_4_3_3(open_stack: Stack, raw
     assert client.expect(PUBCOMP).body[:3] == b"\x00\x07\x92"
 
 
+@OVER_TCP_AND_WS
 def test_retained_message_keeps_its_properties_MQTT_3_3_2_4(v5_port: int, clients: Callable[..., V5Client]) -> None:
     """A retained message sent to a new subscription carries the properties it was published with (its expiry
     counted down) [MQTT-3.3.2-4, MQTT-3.3.2-6]."""
@@ -251,19 +304,21 @@ def test_retained_message_keeps_its_properties_MQTT_3_3_2_4(v5_port: int, client
 # SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------------------
 
 
+@TRANSPORTS
 def test_suback_has_a_reason_code_per_filter_MQTT_3_9_3(
-    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client]
+    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client], websocket: bool
 ) -> None:
     """Granted QoS, 0x8F for a malformed filter (a shared subscription's group may not be a wildcard), 0x87 for
     one the ACL refuses, in the order asked."""
     user, password = chat_users.user("carol")
     other, _ = chat_users.user("dave")
-    client = clients(chat_stack.mqtt_port, user=user, password=password)
+    client = clients(port_of(chat_stack, websocket), user=user, password=password, websocket=websocket)
     client.connect()
     codes = client.subscribe((f"presence/{user}", 1), ("$share/+/a", 1), (f"dm/{other}/+", 1), (f"dm/{user}/+", 2))
     assert [code.value for code in codes] == [1, 0x8F, 0x87, 2]
 
 
+@OVER_TCP_AND_WS
 def test_unsuback_says_no_subscription_existed_MQTT_3_11_3(v5_port: int, clients: Callable[..., V5Client]) -> None:
     client = clients(v5_port)
     client.connect()
@@ -272,9 +327,12 @@ def test_unsuback_says_no_subscription_existed_MQTT_3_11_3(v5_port: int, clients
     assert [code.value for code in client.unsubscribe(topic, "never/subscribed")] == [0x00, 0x11]
 
 
-def test_retain_handling_2_sends_no_retained_messages_MQTT_3_3_1_11(
+@OVER_TCP_AND_WS
+def test_retain_handling_0_always_1_for_a_new_subscription_2_never_MQTT_3_3_1_9_10_11(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
+    """Retain Handling 0 sends the retained message at every SUBSCRIBE [MQTT-3.3.1-9], 1 only when the
+    subscription did not exist [MQTT-3.3.1-10], 2 never [MQTT-3.3.1-11]."""
     topic = new_topic()
     publisher = clients(v5_port)
     publisher.connect()
@@ -286,12 +344,20 @@ def test_retain_handling_2_sends_no_retained_messages_MQTT_3_3_1_11(
     always.connect()
     always.subscribe((topic, SubscribeOptions(qos=1, retainHandling=0)))
     assert always.message().payload == b"kept"
-    assert never.no_message(1.0)
+    if_new = clients(v5_port)
+    if_new.connect()
+    if_new.subscribe((topic, SubscribeOptions(qos=1, retainHandling=1)))
+    assert if_new.message().payload == b"kept"
+    for client, handling in ((always, 0), (if_new, 1)):  # the same subscription again
+        client.subscribe((topic, SubscribeOptions(qos=1, retainHandling=handling)))
+    assert always.message().payload == b"kept"
+    assert if_new.no_message(1.0) and never.no_message(0.1)
 
 
 # Server Keep Alive ------------------------------------------------------------------------------------
 
 
+@OVER_TCP_AND_WS
 def test_no_keep_alive_gets_a_server_keep_alive_MQTT_3_2_2_21(v5_port: int, clients: Callable[..., V5Client]) -> None:
     """A client asking for no keep-alive (0) is told to use mqtt.max_keep_alive_seconds (65,535 by default, as
     Mosquitto's max_keepalive) in CONNACK's Server Keep Alive [MQTT-3.2.2-21]; one within it gets none

@@ -16,8 +16,17 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from broker.v5 import interval_left
 from switchboard.tables import Role
 from tests.conftest import Users
-from tests.helpers import Stack
-from tests.mqtt5 import V5Client, new_topic, props, raw_connect
+from tests.helpers import Stack, wait_for
+from tests.mqtt5 import (
+    OVER_TCP_AND_WS,
+    SWITCHBOARD_OVER_TCP_AND_WS,
+    TRANSPORTS,
+    V5Client,
+    new_topic,
+    port_of,
+    props,
+    raw_connect,
+)
 from tests.rawmqtt import (
     CONNACK,
     CONNECT,
@@ -37,12 +46,13 @@ SESSION_TAKEN_OVER, KEEP_ALIVE_TIMEOUT, MALFORMED = 0x8E, 0x8D, 0x81
 # DISCONNECT -------------------------------------------------------------------------------------------
 
 
-def test_takeover_sends_disconnect_0x8E_MQTT_3_1_4_3(open_stack: Stack, clients: Callable[..., V5Client]) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_takeover_sends_disconnect_0x8E_MQTT_3_1_4_3(v5_port: int, clients: Callable[..., V5Client]) -> None:
     client_id = f"taken-{secrets.token_hex(3)}"
-    old = clients(open_stack.mqtt_port, client_id)
+    old = clients(v5_port, client_id)
     old.connect()
     old.client.reconnect_delay_set(60, 120)  # stay away once thrown out
-    clients(open_stack.mqtt_port, client_id).connect()
+    clients(v5_port, client_id).connect()
     reason, _props = old.disconnects.get(timeout=20)
     assert reason.value == SESSION_TAKEN_OVER
 
@@ -67,6 +77,7 @@ def test_malformed_property_gets_disconnect_0x81_MQTT_1_5_4_1(open_stack: Stack,
     assert client.read(10) is None
 
 
+@OVER_TCP_AND_WS
 def test_disconnect_with_will_publishes_the_will_MQTT_3_14_2(v5_port: int, clients: Callable[..., V5Client]) -> None:
     """DISCONNECT reason 0x04 "disconnect with will message" publishes the will; a normal DISCONNECT does not
     [MQTT-3.14.4-3]."""
@@ -117,6 +128,7 @@ def test_receive_maximum_bounds_unacknowledged_messages_MQTT_3_3_4_9(
         assert first.body.endswith(f"m{index}".encode())
 
 
+@OVER_TCP_AND_WS
 def test_message_over_the_clients_maximum_packet_size_is_not_sent_MQTT_3_1_2_25(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -148,6 +160,7 @@ def test_forwarded_expiry_is_never_more_than_what_is_left_MQTT_3_3_2_6() -> None
     assert interval_left(now - 1, now) is None
 
 
+@OVER_TCP_AND_WS
 def test_a_message_with_one_second_forwarded_at_once_keeps_it_MQTT_3_3_2_6(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -239,19 +252,64 @@ def test_will_delay_no_will_when_the_client_is_back_in_time_MQTT_3_1_3_9(
     assert watcher.message().payload == b"gone"
 
 
-def test_disabled_user_gets_disconnect_0x98_administrative_action(
-    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client]
+ADMIN_ACTIONS = {  # how an administrator ends a user's access, through the REST API
+    "disabled": ("PATCH", "", {"disabled": True}),
+    "deleted": ("DELETE", "", None),
+    "reset": ("POST", "/password", {"password": "a brand new passphrase"}),
+}
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("action", sorted(ADMIN_ACTIONS))
+def test_user_disabled_deleted_or_reset_gets_disconnect_0x98_administrative_action(
+    chat_stack: Stack, chat_users: Users, clients: Callable[..., V5Client], websocket: bool, action: str
 ) -> None:
-    """An administrator disables the user: its v5 connection gets DISCONNECT 0x98 with a reason string."""
+    """An administrator disables, deletes or resets the password of a user: its v5 connection gets DISCONNECT
+    0x98 "administrative action" with a reason string (MQTT 5.0 §3.14.2.1)."""
     admin, admin_password = chat_users.user("admin", role=Role.ADMIN)
     user, password = chat_users.user("erin")
-    client = clients(chat_stack.mqtt_port, user=user, password=password)
+    client = clients(port_of(chat_stack, websocket), user=user, password=password, websocket=websocket)
     assert client.connect()[1].value == 0
     client.client.reconnect_delay_set(60, 120)  # stay away once thrown out
+    method, suffix, body = ADMIN_ACTIONS[action]
     with chat_stack.http(admin, admin_password) as http:
-        assert http.patch(f"/v1/admin/users/{user}", json={"disabled": True}).status_code == 200
+        response = http.request(method, f"/v1/admin/users/{user}{suffix}", json=body)
+        assert response.status_code in (200, 204), response.text
     reason, disconnect = client.disconnects.get(timeout=20)
     assert reason.value == 0x98 and disconnect.ReasonString
+
+
+# Shared subscriptions -----------------------------------------------------------------------------------
+
+
+@OVER_TCP_AND_WS
+def test_shared_subscription_gives_each_message_to_one_member_MQTT_4_8_2(
+    v5_port: int, clients: Callable[..., V5Client]
+) -> None:
+    """Two members of ``$share/{group}/{topic}`` (MQTT 5.0 §4.8.2): each message published on the topic goes to
+    exactly one of them, with the QoS granted [MQTT-4.8.2-3]."""
+    topic, group = new_topic(), f"g{secrets.token_hex(3)}"
+    members = [clients(v5_port), clients(v5_port)]
+    for member in members:
+        member.connect()
+        assert [code.value for code in member.subscribe((f"$share/{group}/{topic}", 1))] == [1]
+    publisher = clients(v5_port)
+    publisher.connect()
+    sent = [b"m-%d" % n for n in range(10)]
+    for payload in sent:
+        assert publisher.publish(topic, payload, 1)[0].value == 0
+    got: list[tuple[bytes, int]] = []
+
+    def all_ten() -> bool:
+        for member in members:
+            while not member.messages.empty():
+                message = member.messages.get()
+                got.append((message.payload, message.qos))
+        return len(got) >= len(sent)
+
+    wait_for(all_ten, what="ten messages across the group")
+    assert all(member.no_message(0.5) for member in members), "a message went to both members"
+    assert sorted(got) == sorted((payload, 1) for payload in sent)
 
 
 # What the broker does not take ------------------------------------------------------------------------
@@ -270,6 +328,7 @@ def test_packet_over_the_maximum_gets_disconnect_0x95_MQTT_3_2_2_15(open_stack: 
 # Subscription options ---------------------------------------------------------------------------------
 
 
+@OVER_TCP_AND_WS
 def test_no_local_keeps_a_clients_own_messages_from_it_MQTT_3_8_3_3(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -285,6 +344,7 @@ def test_no_local_keeps_a_clients_own_messages_from_it_MQTT_3_8_3_3(
     assert me.no_message(1.0)
 
 
+@OVER_TCP_AND_WS
 def test_retain_as_published_keeps_the_retain_flag_MQTT_3_3_1_12_13(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from paho.mqtt.packettypes import PacketTypes
 
 from tests.helpers import Stack, _Lines
-from tests.mqtt5 import V5Client, new_topic, props, raw_connect
+from tests.mqtt5 import (
+    OVER_TCP_AND_WS,
+    SWITCHBOARD_OVER_TCP_AND_WS,
+    V5Client,
+    new_topic,
+    props,
+    raw_connect,
+)
 from tests.rawmqtt import CONNACK, DISCONNECT, PUBLISH, SUBACK, SUBSCRIBE, RawClient, packet
 
 Raw = Callable[[int], RawClient]
@@ -27,13 +34,15 @@ def _ids(client: V5Client) -> list[int]:
 # Subscription identifiers ------------------------------------------------------------------------------
 
 
+@SWITCHBOARD_OVER_TCP_AND_WS
 def test_connack_announces_subscription_identifiers_and_topic_alias_maximum_MQTT_3_2_2(
-    open_stack: Stack, clients: Callable[..., V5Client]
+    v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
-    _flags, _reason, connack = clients(open_stack.mqtt_port).connect()
+    _flags, _reason, connack = clients(v5_port).connect()
     assert connack.SubscriptionIdentifierAvailable == 1 and connack.TopicAliasMaximum == 16
 
 
+@OVER_TCP_AND_WS
 def test_publish_carries_the_subscription_identifier_MQTT_3_3_4_3(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -52,6 +61,7 @@ def test_publish_carries_the_subscription_identifier_MQTT_3_3_4_3(
     assert _ids(without) == []
 
 
+@OVER_TCP_AND_WS
 def test_overlapping_subscriptions_bring_every_identifier_MQTT_3_3_4_4_and_5(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -72,6 +82,7 @@ def test_overlapping_subscriptions_bring_every_identifier_MQTT_3_3_4_4_and_5(
     assert seen == [1, 300]
 
 
+@OVER_TCP_AND_WS
 def test_resubscribing_without_an_identifier_drops_it_MQTT_3_8_4_3(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
@@ -131,27 +142,10 @@ def test_mosquitto_sub_with_a_subscription_identifier_gets_its_messages_MQTT_3_8
         lines.close()
 
 
-def test_subscription_identifier_and_topic_alias_over_websocket_MQTT_3_3_4_3_and_3_3_2_12(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
-    """The same over MQTT over WebSocket (paho, transport="websockets"): the identifier comes with the message,
-    and an aliased PUBLISH with an empty topic reaches it."""
-    topic = new_topic()
-    subscriber = clients(open_stack.ws_port, websocket=True)
-    subscriber.connect()
-    subscriber.subscribe((topic, 1), properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=42))
-    publisher = clients(open_stack.ws_port, websocket=True)
-    publisher.connect()
-    publisher.publish(topic, b"set", 1, props(PacketTypes.PUBLISH, TopicAlias=1))
-    publisher.publish("", b"used", 1, props(PacketTypes.PUBLISH, TopicAlias=1))
-    got = [subscriber.message(), subscriber.message()]
-    assert [(m.topic, m.payload) for m in got] == [(topic, b"set"), (topic, b"used")]
-    assert [list(m.properties.SubscriptionIdentifier) for m in got] == [[42], [42]]
-
-
 # Topic aliases, client to broker -----------------------------------------------------------------------
 
 
+@OVER_TCP_AND_WS
 def test_topic_alias_set_then_used_with_an_empty_topic_MQTT_3_3_2_12(
     v5_port: int, clients: Callable[..., V5Client]
 ) -> None:

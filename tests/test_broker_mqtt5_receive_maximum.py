@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from broker.v5 import RECEIVE_MAXIMUM
 from tests.helpers import Stack
-from tests.mqtt5 import V5Client, new_topic, raw_connect
+from tests.mqtt5 import SWITCHBOARD_OVER_TCP_AND_WS, V5Client, new_topic, raw_connect
 from tests.rawmqtt import CONNACK, DISCONNECT, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient, packet
 
 RECEIVE_MAXIMUM_EXCEEDED = 0x93
@@ -21,10 +21,9 @@ def _qos2(topic: str, packet_id: int) -> bytes:
     return packet(PUBLISH, 2 << 1, body)
 
 
-def test_connack_announces_the_receive_maximum_MQTT_3_2_2_3_3(
-    open_stack: Stack, clients: Callable[..., V5Client]
-) -> None:
-    _flags, _reason, connack = clients(open_stack.mqtt_port).connect()
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_connack_announces_the_receive_maximum_MQTT_3_2_2_3_3(v5_port: int, clients: Callable[..., V5Client]) -> None:
+    _flags, _reason, connack = clients(v5_port).connect()
     assert connack.ReceiveMaximum == RECEIVE_MAXIMUM
 
 

@@ -20,7 +20,13 @@ from paho.mqtt.properties import Properties
 
 from tests.conftest import Users
 from tests.helpers import Stack
-from tests.mqtt5 import TIMEOUT, V5Client, new_topic, props
+from tests.mqtt5 import (
+    OVER_TCP_AND_WS,
+    TIMEOUT,
+    V5Client,
+    new_topic,
+    props,
+)
 
 Clients = Callable[..., V5Client]
 
@@ -60,6 +66,7 @@ class V311Client:
         self.client.loop_stop()
 
 
+@OVER_TCP_AND_WS
 def test_will_message_expiry_counts_from_its_publish_MQTT_3_1_3_2_4(v5_port: int, clients: Clients) -> None:
     """The will's Message Expiry Interval [MQTT 5.0 §3.1.3.2.4] is its lifetime once published: a will with 2 s
     queued for an offline subscriber is not delivered after 3 s [MQTT-3.3.2-5]; one with 600 s arrives with the
@@ -160,6 +167,7 @@ def test_takeover_publishes_the_will_of_a_v5_client_without_will_delay_MQTT_3_1_
     assert _will_after_takeover(port, clients, delay=0, clean_start=False, wait=5.0) == expected
 
 
+@OVER_TCP_AND_WS
 def test_takeover_within_the_will_delay_publishes_no_will_MQTT_3_1_3_9(v5_port: int, clients: Clients) -> None:
     """A will with a Will Delay Interval of 2 s, its client taken over by a new connection to the same session
     (Clean Start 0): "If a new Network Connection to this Session is made before the Will Delay Interval has
