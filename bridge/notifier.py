@@ -143,9 +143,12 @@ class Notifier:
         try:
             problems = await asyncio.gather(*(self._post(client, batch) for batch in batches))
             done = [batch.id for batch, problem in zip(batches, problems, strict=True) if problem is None]
-            retry = [self._failed(batch, problem) for batch, problem in zip(batches, problems, strict=True) if problem]
+            failed = [(batch, problem) for batch, problem in zip(batches, problems, strict=True) if problem]
+            retry = [(batch.id, self._backoff(batch)) for batch, _ in failed]
             await self._database.call(partial(batching.mark_sent, self._engine, done))
             await self._database.call(partial(batching.mark_failed, self._engine, retry))
+            for batch, problem in failed:  # logged once recorded: a stop right after the line loses no attempt
+                self._log_failure(batch, problem)
             sent.append(len(done))
         finally:
             posting.release()
@@ -166,16 +169,17 @@ class Notifier:
             return f"the webhook did not answer ({type(exc).__name__}: {exc})"
         return None if answer.is_success else f"the webhook answered {answer.status_code}"
 
-    def _failed(self, batch: Batch, problem: str) -> tuple[str, float]:
-        """Log a failed attempt; the batch's id and the delay before the next one."""
-        delay = min(2.0**batch.attempts, self._settings.max_backoff_seconds)
+    def _backoff(self, batch: Batch) -> float:
+        """Seconds before the next attempt at a batch that failed."""
+        return min(2.0**batch.attempts, self._settings.max_backoff_seconds)
+
+    def _log_failure(self, batch: Batch, problem: str) -> None:
         log.warning(
             "notifications: %s for user=%s (batch %s, attempt %d); retrying in %.0fs",
             problem,
             batch.user,
             batch.id,
             batch.attempts + 1,
-            delay,
+            self._backoff(batch),
             extra={"user": batch.user},
         )
-        return batch.id, delay
