@@ -21,7 +21,9 @@ connection (through ``serve``'s documented ``create_connection`` hook).
 
 Per-message compression is off (MQTT payloads are small or already compressed; deflate costs a
 context per connection), websockets' own pings are off (MQTT keep-alive does that job), and one frame
-may hold at most one packet of ``max_packet_bytes`` (plus its 5-byte fixed header).
+may hold at most two packets of ``max_packet_bytes`` (with their 5-byte fixed headers): a packet over the
+maximum but within that reaches the protocol, which refuses it as over TCP (MQTT 5: DISCONNECT 0x95); a
+bigger frame is closed with 1009 "message too big".
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ SUBPROTOCOL = Subprotocol("mqtt")
 UNSUPPORTED_DATA = 1003
 #: A fixed header (type byte and up to four length bytes) on top of the largest packet body.
 FIXED_HEADER_BYTES = 5
+#: How many of the largest packets one received frame may hold (see the module docstring).
+PACKETS_PER_FRAME = 2
 #: Default write-buffer marks, as asyncio's own transports.
 HIGH_WATER, LOW_WATER = 64 * 1024, 16 * 1024
 #: The largest frame sent; a bigger burst of writes is cut into frames of this size.
@@ -327,7 +331,7 @@ async def serve_websocket(
         ping_interval=None,
         close_timeout=close_timeout,
         create_connection=TcpKeepingConnection,
-        max_size=max_packet_bytes + FIXED_HEADER_BYTES,
+        max_size=PACKETS_PER_FRAME * (max_packet_bytes + FIXED_HEADER_BYTES),
         max_queue=MAX_QUEUED_FRAMES,
         server_header=None,
         logger=QuietLog(log),

@@ -418,16 +418,19 @@ def test_a_client_vanishing_without_a_close_frame_is_an_error_once() -> None:
     run(scenario)
 
 
-def test_a_frame_larger_than_a_packet_is_refused() -> None:
+def test_a_frame_larger_than_two_packets_is_refused() -> None:
+    """A frame may hold two of the largest packets (a packet over the maximum within that reaches the protocol,
+    which refuses it as over TCP); a bigger one is closed with 1009."""
+
     async def scenario() -> None:
         listener, made = await listening(max_packet_bytes=1024)
         async with client(listener) as ws:
-            await ws.send(b"z" * (1024 + 5))  # the largest packet with its fixed header: allowed
+            await ws.send(b"z" * 2 * (1024 + 5))  # two of the largest packets with their fixed headers: allowed
             await made[0].until(lambda: made[0].chunks)
-            await ws.send(b"z" * (1024 + 6))
+            await ws.send(b"z" * (2 * (1024 + 5) + 1))
             assert await closed(ws) == 1009  # message too big
         await ended(listener)
-        assert [len(c) for c in made[0].chunks] == [1029]
+        assert [len(c) for c in made[0].chunks] == [2058]
         assert len(made[0].lost) == 1 and isinstance(made[0].lost[0], ConnectionResetError)
 
     run(scenario)
