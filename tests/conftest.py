@@ -202,13 +202,21 @@ def open_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert running.stop() == 0, running.output()
 
 
-@pytest.fixture
-def raw() -> Iterator[Callable[[int], RawClient]]:
-    """Makes raw MQTT clients and closes every one of them after the test."""
-    clients: list[RawClient] = []
+def over_websocket(request: pytest.FixtureRequest) -> bool:
+    """Whether the test runs with ``v5_port`` "switchboard-ws" (``tests.mqtt5.OVER_TCP_AND_WS``)."""
+    callspec = getattr(request.node, "callspec", None)
+    return callspec is not None and callspec.params.get("v5_port") == "switchboard-ws"
 
-    def make(port: int) -> RawClient:
-        client = RawClient(port)
+
+@pytest.fixture
+def raw(request: pytest.FixtureRequest) -> Iterator[Callable[..., RawClient]]:
+    """Makes raw MQTT clients and closes every one of them after the test; over WebSocket by default when the
+    test runs with ``v5_port`` "switchboard-ws", as ``clients``."""
+    clients: list[RawClient] = []
+    over_ws = over_websocket(request)
+
+    def make(port: int, *, websocket: bool = over_ws) -> RawClient:
+        client = RawClient(port, websocket=websocket)
         clients.append(client)
         return client
 
@@ -257,8 +265,7 @@ def clients(request: pytest.FixtureRequest) -> Iterator[Callable[..., V5Client]]
     """Makes paho-mqtt MQTT 5 clients (tests/mqtt5.py) and closes every one of them after the test; over
     WebSocket by default when the test runs with ``v5_port`` "switchboard-ws" (``tests.mqtt5.OVER_TCP_AND_WS``)."""
     made: list[V5Client] = []
-    callspec = getattr(request.node, "callspec", None)
-    over_ws = callspec is not None and callspec.params.get("v5_port") == "switchboard-ws"
+    over_ws = over_websocket(request)
 
     def make(
         port: int,

@@ -1,5 +1,10 @@
 """A deliberately minimal MQTT 3.1.1 client over a plain socket, for tests that must control every byte:
 withholding acknowledgements, sending malformed packets, going silent. Not for production use.
+
+``RawClient(port, websocket=True)`` carries the same bytes over MQTT over WebSocket (path /mqtt, subprotocol
+"mqtt", one binary frame per ``send``) through the ``websockets`` library's public sync client. Either way the
+bytes received go into one buffer the packets are read from (a frame may hold part of a packet or several),
+and a connection closed by the broker reads as None.
 """
 
 from __future__ import annotations
@@ -8,6 +13,11 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
@@ -94,16 +104,52 @@ class Packet:
         return self.body[2 + n + (2 if self.qos else 0) :]
 
 
-class RawClient:
-    """One TCP connection speaking MQTT by hand."""
+#: How long closing a WebSocket waits for the broker's close frame (a test's teardown must not hang on it).
+WS_CLOSE_TIMEOUT = 2.0
 
-    def __init__(self, port: int, *, timeout: float = 10.0) -> None:
+
+class RawClient:
+    """One TCP connection, or one WebSocket (``websocket=True``), speaking MQTT by hand."""
+
+    def __init__(self, port: int, *, timeout: float = 10.0, websocket: bool = False) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.websocket: ClientConnection | None = None
+        self._timeout: float | None = timeout
+        if websocket:
+            self.websocket = ws_connect(
+                f"ws://127.0.0.1:{port}/mqtt",
+                sock=self.sock,
+                subprotocols=[Subprotocol("mqtt")],
+                compression=None,
+                open_timeout=timeout,
+                close_timeout=WS_CLOSE_TIMEOUT,
+                max_size=None,
+            )
         self._buffer = b""
         self._next_id = 0
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        """``data`` as it is: over WebSocket in one binary frame."""
+        if self.websocket is not None:
+            self.websocket.send(data)
+        else:
+            self.sock.sendall(data)
+
+    def _receive(self) -> bytes:
+        """The next bytes from the broker; b"" when it closed the connection; TimeoutError after the timeout."""
+        if self.websocket is None:
+            try:
+                return self.sock.recv(65536)
+            except TimeoutError:
+                raise
+            except OSError:  # reset by the broker
+                return b""
+        try:
+            message = self.websocket.recv(timeout=self._timeout)
+        except ConnectionClosed:
+            return b""
+        assert isinstance(message, bytes), f"text frame from the broker: {message!r}"
+        return message
 
     def connect(self, client_id: str, user: str | None = None, password: str | None = None, **kwargs: object) -> Packet:
         """Send CONNECT and return the CONNACK (body: session-present flag, return code)."""
@@ -143,10 +189,16 @@ class RawClient:
 
     def disconnect(self) -> None:
         self.send(packet(DISCONNECT, 0, b""))
-        self.sock.close()
+        self.close()
 
     def drop(self) -> None:
-        """Vanish without DISCONNECT (the network died)."""
+        """Vanish without DISCONNECT (the network died): over WebSocket, without a close frame either."""
+        if self.websocket is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the WebSocket's reader thread
+            except OSError:
+                pass
+            self.websocket.close()  # finds the socket gone: nothing more is sent
         self.sock.close()
 
     def _id(self) -> int:
@@ -156,17 +208,14 @@ class RawClient:
     def read(self, timeout: float | None = None) -> Packet | None:
         """The next packet, or None when the broker closed the connection."""
         if timeout is not None:
-            self.sock.settimeout(timeout)
+            self._timeout = timeout
+            if self.websocket is None:
+                self.sock.settimeout(timeout)
         while True:
             parsed = self._parse()
             if parsed is not None:
                 return parsed
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                raise
-            except OSError:  # reset by the broker
-                return None
+            chunk = self._receive()
             if not chunk:
                 return None
             self._buffer += chunk
@@ -251,4 +300,7 @@ class RawClient:
         return found
 
     def close(self) -> None:
+        """Close the connection (over WebSocket with a close frame, when the broker is still there)."""
+        if self.websocket is not None:
+            self.websocket.close()
         self.sock.close()

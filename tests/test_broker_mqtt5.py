@@ -36,7 +36,7 @@ from tests.rawmqtt import (
     packet,
 )
 
-Raw = Callable[[int], RawClient]
+Raw = Callable[..., RawClient]
 SESSION_TAKEN_OVER, KEEP_ALIVE_TIMEOUT, MALFORMED = 0x8E, 0x8D, 0x81
 AUTH = 15  # the packet type
 
@@ -83,10 +83,11 @@ def test_authentication_method_gets_connack_0x8C(v5_port: int, clients: Callable
     assert reason.value == 0x8C and "not supported" in connack.ReasonString
 
 
-def test_auth_without_an_authentication_method_gets_disconnect_0x82_MQTT_4_12_0_7(open_stack: Stack, raw: Raw) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_auth_without_an_authentication_method_gets_disconnect_0x82_MQTT_4_12_0_7(v5_port: int, raw: Raw) -> None:
     """A client whose CONNECT had no Authentication Method must not send AUTH [MQTT-4.12.0-7]: one that does gets
     DISCONNECT 0x82 "protocol error" (raw bytes: paho sends no AUTH)."""
-    client = raw(open_stack.mqtt_port)
+    client = raw(v5_port)
     client.send(raw_connect(f"auth-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     client.send(packet(AUTH, 0, b"\x18\x00"))  # Continue Authentication, no properties
@@ -271,10 +272,11 @@ def test_broker_topics_get_0x87_MQTT_3_4_2(v5_port: int, clients: Callable[..., 
     assert client.message().payload == b"after"
 
 
-def test_pubrec_refusal_ends_the_qos2_exchange_MQTT_4_3_3(open_stack: Stack, raw: Raw) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_pubrec_refusal_ends_the_qos2_exchange_MQTT_4_3_3(v5_port: int, raw: Raw) -> None:
     """PUBREC 0x87 ends the exchange [MQTT 5.0 §4.3.3]: a PUBREL for it gets PUBCOMP 0x92 "packet identifier
     not found" (paho 2.2 ignores PUBREC's reason code and sends PUBREL anyway, hence raw bytes)."""
-    client = raw(open_stack.mqtt_port)
+    client = raw(v5_port)
     client.send(raw_connect(f"qos2-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     client.send(packet(PUBLISH, 4, struct.pack("!H", 8) + b"$SYS/bad" + b"\x00\x07" + b"\x00" + b"x"))
@@ -370,14 +372,15 @@ def test_no_keep_alive_gets_a_server_keep_alive_MQTT_3_2_2_21(v5_port: int, clie
     assert not hasattr(connack, "ServerKeepAlive")
 
 
-def test_server_keep_alive_is_enforced_MQTT_3_2_2_21(tmp_path: Path, raw: Raw) -> None:
+@TRANSPORTS
+def test_server_keep_alive_is_enforced_MQTT_3_2_2_21(tmp_path: Path, raw: Raw, websocket: bool) -> None:
     """With mqtt.max_keep_alive_seconds 1, a client asking for 60 s is told 1 and, silent, gets DISCONNECT 0x8D
     (keep-alive timeout) after 1.5 s [MQTT-3.1.2-22]."""
     stack = start_stack(
         f"sqlite:///{tmp_path}/keepalive.db", tmp_path, **OPEN_LIMITS, SWITCHBOARD_MQTT__MAX_KEEP_ALIVE_SECONDS="1"
     )
     try:
-        client = raw(stack.mqtt_port)
+        client = raw(port_of(stack, websocket), websocket=websocket)
         client.send(raw_connect(f"silent-{secrets.token_hex(3)}", keepalive=60))
         connack = client.expect(CONNACK).body
         assert connack[1] == 0 and b"\x13\x00\x01" in connack[2:]  # Server Keep Alive (0x13) = 1

@@ -57,17 +57,19 @@ def test_takeover_sends_disconnect_0x8E_MQTT_3_1_4_3(v5_port: int, clients: Call
     assert reason.value == SESSION_TAKEN_OVER
 
 
-def test_keep_alive_timeout_sends_disconnect_0x8D_MQTT_3_1_2_22(open_stack: Stack, raw: Raw) -> None:
-    client = raw(open_stack.mqtt_port)
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_keep_alive_timeout_sends_disconnect_0x8D_MQTT_3_1_2_22(v5_port: int, raw: Raw) -> None:
+    client = raw(v5_port)
     client.send(raw_connect(f"silent-{secrets.token_hex(3)}", keepalive=1))
     assert client.expect(CONNACK).body[1] == 0
     got = client.expect(DISCONNECT, timeout=20)
     assert got.body[0] == KEEP_ALIVE_TIMEOUT
 
 
-def test_malformed_property_gets_disconnect_0x81_MQTT_1_5_4_1(open_stack: Stack, raw: Raw) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_malformed_property_gets_disconnect_0x81_MQTT_1_5_4_1(v5_port: int, raw: Raw) -> None:
     """A PUBLISH whose Content Type is ill-formed UTF-8: DISCONNECT 0x81, then the connection closes."""
-    client = raw(open_stack.mqtt_port)
+    client = raw(v5_port)
     client.send(raw_connect(f"bad-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     bad_props = b"\x05\x03\x00\x02\xff\xfe"
@@ -105,6 +107,7 @@ def _raw_subscribe(client: RawClient, topic_filter: str, options: int) -> bytes:
     return client.expect(SUBACK).body
 
 
+@OVER_TCP_AND_WS
 def test_receive_maximum_bounds_unacknowledged_messages_MQTT_3_3_4_9(
     v5_port: int, raw: Raw, clients: Callable[..., V5Client]
 ) -> None:
@@ -315,10 +318,11 @@ def test_shared_subscription_gives_each_message_to_one_member_MQTT_4_8_2(
 # What the broker does not take ------------------------------------------------------------------------
 
 
-def test_packet_over_the_maximum_gets_disconnect_0x95_MQTT_3_2_2_15(open_stack: Stack, raw: Raw) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_packet_over_the_maximum_gets_disconnect_0x95_MQTT_3_2_2_15(v5_port: int, raw: Raw) -> None:
     """A PUBLISH over the Maximum Packet Size the broker announced (mqtt.max_packet_bytes, 2048 here):
     DISCONNECT 0x95 "packet too large" [MQTT 5.0 §4.13.2]."""
-    client = raw(open_stack.mqtt_port)
+    client = raw(v5_port)
     client.send(raw_connect(f"big-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     client.send(packet(PUBLISH, 0, struct.pack("!H", 3) + b"a/b" + b"\x00" + b"x" * 3000))

@@ -98,9 +98,10 @@ def test_resubscribing_without_an_identifier_drops_it_MQTT_3_8_4_3(
     assert _ids(client) == []
 
 
-def test_subscription_identifier_0_gets_disconnect_0x82_MQTT_3_8_2_1(open_stack: Stack, raw: Raw) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_subscription_identifier_0_gets_disconnect_0x82_MQTT_3_8_2_1(v5_port: int, raw: Raw) -> None:
     """paho refuses to send identifier 0, so raw bytes: DISCONNECT 0x82 "protocol error", then the close."""
-    client = raw(open_stack.mqtt_port)
+    client = raw(v5_port)
     client.send(raw_connect(f"id0-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     body = struct.pack("!H", 1) + b"\x02\x0b\x00" + struct.pack("!H", 3) + b"a/b" + b"\x01"
@@ -109,10 +110,11 @@ def test_subscription_identifier_0_gets_disconnect_0x82_MQTT_3_8_2_1(open_stack:
     assert client.read(10) is None
 
 
+@SWITCHBOARD_OVER_TCP_AND_WS
 def test_subscription_identifier_from_a_client_in_publish_is_a_protocol_error_MQTT_3_3_4_6(
-    open_stack: Stack, raw: Raw
+    v5_port: int, raw: Raw
 ) -> None:
-    client = raw(open_stack.mqtt_port)
+    client = raw(v5_port)
     client.send(raw_connect(f"idpub-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     client.send(packet(PUBLISH, 0, struct.pack("!H", 3) + b"a/b" + b"\x02\x0b\x05" + b"x"))
@@ -189,19 +191,21 @@ def test_topic_alias_is_per_connection_MQTT_3_3_2_7(open_stack: Stack, raw: Raw)
     assert first.expect(SUBACK).body[:2] == struct.pack("!H", 9)
 
 
-def test_topic_alias_0_gets_disconnect_0x94_MQTT_3_3_2_8(open_stack: Stack, raw: Raw) -> None:
-    client = raw(open_stack.mqtt_port)
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_topic_alias_0_gets_disconnect_0x94_MQTT_3_3_2_8(v5_port: int, raw: Raw) -> None:
+    client = raw(v5_port)
     client.send(raw_connect(f"alias0-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     client.send(packet(PUBLISH, 0, struct.pack("!H", 3) + b"a/b" + b"\x03\x23\x00\x00" + b"x"))
     assert client.expect(DISCONNECT).body[0] == TOPIC_ALIAS_INVALID
 
 
+@SWITCHBOARD_OVER_TCP_AND_WS
 def test_topic_alias_over_the_maximum_gets_disconnect_0x94_MQTT_3_3_2_9(
-    open_stack: Stack, clients: Callable[..., V5Client]
+    v5_port: int, clients: Callable[..., V5Client]
 ) -> None:
     """paho sends alias 17 (it does not check the broker's Topic Alias Maximum of 16): DISCONNECT 0x94."""
-    client = clients(open_stack.mqtt_port)
+    client = clients(v5_port)
     client.connect()
     client.client.reconnect_delay_set(60, 120)
     client.client.publish(new_topic(), b"x", 0, properties=props(PacketTypes.PUBLISH, TopicAlias=17))
@@ -218,13 +222,14 @@ def _publish_topic_and_alias(body: bytes) -> tuple[str, bytes]:
     return body[2:end].decode(), body[end + 1 : end + 1 + body[end]]
 
 
+@SWITCHBOARD_OVER_TCP_AND_WS
 def test_broker_sends_topic_aliases_up_to_the_clients_maximum_MQTT_3_3_2_11(
-    open_stack: Stack, raw: Raw, clients: Callable[..., V5Client]
+    v5_port: int, raw: Raw, clients: Callable[..., V5Client]
 ) -> None:
     """A client announcing Topic Alias Maximum 1: the first PUBLISH on a topic carries topic and alias 1, the
     next an empty topic and alias 1; a second topic (past its maximum) comes with its name and no alias."""
     first, second = new_topic(), new_topic()
-    client = raw(open_stack.mqtt_port)
+    client = raw(v5_port)
     client.send(raw_connect(f"aliasout-{secrets.token_hex(3)}", properties=b"\x03\x22\x00\x01"))
     assert client.expect(CONNACK).body[1] == 0
     for index, topic in enumerate((first, second), start=1):
@@ -235,7 +240,7 @@ def test_broker_sends_topic_aliases_up_to_the_clients_maximum_MQTT_3_3_2_11(
             )
         )
         client.expect(SUBACK)
-    publisher = clients(open_stack.mqtt_port)
+    publisher = clients(v5_port)
     publisher.connect()
     for topic in (first, first, second):
         publisher.publish(topic, b"m", 1)

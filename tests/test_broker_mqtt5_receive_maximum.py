@@ -9,7 +9,6 @@ import struct
 from collections.abc import Callable
 
 from broker.v5 import RECEIVE_MAXIMUM
-from tests.helpers import Stack
 from tests.mqtt5 import SWITCHBOARD_OVER_TCP_AND_WS, V5Client, new_topic, raw_connect
 from tests.rawmqtt import CONNACK, DISCONNECT, PUBCOMP, PUBLISH, PUBREC, PUBREL, RawClient, packet
 
@@ -27,12 +26,13 @@ def test_connack_announces_the_receive_maximum_MQTT_3_2_2_3_3(v5_port: int, clie
     assert connack.ReceiveMaximum == RECEIVE_MAXIMUM
 
 
+@SWITCHBOARD_OVER_TCP_AND_WS
 def test_more_unacknowledged_publishes_than_the_receive_maximum_get_disconnect_0x93_MQTT_3_3_4_8(
-    open_stack: Stack, raw: Callable[[int], RawClient]
+    v5_port: int, raw: Callable[[int], RawClient]
 ) -> None:
     """QoS 2 PUBLISHes whose PUBREL never comes stay unacknowledged (no PUBCOMP). Up to the Receive Maximum they
     are fine; a PUBREL frees one slot; one more than the maximum gets DISCONNECT 0x93 and the connection closes."""
-    client, topic = raw(open_stack.mqtt_port), new_topic()
+    client, topic = raw(v5_port), new_topic()
     client.send(raw_connect(f"flood-{secrets.token_hex(3)}"))
     assert client.expect(CONNACK).body[1] == 0
     for packet_id in range(1, RECEIVE_MAXIMUM + 1):
