@@ -20,7 +20,7 @@ import httpx
 from switchboard.tables import Role
 from tests.conftest import DOOR_BURST, Users
 from tests.helpers import PahoClient, Stack, mosquitto_pub, run_mosquitto_pub, wait_for
-from tests.mqtt5 import V5Client
+from tests.mqtt5 import TRANSPORTS, V5Client, port_of
 
 
 def notices(client: PahoClient | list[Any], me: str) -> list[dict[str, Any]]:
@@ -101,16 +101,19 @@ def test_a_refused_message_reaches_no_one_and_the_sender_is_told_on_its_ack_topi
         receiver.close()
 
 
+@TRANSPORTS
 def test_mqtt5_refusals_carry_a_reason_code_and_a_notice(
-    stack: Stack, users: Users, clients: Callable[..., V5Client]
+    stack: Stack, users: Users, clients: Callable[..., V5Client], websocket: bool
 ) -> None:
+    """paho over TCP or WebSocket (``websocket``); mosquitto_pub over TCP in both runs (it speaks no WebSocket)."""
     alice, alice_pw = users.user("alice")
     bob, bob_pw = users.user("bob")
     team = users.group("team", [alice, bob])
-    receiver = clients(stack.mqtt_port, user=bob, password=bob_pw)
+    port = port_of(stack, websocket)
+    receiver = clients(port, user=bob, password=bob_pw, websocket=websocket)
     receiver.connect()
     receiver.subscribe((f"dm/{bob}/+", 1), (f"group/{team}/+", 1))
-    sender = clients(stack.mqtt_port, user=alice, password=alice_pw)
+    sender = clients(port, user=alice, password=alice_pw, websocket=websocket)
     sender.connect()
     sender.subscribe((f"ack/{alice}", 1))
     dm = f"dm/{bob}/{alice}"
@@ -158,18 +161,21 @@ def broker_metric(stack: Stack, sample: str) -> float:
     return float(found.group(1))
 
 
+@TRANSPORTS
 def test_over_its_rate_a_user_is_refused_and_others_are_not_slowed(
-    door_stack: Stack, door_users: Users, clients: Callable[..., V5Client]
+    door_stack: Stack, door_users: Users, clients: Callable[..., V5Client], websocket: bool
 ) -> None:
+    """The MQTT 5 flooder and receiver are paho over TCP or WebSocket (``websocket``); the 3.1.1 ones TCP."""
     alice, alice_pw = door_users.user("alice")
     carol, carol_pw = door_users.user("carol")
     bob, bob_pw = door_users.user("bob")
     team = door_users.group("team", [alice, bob, carol])
     before = broker_metric(door_stack, RATE_REFUSED)
-    receiver = clients(door_stack.mqtt_port, user=bob, password=bob_pw)
+    port = port_of(door_stack, websocket)
+    receiver = clients(port, user=bob, password=bob_pw, websocket=websocket)
     receiver.connect()
     receiver.subscribe((f"group/{team}/+", 1))
-    flooder = clients(door_stack.mqtt_port, user=alice, password=alice_pw)
+    flooder = clients(port, user=alice, password=alice_pw, websocket=websocket)
     flooder.connect()
     flooder.subscribe((f"ack/{alice}", 1))
     # A second connection of the same user shares its bucket (MQTT 3.1.1: PUBACK, no code; a notice).

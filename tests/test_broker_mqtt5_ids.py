@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from paho.mqtt.packettypes import PacketTypes
 
-from tests.helpers import Stack, _Lines
+from tests.helpers import _Lines
 from tests.mqtt5 import (
     OVER_TCP_AND_WS,
     SWITCHBOARD_OVER_TCP_AND_WS,
@@ -176,10 +176,11 @@ def test_mosquitto_pub_with_a_topic_alias_MQTT_3_3_2_12(v5_port: int, clients: C
     assert [(m.topic, m.payload) for m in (subscriber.message() for _ in range(3))] == [(topic, b"m")] * 3
 
 
-def test_topic_alias_is_per_connection_MQTT_3_3_2_7(open_stack: Stack, raw: Raw) -> None:
+@SWITCHBOARD_OVER_TCP_AND_WS
+def test_topic_alias_is_per_connection_MQTT_3_3_2_7(v5_port: int, raw: Raw) -> None:
     """An alias set on one connection means nothing on another: an empty topic with it is a protocol error
     (DISCONNECT 0x82)."""
-    first, second = raw(open_stack.mqtt_port), raw(open_stack.mqtt_port)
+    first, second = raw(v5_port), raw(v5_port)
     for client in (first, second):
         client.send(raw_connect(f"alias-{secrets.token_hex(3)}"))
         assert client.expect(CONNACK).body[1] == 0
