@@ -180,6 +180,7 @@ def test_a_message_with_one_second_forwarded_at_once_keeps_it_MQTT_3_3_2_6(
     assert (got.payload, got.properties.MessageExpiryInterval) == (b"now", 1)
 
 
+@OVER_TCP_AND_WS
 def test_expired_messages_are_not_delivered_and_the_rest_carry_the_time_left_MQTT_3_3_2_5_6(
     v5_port: int, raw: Raw, clients: Callable[..., V5Client]
 ) -> None:
@@ -230,6 +231,7 @@ def _connect_with_delayed_will(client_id: str, topic: str, delay: int) -> bytes:
     return packet(CONNECT, 0, body)
 
 
+@OVER_TCP_AND_WS
 def test_will_delay_no_will_when_the_client_is_back_in_time_MQTT_3_1_3_9(
     v5_port: int, raw: Raw, clients: Callable[..., V5Client]
 ) -> None:
