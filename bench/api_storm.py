@@ -223,13 +223,10 @@ def start_api(
     }
     if workers != 1:
         env["SWITCHBOARD_API__WORKERS"] = str(workers)
-    api = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "api"],
-        env=env,
-        cwd=workdir,
-        stdout=(workdir / "api.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with (workdir / "api.log").open("wb") as log:  # the child keeps its own descriptor
+        api = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "api"], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+        )
     METRICS_PORTS[api.pid] = metrics_port
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
