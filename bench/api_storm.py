@@ -140,6 +140,8 @@ class Storm:
             self.conversations[b].append(f"dm:{a}:{b}")
         self.latencies: list[float] = []
         self.kinds: Counter[str] = Counter()
+        #: The latencies by kind of request (sync, history); filled by :func:`replay` only.
+        self.by_kind: dict[str, list[float]] = {}
         #: Each phone's requests (paths) in the order it sent them, as the last round played them.
         self.played: dict[str, list[tuple[str, str]]] = {}
 
@@ -282,6 +284,12 @@ def hottest(raw: Path, top: int = 25) -> list[tuple[str, float]]:
     return [(frame, 100.0 * n / max(total, 1)) for frame, n in inclusive.most_common(top)]
 
 
+def percentile(latencies: list[float], share: float) -> float:
+    """The latency (seconds) under which ``share`` of ``latencies`` are, in milliseconds."""
+    ordered = sorted(latencies)
+    return round(ordered[min(int(len(ordered) * share), len(ordered) - 1)] * 1000, 1)
+
+
 def replay(
     binary: Path, base: str, storm: Storm, workdir: Path, *, concurrency: int, rounds: int
 ) -> tuple[float, float]:
@@ -296,7 +304,12 @@ def replay(
     if done.returncode != 0:
         raise RuntimeError(f"httpload failed ({done.returncode}): {done.stderr.strip()}")
     summary = json.loads(done.stdout)
-    storm.latencies = [int(line) / 1e9 for line in latencies.read_text().split()]
+    order = [kind for requests in storm.played.values() for kind, _ in requests]
+    storm.latencies, storm.by_kind = [], {kind: [] for kind in kinds}
+    for line in latencies.read_text().splitlines():
+        index, nanoseconds = line.split()
+        storm.latencies.append(int(nanoseconds) / 1e9)
+        storm.by_kind[order[int(index)]].append(int(nanoseconds) / 1e9)
     if summary["requests"] != len(storm.latencies) or summary["errors"]:
         raise RuntimeError(f"httpload: {summary}")
     storm.kinds = Counter({kind: n * rounds for kind, n in kinds.items()})
@@ -355,6 +368,7 @@ def measure(
         api.wait()
     requests = len(storm.latencies)
     latencies = sorted(storm.latencies)
+    by_kind = {f"{kind}_p99_ms": percentile(values, 0.99) for kind, values in storm.by_kind.items()}
     return {
         "workers": args.workers,
         "concurrency": args.concurrency,
@@ -363,7 +377,8 @@ def measure(
         "history_requests": storm.kinds["history"],
         "requests_per_second": round(requests / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "p99_ms": percentile(latencies, 0.99),
+        **by_kind,
         "server_within_50ms": round(within_50ms * 100, 1),
         "server_p99_at_most_ms": server_p99_bound * 1000,
         "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
@@ -432,6 +447,8 @@ def main() -> None:
                 f"{figures['server_p99_at_most_ms']:g} ms",
                 flush=True,
             )
+            if "sync_p99_ms" in figures:
+                print(f"{prefix}p99 by kind: sync {figures['sync_p99_ms']} ms, history {figures['history_p99_ms']} ms")
             if args.json:
                 print(json.dumps({"code": label or "this", **figures}))
         if args.py_spy is not None:

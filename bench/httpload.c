@@ -9,8 +9,8 @@
  * the next phone and sends its requests one after another (one outstanding per connection, as a phone does),
  * then takes the next phone; --rounds plays every phone that many times.
  * Every answer must be HTTP 200 with a Content-Length body; anything else is counted as an error.
- * OUT gets each request's latency in nanoseconds (CLOCK_MONOTONIC, from the first byte written to the last
- * byte of the answer read), one per line. At the end it prints one line of JSON:
+ * OUT gets each request's line number in FILE (from 0) and its latency in nanoseconds (CLOCK_MONOTONIC, from
+ * the first byte written to the last byte of the answer read), "line latency", one answer per line. At the end it prints one line of JSON:
  *   {"requests":..,"errors":..,"bytes":..,"elapsed_s":..,"cpu_s":..}   (cpu_s: its own user + system time)
  */
 #define _GNU_SOURCE
@@ -42,7 +42,7 @@ static Request *requests; static int nrequests;
 static Phone *phones; static int nphones;
 static Conn *conns; static int nconns = 16;
 static int port, rounds = 1, epfd, queued; /* queued: phones handed out so far, over all rounds */
-static uint64_t *latencies; static long done, errors, total; static uint64_t bytes;
+static uint64_t *latencies; static int *answered; static long done, errors, total; static uint64_t bytes;
 
 static uint64_t now_ns(void) {
     struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
@@ -131,6 +131,7 @@ static int on_readable(Conn *c) {
     int ok = 0;
     size_t used = complete(c, &ok);
     if (!used) return 1;
+    answered[done] = phones[c->phone].first + c->next;
     latencies[done++] = now_ns() - c->started;
     if (!ok) {
         errors++;
@@ -159,6 +160,7 @@ int main(int argc, char **argv) {
     load(file);
     total = (long)nrequests * rounds;
     latencies = malloc(sizeof(uint64_t) * total);
+    answered = malloc(sizeof(int) * total);
     if ((epfd = epoll_create1(0)) < 0) die("epoll_create1");
     conns = calloc(nconns, sizeof(Conn));
     for (int i = 0; i < nconns; i++) { conns[i].phone = -1; connect_one(&conns[i]); }
@@ -175,7 +177,7 @@ int main(int argc, char **argv) {
     double elapsed = (now_ns() - started) / 1e9;
     FILE *f = fopen(out, "w");
     if (!f) die(out);
-    for (long i = 0; i < done; i++) fprintf(f, "%lu\n", (unsigned long)latencies[i]);
+    for (long i = 0; i < done; i++) fprintf(f, "%d %lu\n", answered[i], (unsigned long)latencies[i]);
     fclose(f);
     struct rusage ru; getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
