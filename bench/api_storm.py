@@ -8,14 +8,22 @@ user's cursor (6,000 positions back: about 200 of its messages, so 2-3 pages of 
 ``next`` while ``more``), then pages each of its conversations' history (the newest page and the one
 before it, limit 50). One round (every user once) warms up; the next ``--rounds`` are measured.
 
-Prints requests per second, median and p99 latency (as the client sees them), and the CPU the API's
-processes spent per request (user + system time of the server process and its worker children, from psutil,
-i.e. /proc/<pid>/stat; the client's own CPU is not counted). The client is one Python process that spends
-more CPU per request than the API: on a busy machine its own event loop's delays are in its latencies, so it
-also prints the API's own answer times, from the API's request histogram (api/metrics.py, scraped before and
-after the measured rounds): the share answered within 50 ms and the bucket bound under which 99% were.
+The warm-up round is played by a Python client (httpx), which records every phone's requests as it sends them:
+the sync pages it got by following ``next`` and the history pages by following ``before``. The measured rounds
+replay exactly those requests (the database does not change during the run, so they are the same pages) with
+bench/httpload.c, a C generator (epoll, HTTP/1.1 keep-alive, one connection per concurrent phone, the request
+bytes built once), compiled here with ``cc -O2``: the Python client spends more CPU per request than the API
+(2.4-2.8 ms against 1.3) and would be the ceiling and put its own scheduling delays into the p99.
+``--client python`` measures with the Python client instead, for comparison.
+
+Prints requests per second, median and p99 latency (as the client sees them), the CPU the API's processes
+spent per request (user + system time of the server process and its worker children, from psutil, i.e.
+/proc/<pid>/stat; the client's own CPU is not counted) and the client's CPU per request and its share of one
+core. It also prints the API's own answer times, from the API's request histogram (api/metrics.py, scraped
+before and after the measured rounds): the share answered within 50 ms and the bucket bound under which 99% were.
 
     uv run python bench/api_storm.py [--rounds 3] [--concurrency 16] [--workers 1] [--py-spy out.txt]
+    uv run python bench/api_storm.py --client python   # the old Python client, for comparison
     uv run python bench/api_storm.py --before /tmp/before --pairs 3   # old code and this, alternating
 
 ``--before DIR`` runs the API from another source tree too (``git archive COMMIT | tar -x -C DIR``), the
@@ -24,8 +32,9 @@ two alternating ``--pairs`` times on the same database, so "before" and "after" 
 ``--py-spy FILE`` records the server with py-spy during the measured rounds (``--format raw``: collapsed
 stacks, one per line with its sample count) and prints the functions with the most samples.
 
-Needs a Postgres reachable as ``BENCH_PG_ADMIN_DSN`` (default: the local cluster's socket, as the current
-user, as scripts/test sets it up). Run by hand; results go in docs/performance.md.
+Needs cc (to build bench/httpload.c) and a Postgres reachable as ``BENCH_PG_ADMIN_DSN`` (default: the local
+cluster's socket, as the current user, as scripts/test sets it up). Run by hand; results go in
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.brokers import free_port  # noqa: E402
 from bench.database import BenchDatabase  # noqa: E402
+from bench.throughput import build_loadgen  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 
@@ -65,6 +75,7 @@ PER_CONVERSATION = 40  # 300 x 40 = 12,000 messages
 BEHIND = 6_000  # how many stream positions each phone missed
 #: The metrics port of each API process start_api started, by pid.
 METRICS_PORTS: dict[int, int] = {}
+HTTPLOAD = REPO / "bench" / "httpload.c"
 
 
 def users() -> list[str]:
@@ -129,8 +140,13 @@ class Storm:
             self.conversations[b].append(f"dm:{a}:{b}")
         self.latencies: list[float] = []
         self.kinds: Counter[str] = Counter()
+        #: The latencies by kind of request (sync, history); filled by :func:`replay` only.
+        self.by_kind: dict[str, list[float]] = {}
+        #: Each phone's requests (paths) in the order it sent them, as the last round played them.
+        self.played: dict[str, list[tuple[str, str]]] = {}
 
     async def _get(self, http: httpx.AsyncClient, user: str, path: str, kind: str) -> dict[str, object]:
+        self.played.setdefault(user, []).append((kind, path))
         started = time.perf_counter()
         answer = await http.get(path, headers={"Authorization": f"Bearer {self.tokens[user]}"})
         self.latencies.append(time.perf_counter() - started)
@@ -153,7 +169,19 @@ class Storm:
                 path = f"/v1/conversations/{conversation}/messages?limit=50&before={page['next']}"
                 await self._get(http, user, path, "history")
 
+    def write_requests(self, file: Path) -> Counter[str]:
+        """The requests of the last round, for bench/httpload.c (``phone<TAB>token<TAB>path`` per line, each
+        phone's lines together and in order); returns how many of each kind a round has."""
+        kinds: Counter[str] = Counter()
+        with file.open("w") as out:
+            for user, requests in self.played.items():
+                for kind, path in requests:
+                    out.write(f"{user}\t{self.tokens[user]}\t{path}\n")
+                    kinds[kind] += 1
+        return kinds
+
     async def round(self, concurrency: int) -> None:
+        self.played.clear()
         queue: asyncio.Queue[str] = asyncio.Queue()
         for user in self.tokens:
             queue.put_nowait(user)
@@ -197,13 +225,10 @@ def start_api(
     }
     if workers != 1:
         env["SWITCHBOARD_API__WORKERS"] = str(workers)
-    api = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "api"],
-        env=env,
-        cwd=workdir,
-        stdout=(workdir / "api.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with (workdir / "api.log").open("wb") as log:  # the child keeps its own descriptor
+        api = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "api"], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+        )
     METRICS_PORTS[api.pid] = metrics_port
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -259,10 +284,49 @@ def hottest(raw: Path, top: int = 25) -> list[tuple[str, float]]:
     return [(frame, 100.0 * n / max(total, 1)) for frame, n in inclusive.most_common(top)]
 
 
+def percentile(latencies: list[float], share: float) -> float:
+    """The latency (seconds) under which ``share`` of ``latencies`` are, in milliseconds."""
+    ordered = sorted(latencies)
+    return round(ordered[min(int(len(ordered) * share), len(ordered) - 1)] * 1000, 1)
+
+
+def replay(
+    binary: Path, base: str, storm: Storm, workdir: Path, *, concurrency: int, rounds: int
+) -> tuple[float, float]:
+    """Play the requests of the storm's last round ``rounds`` times with bench/httpload.c, ``concurrency``
+    connections; fills ``storm.latencies`` and ``storm.kinds`` and returns the generator's elapsed seconds and
+    CPU seconds (its user + system time)."""
+    requests, latencies = workdir / "storm-requests.txt", workdir / "storm-latencies.txt"
+    kinds = storm.write_requests(requests)
+    command = [str(binary), "--port", base.rpartition(":")[2], "--requests", str(requests)]
+    command += ["--latencies", str(latencies), "--connections", str(concurrency), "--rounds", str(rounds)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"httpload failed ({done.returncode}): {done.stderr.strip()}")
+    summary = json.loads(done.stdout)
+    order = [kind for requests in storm.played.values() for kind, _ in requests]
+    storm.latencies, storm.by_kind = [], {kind: [] for kind in kinds}
+    for line in latencies.read_text().splitlines():
+        index, nanoseconds = line.split()
+        storm.latencies.append(int(nanoseconds) / 1e9)
+        storm.by_kind[order[int(index)]].append(int(nanoseconds) / 1e9)
+    if summary["requests"] != len(storm.latencies) or summary["errors"]:
+        raise RuntimeError(f"httpload: {summary}")
+    storm.kinds = Counter({kind: n * rounds for kind, n in kinds.items()})
+    return float(summary["elapsed_s"]), float(summary["cpu_s"])
+
+
 def measure(
-    args: argparse.Namespace, url: str, workdir: Path, code: Path, storm: Storm, spy_file: Path | None
+    args: argparse.Namespace,
+    url: str,
+    workdir: Path,
+    code: Path,
+    storm: Storm,
+    spy_file: Path | None,
+    binary: Path | None,
 ) -> dict[str, float]:
-    """Start the API from ``code``, warm it up with one round, measure ``args.rounds``, stop it."""
+    """Start the API from ``code``, warm it up with one round (recording its requests), measure ``args.rounds``
+    with the C generator ``binary`` (None: with the Python client), stop it."""
     api, base = start_api(url, workdir, args.workers, code)
     spy = None
     try:
@@ -280,15 +344,18 @@ def measure(
         client_before = cpu_seconds(psutil.Process())
         histogram_before = server_histogram(api)
         started = time.perf_counter()
+        if binary is not None:
+            elapsed, client_cpu = replay(binary, base, storm, workdir, concurrency=args.concurrency, rounds=args.rounds)
+        else:
 
-        async def rounds() -> None:
-            for _ in range(args.rounds):
-                await storm.round(args.concurrency)
+            async def rounds() -> None:
+                for _ in range(args.rounds):
+                    await storm.round(args.concurrency)
 
-        asyncio.run(rounds())
-        elapsed = time.perf_counter() - started
+            asyncio.run(rounds())
+            elapsed = time.perf_counter() - started
+            client_cpu = cpu_seconds(psutil.Process()) - client_before
         cpu = cpu_seconds(server) - cpu_before
-        client_cpu = cpu_seconds(psutil.Process()) - client_before
         within_50ms, server_p99_bound = server_p99(histogram_before, server_histogram(api))
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -301,6 +368,7 @@ def measure(
         api.wait()
     requests = len(storm.latencies)
     latencies = sorted(storm.latencies)
+    by_kind = {f"{kind}_p99_ms": percentile(values, 0.99) for kind, values in storm.by_kind.items()}
     return {
         "workers": args.workers,
         "concurrency": args.concurrency,
@@ -309,11 +377,13 @@ def measure(
         "history_requests": storm.kinds["history"],
         "requests_per_second": round(requests / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "p99_ms": percentile(latencies, 0.99),
+        **by_kind,
         "server_within_50ms": round(within_50ms * 100, 1),
         "server_p99_at_most_ms": server_p99_bound * 1000,
         "api_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
         "client_cpu_ms_per_request": round(client_cpu * 1000 / requests, 2),
+        "client_cpu_share": round(client_cpu / elapsed, 2),
         "load_average": round(os.getloadavg()[0], 2),
     }
 
@@ -323,6 +393,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds (every user once per round)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="api.workers")
+    parser.add_argument(
+        "--client",
+        choices=["c", "python"],
+        default="c",
+        help="the measured rounds' client: bench/httpload.c (default) or the Python client of the warm-up",
+    )
     parser.add_argument(
         "--before",
         type=Path,
@@ -346,9 +422,11 @@ def main() -> None:
         pairs = conversation_pairs()
         tokens, head = load(database.dsn, pairs, random.Random(1))
         storm = Storm("", tokens, pairs, head)
+        binary = build_loadgen(workdir, HTTPLOAD) if args.client == "c" else None
         runs = [("before", args.before), ("after", REPO)] * args.pairs if args.before is not None else [("", REPO)]
         for label, code in runs:
-            figures = measure(args, database.url, workdir, code, storm, args.py_spy if label != "before" else None)
+            spy = args.py_spy if label != "before" else None
+            figures = measure(args, database.url, workdir, code, storm, spy, binary)
             prefix = f"{label}: " if label else ""
             print(
                 f"{prefix}{figures['requests']} requests ({figures['sync_requests']} sync pages, "
@@ -358,8 +436,9 @@ def main() -> None:
             print(
                 f"{prefix}{figures['requests_per_second']:.0f} requests/s, "
                 f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
-                f"API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request (the client's: "
-                f"{figures['client_cpu_ms_per_request']:.2f} ms; load average {figures['load_average']})",
+                f"API CPU {figures['api_cpu_ms_per_request']:.2f} ms per request (the {args.client} client's: "
+                f"{figures['client_cpu_ms_per_request']:.2f} ms, {figures['client_cpu_share']:.0%} of one core; "
+                f"load average {figures['load_average']})",
                 flush=True,
             )
             print(
@@ -368,6 +447,8 @@ def main() -> None:
                 f"{figures['server_p99_at_most_ms']:g} ms",
                 flush=True,
             )
+            if "sync_p99_ms" in figures:
+                print(f"{prefix}p99 by kind: sync {figures['sync_p99_ms']} ms, history {figures['history_p99_ms']} ms")
             if args.json:
                 print(json.dumps({"code": label or "this", **figures}))
         if args.py_spy is not None:

@@ -52,10 +52,11 @@ DEFAULT_RUNS = ["dm:100", "dm:1000", "dm:10000", "chat:1000", "idle:10000"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def build_loadgen(directory: Path) -> Path:
-    """Compile bench/loadgen.c with the system C compiler; the binary lives in ``directory``."""
-    binary = directory / "loadgen"
-    subprocess.run(["cc", "-O2", "-o", str(binary), str(SOURCE)], check=True)
+def build_loadgen(directory: Path, source: Path = SOURCE) -> Path:
+    """Compile ``source`` (bench/loadgen.c unless told) with the system C compiler; the binary, named after it,
+    lives in ``directory``."""
+    binary = directory / source.stem
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
     return binary
 
 
