@@ -13,11 +13,10 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
-from websockets.typing import Subprotocol
+if TYPE_CHECKING:  # imported where a WebSocket is opened: tests/test_import_graph.py runs this client inside the
+    from websockets.sync.client import ClientConnection  # broker's process, which loads websockets only for ws
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
@@ -116,6 +115,9 @@ class RawClient:
         self.websocket: ClientConnection | None = None
         self._timeout: float | None = timeout
         if websocket:
+            from websockets.sync.client import connect as ws_connect
+            from websockets.typing import Subprotocol
+
             self.websocket = ws_connect(
                 f"ws://127.0.0.1:{port}/mqtt",
                 sock=self.sock,
@@ -144,6 +146,8 @@ class RawClient:
                 raise
             except OSError:  # reset by the broker
                 return b""
+        from websockets.exceptions import ConnectionClosed
+
         try:
             message = self.websocket.recv(timeout=self._timeout)
         except ConnectionClosed:
