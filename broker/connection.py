@@ -195,8 +195,9 @@ class Connection(SessionOutbox):
                     self.reason,
                     extra={"client_id": session.client_id, "user": session.username},
                 )
-                taken_over = state is Close.TAKEN_OVER and self.v5 is not None  # MQTT 5.0 §3.1.4: its will goes
-                last_will = self.will if will or taken_over else None
+                # Taken over: the connection closes without the client's DISCONNECT, so its will goes [MQTT-3.1.2-8]
+                # (MQTT 5.0 §3.1.4 says so outright, as its Will Delay Interval says).
+                last_will = self.will if will or state is Close.TAKEN_OVER else None
                 last_will = will_delay.hold(self.hub, session, last_will, self.v5)  # its Will Delay Interval
                 await self.hub.disconnected(session, will=last_will, announce=state is not Close.TAKEN_OVER)
                 if self.v5 is not None:
@@ -210,8 +211,8 @@ class Connection(SessionOutbox):
             self._finished.set_result(None)
 
     async def take_over(self) -> None:
-        """Another connection with this client id arrived [MQTT-3.1.4-2]: close this one; an MQTT 5 client's will
-        is published as its Will Delay Interval says [MQTT 5.0 §3.1.4], a 3.1.1 client's is not."""
+        """Another connection with this client id arrived [MQTT-3.1.4-2]: close this one; its will is published
+        [MQTT-3.1.2-8], an MQTT 5 client's as its Will Delay Interval says [MQTT 5.0 §3.1.4]."""
         self.abort(Close.TAKEN_OVER, Close.TAKEN_OVER.value)
         await self.finished()
 

@@ -5,10 +5,10 @@
 - A zero-length client id with clean session 0 gets CONNACK 0x02 [MQTT-3.1.3-8]; a second CONNECT on
   one connection is a violation [MQTT-3.1.0-2]; protocol level 4 (3.1.1) is served here, level 5 (MQTT 5) by
   ``broker.connect_v5``, any other gets CONNACK 0x01 [MQTT-3.1.2-2].
-- A connection that takes over a client id (same user) closes the old one [MQTT-3.1.4-2]; a 3.1.1 client's will
-  is not published then (MQTT 3.1.1 says nothing of it there; Mosquitto 2.0.11 publishes none either; a phone
-  reconnecting over its half-open connection would otherwise flap its presence, 3.1.1 having no will delay),
-  an MQTT 5 client's is, as its Will Delay Interval says (``broker.will_delay``, MQTT 5.0 §3.1.4).
+- A connection that takes over a client id (same user) closes the old one [MQTT-3.1.4-2]; the old client's will
+  is published, its connection having closed without its DISCONNECT [MQTT-3.1.2-8] (Mosquitto 2.0.11 publishes
+  none; the spec decides), an MQTT 5 client's as its Will Delay Interval says (``broker.will_delay``, MQTT 5.0
+  §3.1.4). The chat's presence wills are the broker's own announcement, which a takeover does not change.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ delayed will kept in the state file across a broker restart.
   is back first [MQTT-3.1.3-9]. A graceful stop publishes none and leaves none.
 - A client taken over by a new connection with its client id [MQTT 5.0 §3.1.4]: an MQTT 5 client's will goes as
   the rules above say (the new connection cancels it within the delay, or publishes it as Clean Start ends the
-  session); a 3.1.1 client's is not published (``broker.handle_connect``).
+  session); a 3.1.1 client's is published at once [MQTT-3.1.2-8] (``broker.handle_connect``).
 """
 
 from __future__ import annotations
