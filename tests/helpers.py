@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -300,6 +301,16 @@ class PahoClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def chat_device(stack: Stack, user: tuple[str, str], *topics: str) -> PahoClient:
+    """One of ``user``'s devices (name, password) on ``stack``: a connected clean-session paho client subscribed
+    at QoS 1 to ``topics``."""
+    client = PahoClient(stack.mqtt_port, f"{user[0]}-{secrets.token_hex(3)}", *user, clean=True)
+    assert client.connect() == "Success"
+    for topic in topics:
+        assert client.subscribe(topic) == [1]
+    return client
 
 
 def service_metric(service: Service, name: str) -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,21 +15,13 @@ from PIL import Image
 
 from switchboard.tables import Role
 from tests.conftest import Users, stack_users
-from tests.helpers import MosquittoSub, PahoClient, Stack, mosquitto_pub, start_stack, wait_for
+from tests.helpers import MosquittoSub, PahoClient, Stack, chat_device, mosquitto_pub, start_stack, wait_for
 
 User = tuple[str, str]
 
 
 def _dm(a: str, b: str) -> str:
     return "dm:" + ":".join(sorted((a, b)))
-
-
-def _device(stack: Stack, user: User, *topics: str) -> PahoClient:
-    client = PahoClient(stack.mqtt_port, f"{user[0]}-{secrets.token_hex(3)}", *user, clean=True)
-    assert client.connect() == "Success"
-    for topic in topics:
-        assert client.subscribe(topic) == [1]
-    return client
 
 
 def _publish(client: PahoClient, topic: str, message: dict[str, Any]) -> None:
@@ -74,8 +65,8 @@ def test_replies_reactions_edits_and_unsends_live_in_history_sync_and_the_list(s
     team = users.group("team", [alice[0], bob[0], carol[0]])
     topic_of = {who[0]: f"group/{team}/{who[0]}" for who in (alice, bob, carol)}
     watcher = MosquittoSub(stack.mqtt_port, *carol, f"group/{team}/+")  # carol's phone: every payload live
-    alice_phone = _device(stack, alice, f"ack/{alice[0]}")
-    bob_phone = _device(stack, bob, f"ack/{bob[0]}")
+    alice_phone = chat_device(stack, alice, f"ack/{alice[0]}")
+    bob_phone = chat_device(stack, bob, f"ack/{bob[0]}")
     with stack.http(*carol) as http:
         start = http.get("/v1/sync").json()["next"]
     try:
@@ -158,8 +149,8 @@ def test_relations_the_server_refuses_get_a_notice_and_are_not_stored(stack: Sta
     alice, bob, carol = users.user("alice"), users.user("bob"), users.user("carol")
     dm, other = _dm(alice[0], bob[0]), _dm(alice[0], carol[0])
     to_bob, to_alice = f"dm/{bob[0]}/{alice[0]}", f"dm/{alice[0]}/{bob[0]}"
-    alice_phone = _device(stack, alice, f"ack/{alice[0]}")
-    bob_phone = _device(stack, bob, f"ack/{bob[0]}")
+    alice_phone = chat_device(stack, alice, f"ack/{alice[0]}")
+    bob_phone = chat_device(stack, bob, f"ack/{bob[0]}")
     with stack.http(*bob) as http:
         start = http.get("/v1/sync").json()["next"]
     try:
@@ -271,7 +262,7 @@ def strict_stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def test_an_edit_after_the_edit_window_is_refused(strict_stack: Stack) -> None:
     with stack_users(strict_stack) as users:
         alice, bob = users.user("alice"), users.user("bob")
-    phone = _device(strict_stack, alice, f"ack/{alice[0]}")
+    phone = chat_device(strict_stack, alice, f"ack/{alice[0]}")
     try:
         _publish(phone, f"dm/{bob[0]}/{alice[0]}", {"id": "m1", "body": "helo"})
         _reply_for(phone, alice[0], "m1")
@@ -301,8 +292,8 @@ def test_forwarding_a_received_file_and_unsend_revoking_it(stack: Stack, users: 
             for n in range(2)
         ]
     kept, unsent = photos
-    bob_phone = _device(stack, bob, f"ack/{bob[0]}")
-    mallory_phone = _device(stack, mallory, f"ack/{mallory[0]}")
+    bob_phone = chat_device(stack, bob, f"ack/{bob[0]}")
+    mallory_phone = chat_device(stack, mallory, f"ack/{mallory[0]}")
     inbox = MosquittoSub(stack.mqtt_port, *carol, f"dm/{carol[0]}/+")
     try:
         assert inbox.granted() == [1]

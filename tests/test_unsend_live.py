@@ -7,7 +7,6 @@ receivers are mosquitto_sub and paho."""
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 import httpx
@@ -16,17 +15,9 @@ from sqlmodel import col
 
 from switchboard.tables import LiveEvent, RejectedMessage, Role
 from tests.conftest import Users
-from tests.helpers import MosquittoSub, PahoClient, Stack, mosquitto_pub, wait_for
+from tests.helpers import MosquittoSub, PahoClient, Stack, chat_device, mosquitto_pub, wait_for
 
 User = tuple[str, str]
-
-
-def _device(stack: Stack, user: User, *topics: str) -> PahoClient:
-    client = PahoClient(stack.mqtt_port, f"{user[0]}-{secrets.token_hex(3)}", *user, clean=True)
-    assert client.connect() == "Success"
-    for topic in topics:
-        assert client.subscribe(topic) == [1]
-    return client
 
 
 def _history(http: httpx.Client, conversation: str) -> list[dict[str, Any]]:
@@ -62,7 +53,7 @@ def test_a_dm_unsent_through_rest_reaches_the_recipient_and_the_senders_other_de
     conversation = "dm:" + ":".join(sorted((alice[0], bob[0])))
     topic = f"dm/{bob[0]}/{alice[0]}"
     recipient = MosquittoSub(stack.mqtt_port, *bob, f"dm/{bob[0]}/+")
-    other_device = _device(stack, alice, f"dm/+/{alice[0]}", f"ack/{alice[0]}")
+    other_device = chat_device(stack, alice, f"dm/+/{alice[0]}", f"ack/{alice[0]}")
     try:
         assert recipient.granted() == [1]
         mosquitto_pub(stack.mqtt_port, *alice, topic, json.dumps({"id": "m1", "body": "sent to the wrong person"}))
@@ -104,7 +95,7 @@ def test_a_group_message_unsent_by_an_admin_reaches_the_members_live_under_its_s
     team = users.group("team", [alice[0], bob[0], carol[0]])
     conversation, topic = f"group:{team}", f"group/{team}/{bob[0]}"
     member = MosquittoSub(stack.mqtt_port, *carol, f"group/{team}/+")
-    other_device = _device(stack, bob, f"group/{team}/+", f"ack/{bob[0]}")
+    other_device = chat_device(stack, bob, f"group/{team}/+", f"ack/{bob[0]}")
     with stack.http(*carol) as http:
         start = http.get("/v1/sync").json()["next"]
     try:
