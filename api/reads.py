@@ -33,29 +33,17 @@ receipts = Receipt.__table__  # type: ignore[attr-defined]
 groups = Group.__table__  # type: ignore[attr-defined]
 directory_events = DirectoryEvent.__table__  # type: ignore[attr-defined]
 
-MESSAGE_COLUMNS = (
-    messages.c.conversation_id,
-    messages.c.seq,
-    messages.c.sender,
-    messages.c.client_msg_id,
-    messages.c.body,
-    messages.c.stored_at,
-    messages.c.attachments,
-    messages.c.stream_pos,
-    messages.c.relates_kind,
-    messages.c.relates_to_seq,
-    messages.c.edited_at,
-    messages.c.unsent_at,
-)
+#: A message row: what message_views reads (its ``reacted`` included), then the position in the stream.
+MESSAGE_COLUMNS = (*message_views.COLUMNS, messages.c.stream_pos)
 CURSOR_VERSION = "v1"
 MEMBERSHIP_CHANGES: dict[str, str] = {DirectoryChange.MEMBER_ADDED: "added", DirectoryChange.MEMBER_REMOVED: "removed"}
 JSON_OPTIONS = orjson.OPT_UTC_Z  # "...Z" for UTC, as pydantic writes it
 
 
 def messages_json(connection: Connection, rows: list[Any]) -> list[MessageView]:
-    """Message rows (MESSAGE_COLUMNS) as clients see them, for orjson: one more query when plain messages
-    are among them (their reactions), another when relations are."""
-    return message_views.views(connection, rows)
+    """Message rows (MESSAGE_COLUMNS) as clients see them, for orjson: one more query when some have
+    reactions, another when relations are among them."""
+    return message_views.views_of_rows(connection, rows)
 
 
 def dumps(content: dict[str, Any]) -> bytes:
@@ -199,7 +187,7 @@ def sync_page(engine: Engine, user: str, since: str | None, limit: int, *, inter
     conversations ``user`` reads and its groups."""
     with engine.connect() as connection:
         heads = {stream: 0 for stream in streams.ALL}
-        heads.update(connection.execute(HEADS).tuples().all())
+        heads.update((name, position) for name, position in connection.execute(HEADS))
         now = Cursor(heads[streams.MESSAGES], heads[streams.RECEIPTS], heads[streams.DIRECTORY])
         if since is None:
             content = {"messages": [], "receipts": [], "memberships": [], "next": str(now), "more": False}

@@ -4,7 +4,11 @@ A relation is a message of its own (switchboard.relations) and is shown as one, 
 its target by sender, client id and seq. Its target is shown as it is now: the newest text and
 ``edited_at`` after an edit; ``unsent`` with no body and no attachments after an unsend; and ``reactions``,
 each emoji with the users who reacted with it (in the order they first did), reactions unsent since left
-out. Two queries per call whatever the number of messages, none for the reactions of relations.
+out.
+
+At most two queries per call whatever the number of messages, and none for a page read with :data:`COLUMNS`
+that holds no relation and no message anyone reacted to (the usual page): one for the targets the relations
+name, one for the reactions to the messages :data:`REACTED` marks (every message, for ``Message`` objects).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, and_, bindparam, exists, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -49,33 +53,94 @@ class MessageView:
     reactions: dict[str, list[str]] = field(default_factory=dict)
 
 
-def views(session: Session | Connection, rows: Sequence[Any]) -> list[MessageView]:
-    """``rows`` (``Message`` objects, or Core rows with the same columns) as clients see them, in the same
-    order; ``session`` a Session or a Core connection."""
+#: The columns :func:`views_of_rows` reads from each row, in this order: a Core select of them (any further
+#: columns after) is the fast way in. ``reacted`` says whether some reaction (not unsent) names the message, so
+#: a page without reactions asks no second query for them.
+_reaction = Message.__table__.alias("reaction")  # type: ignore[attr-defined]
+REACTED = (
+    exists()
+    .where(
+        _reaction.c.conversation_id == col(Message.conversation_id),
+        _reaction.c.relates_to_seq == col(Message.seq),
+        _reaction.c.relates_to_seq.is_not(None),  # the partial index's condition, for SQLite's planner
+        _reaction.c.relates_kind == "reaction",
+        _reaction.c.unsent_at.is_(None),
+    )
+    .label("reacted")
+)
+COLUMNS = (
+    col(Message.conversation_id),
+    col(Message.seq),
+    col(Message.sender),
+    col(Message.client_msg_id),
+    col(Message.body),
+    col(Message.stored_at),
+    col(Message.attachments),
+    col(Message.relates_kind),
+    col(Message.relates_to_seq),
+    col(Message.edited_at),
+    col(Message.unsent_at),
+    REACTED,
+)
+WIDTH = len(COLUMNS)
+
+
+def views(session: Session | Connection, messages: Sequence[Message]) -> list[MessageView]:
+    """Stored messages (``Message`` objects) as clients see them, in the same order."""
+    rows = [
+        (
+            m.conversation_id,
+            m.seq,
+            m.sender,
+            m.client_msg_id,
+            m.body,
+            m.stored_at,
+            m.attachments,
+            m.relates_kind,
+            m.relates_to_seq,
+            m.edited_at,
+            m.unsent_at,
+            True,  # not known: ask
+        )
+        for m in messages
+    ]
+    return views_of_rows(session, rows)
+
+
+def views_of_rows(session: Session | Connection, rows: Sequence[Sequence[Any]]) -> list[MessageView]:
+    """Rows whose first columns are :data:`COLUMNS` as clients see them, in the same order. Unpacked by
+    position: a Core row's attributes by name cost several times more, per column, than the rest of a view."""
     if not rows:
         return []
-    targets = _targets(session, rows)
-    reactions = _reactions(session, rows)
+    page = [row[:WIDTH] for row in rows]
+    wanted = {(c, to_seq) for c, _, _, _, _, _, _, _, to_seq, _, _, _ in page if to_seq is not None}
+    targets = _targets(session, wanted) if wanted else {}
+    reacted = {
+        (c, seq)
+        for c, seq, _, _, _, _, _, kind, _, _, unsent_at, has in page
+        if has and unsent_at is None and kind in (None, "reply")
+    }
+    reactions = _reactions(session, reacted) if reacted else {}
     shown = []
-    for row in rows:
-        unsent = row.unsent_at is not None
+    for c, seq, sender, client_id, body, stored_at, attachments, kind, to_seq, edited_at, unsent_at, _ in page:
+        unsent = unsent_at is not None
         relation = None
-        if row.relates_kind is not None and row.relates_to_seq is not None:
-            sender, client_id = targets.get((row.conversation_id, row.relates_to_seq), ("", ""))
-            relation = RelationView(row.relates_kind, sender, client_id, row.relates_to_seq)
+        if kind is not None and to_seq is not None:
+            target_sender, target_id = targets.get((c, to_seq), ("", ""))
+            relation = RelationView(kind, target_sender, target_id, to_seq)
         shown.append(
             MessageView(
-                conversation=row.conversation_id,
-                seq=row.seq,
-                sender=row.sender,
-                id=row.client_msg_id,
-                body=None if unsent else row.body,
-                stored_at=row.stored_at,
-                attachments=[] if unsent else row.attachments.split(),
-                relates_to=relation,
-                edited_at=row.edited_at,
-                unsent=unsent,
-                reactions=reactions.get((row.conversation_id, row.seq), {}) if not unsent else {},
+                c,
+                seq,
+                sender,
+                client_id,
+                None if unsent else body,
+                stored_at,
+                [] if unsent else attachments.split(),
+                relation,
+                edited_at,
+                unsent,
+                {} if unsent else reactions.get((c, seq), {}),
             )
         )
     return shown
@@ -89,11 +154,8 @@ def _by_conversation(pairs: set[tuple[str, int]], seq_column: Any) -> ColumnElem
     return or_(*(and_(col(Message.conversation_id) == c, seq_column.in_(s)) for c, s in seqs.items()))
 
 
-def _targets(session: Session | Connection, rows: Sequence[Any]) -> dict[tuple[str, int], tuple[str, str]]:
-    """The sender and client id of every message the relations among ``rows`` name."""
-    wanted = {(row.conversation_id, row.relates_to_seq) for row in rows if row.relates_to_seq is not None}
-    if not wanted:
-        return {}
+def _targets(session: Session | Connection, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, str]]:
+    """The sender and client id of each message in ``wanted`` (conversation, seq): what relations name."""
     found = session.execute(
         select(col(Message.conversation_id), col(Message.seq), col(Message.sender), col(Message.client_msg_id)).where(
             _by_conversation(wanted, col(Message.seq))
@@ -102,25 +164,21 @@ def _targets(session: Session | Connection, rows: Sequence[Any]) -> dict[tuple[s
     return {(conversation, seq): (sender, client_id) for conversation, seq, sender, client_id in found}
 
 
-def _reactions(session: Session | Connection, rows: Sequence[Any]) -> dict[tuple[str, int], dict[str, list[str]]]:
-    """The reactions (not unsent) to the plain messages and replies among ``rows``, by target."""
-    wanted = {
-        (row.conversation_id, row.seq) for row in rows if row.relates_kind in (None, "reply") and row.unsent_at is None
-    }
-    if not wanted:
-        return {}
-    # Each conversation's seqs among ``rows`` as one range (a page's are consecutive, or nearly), in a
-    # statement built once per number of conversations with the ranges as bound parameters: neither built
-    # nor compiled again per page (an IN list of every seq was both), and psycopg prepares it. Reactions
-    # to seqs in a range that are not wanted (an unsent message, an edit) are dropped below.
-    ranges: dict[str, tuple[int, int]] = {}
+def _reactions(
+    session: Session | Connection, wanted: set[tuple[str, int]]
+) -> dict[tuple[str, int], dict[str, list[str]]]:
+    """The reactions (not unsent) to the messages in ``wanted`` (conversation, seq), by target."""
+    # Each conversation's seqs as one range (a page's are consecutive, or nearly), in a statement built once
+    # per number of conversations with the ranges as bound parameters: neither built nor compiled again per
+    # page (an IN list of every seq was both), and psycopg prepares it. Reactions to seqs in a range that are
+    # not wanted (an unsent message, an edit) are dropped below.
+    seqs: dict[str, list[int]] = {}
     for conversation, seq in wanted:
-        low, high = ranges.get(conversation, (seq, seq))
-        ranges[conversation] = (min(low, seq), max(high, seq))
+        seqs.setdefault(conversation, []).append(seq)
     values: dict[str, Any] = {}
-    for i, (conversation, (low, high)) in enumerate(sorted(ranges.items())):
-        values.update({f"c{i}": conversation, f"low{i}": low, f"high{i}": high})
-    found = session.execute(_reactions_statement(len(ranges)), values).all()
+    for i, conversation in enumerate(sorted(seqs)):
+        values.update({f"c{i}": conversation, f"low{i}": min(seqs[conversation]), f"high{i}": max(seqs[conversation])})
+    found = session.execute(_reactions_statement(len(seqs)), values).all()
     reactions: dict[tuple[str, int], dict[str, list[str]]] = {}
     for conversation, seq, emoji, sender in found:
         target: tuple[str, int] = (conversation, seq)  # relates_to_seq: not null here

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
+import orjson
+from sqlalchemy import Engine, event
 from sqlmodel import Session
 
+from api import reads
 from api.schemas import MessagePublic, MessagesPage, RelationPublic, SyncPage
+from bridge.store import Incoming, Stored, save_batch
 from switchboard import accounts
+from switchboard.db import session_scope
 from switchboard.message_views import MessageView, RelationView
 from tests.conftest import Users
 from tests.helpers import Stack, mosquitto_pub, wait_for
@@ -21,6 +29,57 @@ def test_message_views_are_rendered_with_the_public_models_fields_in_order() -> 
     """api/reads.py hands the views to orjson as they are: their fields are the response models' fields."""
     assert [f.name for f in dataclasses.fields(MessageView)] == list(MessagePublic.model_fields)
     assert [f.name for f in dataclasses.fields(RelationView)] == list(RelationPublic.model_fields)
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` sends while the block runs."""
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_page_without_reactions_or_relations_asks_one_query_for_its_messages(engine: Engine, users: Users) -> None:
+    """Issue 18: one query per history page (its access check and whether each message has reactions ride
+    along as columns); sync reads the heads, then the messages. Reactions cost one more query only on a page
+    that has some, and still show, unsent ones left out."""
+    (alice, _), (bob, _) = users.user("alice"), users.user("bob")
+    conversation = f"dm:{min(alice, bob)}:{max(alice, bob)}"
+    reading = engine.execution_options(isolation_level="AUTOCOMMIT")  # as the API reads (api/app.py)
+    since = reads.sync_page(reading, alice, None, 10).content["next"]
+    with session_scope(engine) as session:
+        save_batch(
+            session, [Incoming(f"dm/{bob}/{alice}", orjson.dumps({"id": f"m{n}", "body": "hi"})) for n in range(5)]
+        )
+    with _statements(engine) as sent:
+        page = orjson.loads(reads.history_page(reading, alice, conversation, None, None, 50))
+    assert len(sent) == 1 and [m["seq"] for m in page["messages"]] == [5, 4, 3, 2, 1]
+    with _statements(engine) as sent:
+        synced = orjson.loads(reads.dumps(reads.sync_page(reading, alice, since, 100).content))
+    assert len(sent) == 2 and len(synced["messages"]) == 5
+    reaction = {"kind": "reaction", "sender": alice, "id": "m3"}
+    unsend = {"kind": "unsend", "sender": bob, "id": "r2"}
+    with session_scope(engine) as session:
+        outcomes = save_batch(
+            session,
+            [
+                Incoming(f"dm/{alice}/{bob}", orjson.dumps({"id": "r1", "body": "👍", "relates_to": reaction})),
+                Incoming(f"dm/{alice}/{bob}", orjson.dumps({"id": "r2", "body": "❤️", "relates_to": reaction})),
+                Incoming(f"dm/{alice}/{bob}", orjson.dumps({"id": "u1", "body": "", "relates_to": unsend})),
+            ],
+        )
+    assert all(isinstance(o, Stored) for o in outcomes), outcomes
+    with _statements(engine) as sent:
+        page = orjson.loads(reads.history_page(reading, alice, conversation, 5, None, 50))
+    assert len(sent) == 2
+    assert [(m["seq"], m["reactions"]) for m in page["messages"]] == [(4, {"👍": [bob]}), (3, {}), (2, {}), (1, {})]
 
 
 def test_history_and_sync_pages_match_their_response_models(stack: Stack, users: Users) -> None:
