@@ -26,6 +26,7 @@ from sqlalchemy import (
     column,
     table,
 )
+from sqlalchemy.types import TypeEngine
 
 #: The revision of the newest migration in switchboard/migrations (checked by tests/test_schema.py).
 SCHEMA_HEAD = "0013"
@@ -36,8 +37,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware timestamp; SQLite forgets the zone, so values read back are marked UTC."""
+class _SqliteUtcDateTime(TypeDecorator[datetime]):
+    """SQLite forgets a timestamp's zone: values read back are marked UTC."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -46,6 +47,12 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def UtcDateTime() -> TypeEngine[datetime]:  # named as a type: it is used as one, like DateTime
+    """A timezone-aware timestamp. Postgres returns them aware, so there it is plain ``DateTime``: no Python
+    call per value read (a sync page reads 300); on SQLite, values read back are marked UTC."""
+    return DateTime(timezone=True).with_variant(_SqliteUtcDateTime(), "sqlite")
 
 
 class Role(StrEnum):
