@@ -78,11 +78,11 @@ def create_app(
     install_docs(app)
     install_pages(app, web.app_config)
     app.state.engine = engine
-    # The fast reads (api/reads.py), the token lookups and the change watch: one statement or a few, none
-    # of which needs a transaction (each sees what had committed when it began, as in READ COMMITTED), so no
-    # BEGIN and ROLLBACK round trips around them. Same pool.
-    app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    # The fast reads (api/reads.py) and the token lookups: one statement or a few, none of which needs a
+    # transaction (each sees what had committed when it began, as in READ COMMITTED), so no BEGIN and ROLLBACK
+    # round trips around them; on Postgres a pool of their own without a ping per checkout (api/deps.py).
     app.state.read_threads = ReadThreads(engine)
+    app.state.read_engine = app.state.read_threads.engine
     app.state.settings = settings
     app.state.media_settings = media_settings or MediaSettings()
     app.state.blobs = make_blob_store(app.state.media_settings)
@@ -91,7 +91,9 @@ def create_app(
     app.state.presence_settings = presence_settings or PresenceSettings()
     app.state.chat_settings = chat_settings or ChatSettings()
     app.state.callers = TokenCache(settings.token_cache_seconds)
-    app.state.changes = ChangeWatch(app.state.read_engine, settings.sync_poll_seconds, app.state.callers.forget)
+    # The change watch keeps a connection for LISTEN: from the main pool, with its ping.
+    watching = engine.execution_options(isolation_level="AUTOCOMMIT")
+    app.state.changes = ChangeWatch(watching, settings.sync_poll_seconds, app.state.callers.forget)
     app.include_router(auth.router)
     app.include_router(hooks.router)
     app.include_router(rabbitmq.router)

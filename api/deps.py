@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api.callers import Caller, TokenCache
 from api.changes import ChangeWatch
 from switchboard import accounts, tokens
+from switchboard.db import make_read_engine, read_again_if_dropped
 from switchboard.logins import LoginThrottle, Throttled
 from switchboard.tables import Role, User
 from switchboard.topics import Conversation, parse_conversation
@@ -41,8 +42,10 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 class ReadThreads:
-    """The threads the fast reads (api/reads.py, the token lookups) run in: a thread pool of its own with as
-    many threads as the engine's pool keeps connections.
+    """The threads the fast reads (api/reads.py, the token lookups) run in, and the engine they read with: a
+    thread pool of its own with as many threads as the engine's pool keeps connections, and a read engine with
+    a connection for each thread and no ping per checkout (switchboard.db.make_read_engine; a read whose
+    connection the server had closed runs once more).
 
     Not Starlette's ``run_in_threadpool``: its 40 threads let a storm's reads past the pool's size open a
     connection of the pool's overflow and close it after (a Postgres backend started and ended per request),
@@ -53,15 +56,20 @@ class ReadThreads:
     def __init__(self, engine: Engine) -> None:
         pool = engine.pool
         self.size = pool.size() if isinstance(pool, QueuePool) else READ_THREADS
+        self.engine = make_read_engine(engine, self.size)
+        self._shared_pool = engine.pool  # SQLite's read engine is the app's: not this to dispose of
         self._executor = concurrent.futures.ThreadPoolExecutor(self.size, thread_name_prefix="api-read")
 
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         call = functools.partial(function, *args, **kwargs) if kwargs else functools.partial(function, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, read_again_if_dropped, call)
 
     def close(self) -> None:
-        """No new reads; the threads end once the reads running now are done."""
+        """No new reads; the threads end once the reads running now are done, and the read engine's
+        connections close."""
         self._executor.shutdown(wait=False)
+        if self.engine.pool is not self._shared_pool:
+            self.engine.dispose()
 
 
 async def run_read(request: Request, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from switchboard.database_url import ACCEPTED as ACCEPTED_DATABASE_URLS
 from switchboard.database_url import masked as masked_database_url
@@ -54,6 +54,34 @@ def make_engine(database_url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def make_read_engine(engine: Engine, connections: int) -> Engine:
+    """An engine for reads that need no transaction (each statement sees what had committed when it began), for
+    ``connections`` threads at most.
+
+    On Postgres it has a pool of its own of ``connections`` connections and no pre-ping: the ping
+    ``make_engine``'s pool sends at each checkout is a round trip to the server, as long as a page's query,
+    for every read. A pooled connection the server dropped (a restart, a terminated backend) then fails its
+    next statement; :func:`read_again_if_dropped` reads once more, on a new connection (the pool replaces every
+    connection older than the failure). Dispose of it as of ``engine``. On SQLite it is ``engine`` itself."""
+    if engine.dialect.name != "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return create_engine(
+        engine.url, pool_size=connections, max_overflow=0, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+    )
+
+
+def read_again_if_dropped(read: Callable[..., T], *args: Any) -> T:
+    """``read(*args)``, once more when its pooled connection turned out to be dropped by the server (see
+    :func:`make_read_engine`); only for reads, which may run twice."""
+    try:
+        return read(*args)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.info("a pooled database connection had been closed by the server (%s): reading again", _first_line(exc))
+        return read(*args)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
