@@ -441,12 +441,13 @@ def main() -> None:
                 f"load average {figures['load_average']})",
                 flush=True,
             )
-            print(
-                f"{prefix}the API's own answer times (its metrics, from request to response, without the client's "
-                f"and the kernel's queues): {figures['server_within_50ms']:.1f}% within 50 ms, p99 at most "
-                f"{figures['server_p99_at_most_ms']:g} ms",
-                flush=True,
-            )
+            if args.workers == 1:  # api.workers turns the API's /metrics off (api/workers.py)
+                print(
+                    f"{prefix}the API's own answer times (its metrics, from request to response, without the "
+                    f"client's and the kernel's queues): {figures['server_within_50ms']:.1f}% within 50 ms, p99 at "
+                    f"most {figures['server_p99_at_most_ms']:g} ms",
+                    flush=True,
+                )
             if "sync_p99_ms" in figures:
                 print(f"{prefix}p99 by kind: sync {figures['sync_p99_ms']} ms, history {figures['history_p99_ms']} ms")
             if args.json:
