@@ -53,10 +53,8 @@ class MessageView:
     reactions: dict[str, list[str]] = field(default_factory=dict)
 
 
-#: The columns :func:`views_of_rows` reads from each row, in this order: a Core select of them (any further
-#: columns after) is the fast way in. ``reacted`` says whether some reaction (not unsent) names the message, so
-#: a page without reactions asks no second query for them.
 _reaction = Message.__table__.alias("reaction")  # type: ignore[attr-defined]
+#: Whether some reaction (not unsent) names the message: a page without reactions asks no query for them.
 REACTED = (
     exists()
     .where(
@@ -68,6 +66,8 @@ REACTED = (
     )
     .label("reacted")
 )
+#: The columns :func:`views_of_rows` reads from each row, in this order: a Core select of them (any further
+#: columns after) is the fast way in.
 COLUMNS = (
     col(Message.conversation_id),
     col(Message.seq),
