@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import orjson
 from fastapi import HTTPException, status
-from sqlalchemy import Connection, Engine, Select, bindparam, exists, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, exists, func, select, true
 
 from switchboard import accounts, message_views, streams
 from switchboard.message_views import MessageView
@@ -275,6 +275,28 @@ MESSAGES_AFTER = (
     .order_by(messages.c.stream_pos)
     .limit(bindparam("limit"))
 )
+#: The same page, on Postgres, read conversation by conversation (LATERAL): at most ``limit`` messages from each
+#: of the caller's conversations, each by its ``(conversation_id, stream_pos)`` index, then the first ``limit`` of
+#: those. MESSAGES_AFTER sorts every message past the cursor in all the caller's conversations for each page: a
+#: member of a group of 300,000 messages syncing from the start sorted them all, page after page.
+_READABLE_IDS = READABLE.subquery("readable")
+_PER_CONVERSATION = (
+    select(*message_views.STORED, messages.c.stream_pos)
+    .where(messages.c.conversation_id == _READABLE_IDS.c.conversation_id, messages.c.stream_pos > bindparam("after"))
+    .order_by(messages.c.stream_pos)
+    .limit(bindparam("limit"))
+    .lateral("page")
+)
+MESSAGES_AFTER_BY_CONVERSATION = (  # ``reacted`` outside: asked of the page's messages only
+    select(
+        *(_PER_CONVERSATION.c[name] for name in message_views.STORED_NAMES),
+        message_views.reacted(_PER_CONVERSATION.c),
+        _PER_CONVERSATION.c.stream_pos,
+    )
+    .select_from(_READABLE_IDS.join(_PER_CONVERSATION, true()))
+    .order_by(_PER_CONVERSATION.c.stream_pos)
+    .limit(bindparam("limit"))
+)
 RECEIPTS_AFTER = (
     select(
         receipts.c.conversation_id,
@@ -307,7 +329,8 @@ MEMBERSHIP_EVENTS = (
 
 
 def _messages_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
-    return list(connection.execute(MESSAGES_AFTER, {"user": user, "after": after, "limit": limit}).all())
+    statement = MESSAGES_AFTER_BY_CONVERSATION if connection.dialect.name == "postgresql" else MESSAGES_AFTER
+    return list(connection.execute(statement, {"user": user, "after": after, "limit": limit}).all())
 
 
 def _receipts_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
