@@ -21,6 +21,8 @@ from bridge.store import Incoming, Stored, save_batch
 from switchboard import accounts
 from switchboard.db import session_scope
 from switchboard.message_views import MessageView, RelationView
+from switchboard.payloads import ReceiptPayload
+from switchboard.watermarks import save_receipt
 from tests.conftest import Users
 from tests.helpers import Stack, mosquitto_pub, wait_for
 
@@ -83,10 +85,10 @@ def test_a_page_without_reactions_or_relations_asks_one_query_for_its_messages(e
 
 
 def test_sync_reads_each_conversation_by_its_index_and_pages_as_before(engine: Engine, users: Users) -> None:
-    """On Postgres a sync page takes at most ``limit`` messages from each of the caller's conversations by its
-    (conversation_id, stream_pos) index (LATERAL), then the first ``limit`` of those (issue 18: a member of a
-    group of 300,000 messages syncing from the start sorted them all for every page, 124 ms a page). The pages
-    are the plain statement's, page after page, across DMs and a group whose positions interleave, and
+    """On Postgres a sync page takes at most ``limit`` messages (and receipts) from each of the caller's
+    conversations by its (conversation_id, stream_pos) index (LATERAL), then the first ``limit`` of those (issue
+    18: a member of a group of 300,000 messages syncing from the start sorted them all for every page). The
+    pages are the plain statement's, page after page, across DMs and a group whose positions interleave, and
     nothing from a conversation the caller is not part of; SQLite keeps the plain statement."""
     (alice, _), (bob, _), (carol, _) = users.user("alice"), users.user("bob"), users.user("carol")
     team = users.group("team", [alice, bob])
@@ -96,23 +98,40 @@ def test_sync_reads_each_conversation_by_its_index_and_pages_as_before(engine: E
     batch = [Incoming(topics[n % 4], orjson.dumps({"id": f"m{n}", "body": str(n)})) for n in range(23)]
     with session_scope(engine) as session:
         assert all(isinstance(o, Stored) for o in save_batch(session, batch))
-    expected = [f"m{n}" for n in range(23) if n % 4 != 2]  # not the DM between bob and carol
+    pair = ":".join(sorted((alice, bob))), ":".join(sorted((bob, carol))), ":".join(sorted((alice, carol)))
+    readers = [(bob, alice, f"dm:{pair[0]}"), (bob, alice, f"group:{team}"), (carol, bob, f"dm:{pair[1]}")]
+    readers.append((carol, alice, f"dm:{pair[2]}"))
+    with session_scope(engine) as session:
+        for n in range(8):  # each reader's receipt twice: the second moves its row's position
+            reader, sender, conversation = readers[n % 4]
+            assert save_receipt(session, reader, sender, ReceiptPayload(conversation, n // 4 + 1, "read")) is None
     seen: list[str] = []
+    receipts: list[tuple[str, str]] = []
     cursor = since
     while True:
         with _statements(engine) as sent:
-            page = reads.sync_page(reading, alice, cursor, 4)
-        assert any("JOIN LATERAL" in text for text in sent) == (engine.dialect.name == "postgresql")
+            page = reads.sync_page(reading, alice, cursor, 2)
+        streams = [text for text in sent if ".stream_pos >" in text]  # the messages' and receipts' statements
+        assert streams and all(("JOIN LATERAL" in text) == (engine.dialect.name == "postgresql") for text in streams)
         after = reads.Cursor.parse(cursor)
         assert after is not None
         with reading.connect() as connection:
-            plain = connection.execute(reads.MESSAGES_AFTER, {"user": alice, "after": after.messages, "limit": 5})
-            assert [m.id for m in page.content["messages"]] == [row.client_msg_id for row in plain][:4]
+            plain = connection.execute(reads.MESSAGES_AFTER, {"user": alice, "after": after.messages, "limit": 3})
+            assert [m.id for m in page.content["messages"]] == [row.client_msg_id for row in plain][:2]
+            plain = connection.execute(reads.RECEIPTS_AFTER, {"user": alice, "after": after.receipts, "limit": 3})
+            expected = [(row.conversation_id, row.user_name) for row in plain][:2]
+            assert [(r["conversation"], r["user"]) for r in page.content["receipts"]] == expected
         seen += [m.id for m in page.content["messages"]]
+        receipts += [(r["conversation"], r["user"]) for r in page.content["receipts"]]
         cursor = page.content["next"]
         if not page.content["more"]:
             break
-    assert seen == expected
+    assert seen == [f"m{n}" for n in range(23) if n % 4 != 2]  # not the DM between bob and carol
+    assert receipts == [
+        (conversation, reader)
+        for reader, _, conversation in readers
+        if bob not in conversation or alice in conversation
+    ]
 
 
 def test_history_and_sync_pages_match_their_response_models(stack: Stack, users: Users) -> None:
