@@ -15,7 +15,7 @@ message.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -283,34 +283,55 @@ def _after(table: Any, columns: Sequence[Any]) -> Select[Any]:
     )
 
 
-def _after_by_conversation(table: Any, names: Sequence[str], extra: Callable[[Any], Any] | None = None) -> Any:
-    """The same rows (the columns ``names``, ``extra`` computed from them if given, then ``stream_pos``), read
-    conversation by conversation (LATERAL): at most ``:limit`` from each of the conversations ``:user`` reads,
-    each by its ``(conversation_id, stream_pos)`` index, then the first ``:limit`` of those; ``extra`` is asked
-    of those alone. The statement Postgres runs: :func:`_after` sorts every row past the cursor in all the
-    caller's conversations, for every page (a member of a group of 300,000 messages syncing from the start
-    sorted them all, page after page: 69 ms a page against 1.2 ms, bench/api_big_group.py)."""
+def _after_by_conversation(table: Any, columns: Sequence[Any]) -> Select[Any]:
+    """The same rows, bounded first: the ``:limit``-th position past ``:after`` among the conversations
+    ``:user`` reads is found conversation by conversation (an index-only scan of each one's
+    ``(conversation_id, stream_pos)`` index, ``:limit`` positions at most), then each conversation's rows up to
+    it are read, and only they. The statement Postgres runs. :func:`_after` sorts every row past the cursor in
+    all the caller's conversations, for every page (a member of a group of 300,000 messages syncing from the
+    start sorted them all, page after page; bench/api_big_group.py); reading whole rows conversation by
+    conversation before choosing reads up to ten times the rows a page shows. Each step is a LATERAL with
+    ``ORDER BY stream_pos LIMIT``, so even a generic plan (psycopg prepares a statement run five times) walks
+    the index in order rather than guessing how many rows a position range holds."""
     readable = READABLE.subquery("readable")
-    page = (
-        select(*(table.c[name] for name in names), table.c.stream_pos)
-        .where(table.c.conversation_id == readable.c.conversation_id, table.c.stream_pos > bindparam("after"))
-        .order_by(table.c.stream_pos)
+
+    def each_conversation(selected: Sequence[Any], name: str, *bounds: Any) -> Any:
+        return (
+            select(*selected)
+            .where(table.c.conversation_id == readable.c.conversation_id, table.c.stream_pos > bindparam("after"))
+            .where(*bounds)
+            .order_by(table.c.stream_pos)
+            .limit(bindparam("limit"))
+            .lateral(name)
+        )
+
+    first = each_conversation([table.c.stream_pos], "first")
+    chosen = (
+        select(first.c.stream_pos)
+        .select_from(readable.join(first, true()))
+        .order_by(first.c.stream_pos)
         .limit(bindparam("limit"))
-        .lateral("page")
+        .subquery("chosen")
     )
+    bound = select(func.max(chosen.c.stream_pos)).scalar_subquery()
+    page = each_conversation(columns, "page", table.c.stream_pos <= bound)
     return (
-        select(*(page.c[name] for name in names), *([extra(page.c)] if extra else []), page.c.stream_pos)
-        .select_from(readable.join(page, true()))
-        .order_by(page.c.stream_pos)
-        .limit(bindparam("limit"))
+        select(*page.c).select_from(readable.join(page, true())).order_by(page.c.stream_pos).limit(bindparam("limit"))
     )
 
 
 MESSAGES_AFTER = _after(messages, MESSAGE_COLUMNS)
-MESSAGES_AFTER_BY_CONVERSATION = _after_by_conversation(messages, message_views.STORED_NAMES, message_views.reacted)
-RECEIPT_NAMES = ("conversation_id", "user_name", "delivered_seq", "read_seq", "updated_at")
-RECEIPTS_AFTER = _after(receipts, [*(receipts.c[name] for name in RECEIPT_NAMES), receipts.c.stream_pos])
-RECEIPTS_AFTER_BY_CONVERSATION = _after_by_conversation(receipts, RECEIPT_NAMES)
+MESSAGES_AFTER_BY_CONVERSATION = _after_by_conversation(messages, MESSAGE_COLUMNS)
+RECEIPT_COLUMNS = (
+    receipts.c.conversation_id,
+    receipts.c.user_name,
+    receipts.c.delivered_seq,
+    receipts.c.read_seq,
+    receipts.c.updated_at,
+    receipts.c.stream_pos,
+)
+RECEIPTS_AFTER = _after(receipts, RECEIPT_COLUMNS)
+RECEIPTS_AFTER_BY_CONVERSATION = _after_by_conversation(receipts, RECEIPT_COLUMNS)
 MEMBERSHIP_EVENTS = (
     select(
         directory_events.c.position,
