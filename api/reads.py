@@ -73,11 +73,11 @@ def history_page(
     with engine.connect() as connection:
         rows: list[Any] = []
         if access is not None:
-            rows = list(connection.execute(_history_statement(before is not None, forward, access), values).all())
+            rows = list(connection.execute(history_statement(before is not None, forward, access), values).all())
         if not rows or not rows[0].may_read:
             _check_access(connection, parsed, caller, conversation)
             if access is None or rows:  # the check passed where the first query said no: read again
-                rows = list(connection.execute(_history_statement(before is not None, forward, None), values).all())
+                rows = list(connection.execute(history_statement(before is not None, forward, None), values).all())
         more = len(rows) > limit
         rows = rows[:limit]
         shown = messages_json(connection, rows)
@@ -92,7 +92,7 @@ def history_page(
 
 
 @functools.cache
-def _history_statement(before: bool, forward: bool, access: Kind | None) -> Select[Any]:
+def history_statement(before: bool, forward: bool, access: Kind | None) -> Select[Any]:
     """A history page's query, built once per shape (its values are bound parameters, so it is neither built
     nor compiled again per request); with ``access``, a ``may_read`` column: the caller may read the
     conversation and it exists."""

@@ -42,14 +42,17 @@ import httpx
 import psutil
 import psycopg
 from psycopg import sql
+from sqlalchemy.dialects import postgresql
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from api import reads  # noqa: E402
 from bench.api_storm import cpu_seconds, start_api  # noqa: E402
 from bench.database import BenchDatabase  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
+from switchboard.topics import Kind  # noqa: E402
 
 PER_CONVERSATION = 100
 #: The two sizes compared: conversations (100 messages each), users (a user per 5 conversations).
@@ -157,23 +160,22 @@ async def verify_tokens(base: str, tokens: dict[str, str]) -> None:
 
 
 def plans(dsn: str, user: str, conversation: str, behind: int) -> list[tuple[str, str]]:
-    """The plan nodes Postgres picks for the history and sync queries (what index serves them)."""
+    """The plan nodes Postgres picks for the API's own history and sync statements (what index serves them)."""
+    dialect = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
+    a, b = conversation.split(":")[1:]
     queries = {
         "history page": (
-            "SELECT * FROM messages WHERE conversation_id = %s AND seq < %s ORDER BY seq DESC LIMIT 51",
-            (conversation, 60),
+            reads.history_statement(True, False, Kind.DM),
+            {"conversation": conversation, "before": 60, "limit": 51, "member_a": a, "member_b": b, "members": 2},
         ),
-        "sync messages": (
-            "SELECT * FROM messages WHERE conversation_id IN (SELECT conversation_id FROM dm_members "
-            "WHERE user_name = %s UNION ALL SELECT 'group:' || group_name FROM group_members WHERE user_name = %s) "
-            "AND stream_pos > %s ORDER BY stream_pos LIMIT 101",
-            (user, user, behind),
-        ),
+        "sync messages": (reads.MESSAGES_AFTER_BY_CONVERSATION, {"user": user, "after": behind, "limit": 101}),
     }
     found = []
     with psycopg.connect(dsn) as connection:
-        for name, (query, params) in queries.items():
-            rows = connection.execute(sql.SQL("EXPLAIN ") + sql.SQL(query), params).fetchall()  # type: ignore[arg-type]
+        for name, (statement, values) in queries.items():
+            compiled = statement.compile(dialect=dialect)
+            query = sql.SQL("EXPLAIN ") + sql.SQL(str(compiled))  # type: ignore[arg-type]
+            rows = connection.execute(query, {**compiled.params, **values}).fetchall()
             found.append((name, " / ".join(r[0].strip().split("  (")[0] for r in rows if "Scan" in r[0])))
     return found
 

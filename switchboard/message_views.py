@@ -54,44 +54,34 @@ class MessageView:
 
 
 _reaction = Message.__table__.alias("reaction")  # type: ignore[attr-defined]
-
-
-def reacted(message: Any) -> Any:
-    """A column: whether some reaction (not unsent) names the message whose ``conversation_id`` and ``seq``
-    are ``message``'s (the messages table's columns, or a subquery's of the same names)."""
-    return (
-        exists()
-        .where(
-            _reaction.c.conversation_id == message.conversation_id,
-            _reaction.c.relates_to_seq == message.seq,
-            _reaction.c.relates_to_seq.is_not(None),  # the partial index's condition, for SQLite's planner
-            _reaction.c.relates_kind == "reaction",
-            _reaction.c.unsent_at.is_(None),
-        )
-        .label("reacted")
+#: Whether some reaction (not unsent) names the message: a page without reactions asks no query for them.
+REACTED = (
+    exists()
+    .where(
+        _reaction.c.conversation_id == col(Message.conversation_id),
+        _reaction.c.relates_to_seq == col(Message.seq),
+        _reaction.c.relates_to_seq.is_not(None),  # the partial index's condition, for SQLite's planner
+        _reaction.c.relates_kind == "reaction",
+        _reaction.c.unsent_at.is_(None),
     )
-
-
-#: The names of a message's stored columns that :func:`views_of_rows` reads, in its order.
-STORED_NAMES = (
-    "conversation_id",
-    "seq",
-    "sender",
-    "client_msg_id",
-    "body",
-    "stored_at",
-    "attachments",
-    "relates_kind",
-    "relates_to_seq",
-    "edited_at",
-    "unsent_at",
+    .label("reacted")
 )
-STORED = tuple(Message.__table__.c[name] for name in STORED_NAMES)  # type: ignore[attr-defined]
-#: Whether some reaction names the message: a page without reactions asks no query for them.
-REACTED = reacted(Message.__table__.c)  # type: ignore[attr-defined]
 #: The columns :func:`views_of_rows` reads from each row, in this order: a Core select of them (any further
 #: columns after) is the fast way in.
-COLUMNS = (*STORED, REACTED)
+COLUMNS = (
+    col(Message.conversation_id),
+    col(Message.seq),
+    col(Message.sender),
+    col(Message.client_msg_id),
+    col(Message.body),
+    col(Message.stored_at),
+    col(Message.attachments),
+    col(Message.relates_kind),
+    col(Message.relates_to_seq),
+    col(Message.edited_at),
+    col(Message.unsent_at),
+    REACTED,
+)
 WIDTH = len(COLUMNS)
 
 
