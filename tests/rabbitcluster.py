@@ -15,10 +15,13 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
+
+import paho.mqtt.client as mqtt
 
 from tests.helpers import free_port, wait_for
 
@@ -126,6 +129,8 @@ class RabbitCluster:
         )
         for node in self.nodes:
             self.await_node(node, timeout)
+        for node in self.nodes:
+            self.await_mqtt(node, timeout)
 
     def start_node(self, node: Node) -> None:
         if node.log is None:
@@ -145,6 +150,34 @@ class RabbitCluster:
             timeout=timeout,
             interval=1,
             what=f"RabbitMQ node {node.name} to start (see {node.directory}/out.log)",
+        )
+
+    def await_mqtt(self, node: Node, timeout: float = 120) -> None:
+        """Wait until the node accepts an MQTT login (the service account's). A node that has booted may still
+        hold CONNECTs while the cluster's client-id tracker (a Raft group across the nodes) elects its leader:
+        under load that took more than a minute, and a test's first client on that node timed out."""
+
+        def accepted() -> bool:
+            connected = threading.Event()
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{secrets.token_hex(3)}")
+            client.username_pw_set(self.service_user, self.service_password)
+            client.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or connected.set()
+            try:
+                client.connect("127.0.0.1", node.mqtt_port)
+            except OSError:
+                return False
+            client.loop_start()
+            try:
+                return connected.wait(10)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+
+        wait_for(
+            accepted,
+            timeout=timeout,
+            interval=1,
+            what=f"RabbitMQ node {node.name} to accept an MQTT login (see {node.directory}/out.log)",
         )
 
     def running_nodes(self) -> set[str]:
