@@ -4,7 +4,10 @@ Each runs in one thread hop on one pooled connection, with Core statements retur
 objects, no session), and renders the JSON once with orjson: no response model validates what the
 server built (the OpenAPI schema still names the models, api/schemas.py, and tests check the answers
 against them). A history page is one query when the caller may read the conversation (the access check
-rides along as a column); only an empty or refused page asks again, to tell 404 from 403 from empty.
+rides along as a column, and so does whether each message has reactions); only an empty or refused page
+asks again, to tell 404 from 403 from empty. A sync page reads the streams' heads, then what changed past the
+cursor; on Postgres only the rows the page shows, found conversation by conversation by their indexes
+(:func:`_after_by_conversation`), however many messages the caller's conversations hold.
 
 Messages are rendered from switchboard.message_views' ``MessageView`` dataclasses as they are (orjson writes a
 dataclass's fields in order): its fields and ``RelationView``'s are ``MessagePublic``'s and
