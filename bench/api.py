@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from api import reads  # noqa: E402
 from bench.api_storm import cpu_seconds, start_api  # noqa: E402
-from bench.database import BenchDatabase  # noqa: E402
+from bench.database import BenchDatabase, settle  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 from switchboard.topics import Kind  # noqa: E402
@@ -115,10 +115,7 @@ def load(dsn: str, pairs: list[tuple[str, str]], rng: random.Random) -> tuple[di
                     )
                 )
         cursor.execute("UPDATE stream_positions SET position = %s WHERE name = 'messages'", (len(order),))
-        connection.commit()
-        # As autovacuum leaves a table of this age: statistics, and the visibility map (index-only scans).
-        connection.autocommit = True
-        cursor.execute("VACUUM ANALYZE")
+        settle(connection)
     return tokens, time.monotonic() - started
 
 

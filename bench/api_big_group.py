@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from api import reads  # noqa: E402
-from bench.database import BenchDatabase  # noqa: E402
+from bench.database import BenchDatabase, settle  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 
@@ -79,10 +79,7 @@ def load(dsn: str, messages: int) -> int:
                         (f"dm:alice:{peer}", seq, peer, f"d{position}", "hi", topic, b"{}", stored, position)
                     )
         cursor.execute("UPDATE stream_positions SET position = %s WHERE name = 'messages'", (head,))
-        connection.commit()
-        # As autovacuum leaves a table of this age: statistics, and the visibility map (index-only scans).
-        connection.autocommit = True
-        cursor.execute("VACUUM ANALYZE")
+        settle(connection)
     return head
 
 

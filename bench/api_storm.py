@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.brokers import free_port  # noqa: E402
-from bench.database import BenchDatabase  # noqa: E402
+from bench.database import BenchDatabase, settle  # noqa: E402
 from bench.throughput import build_loadgen  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
@@ -122,10 +122,7 @@ def load(dsn: str, pairs: list[tuple[str, str]], rng: random.Random) -> tuple[di
                     (f"dm:{a}:{b}", seqs[c], sender, f"m{position}", body, f"dm/{to}/{sender}", b"{}", stored, position)
                 )
         cursor.execute("UPDATE stream_positions SET position = %s WHERE name = 'messages'", (len(order),))
-        connection.commit()
-        # As autovacuum leaves a table of this age: statistics, and the visibility map (index-only scans).
-        connection.autocommit = True
-        cursor.execute("VACUUM ANALYZE")
+        settle(connection)
     return tokens, len(order)
 
 

@@ -34,3 +34,11 @@ class BenchDatabase:
     def drop(self) -> None:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+
+
+def settle(connection: psycopg.Connection[object]) -> None:
+    """Commit what a benchmark loaded and leave its tables as autovacuum leaves tables of that age: statistics,
+    and the visibility map (index-only scans)."""
+    connection.commit()
+    connection.autocommit = True
+    connection.execute("VACUUM ANALYZE")
