@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api import reads
@@ -24,28 +21,13 @@ from switchboard.message_views import MessageView, RelationView
 from switchboard.payloads import ReceiptPayload
 from switchboard.watermarks import save_receipt
 from tests.conftest import Users
-from tests.helpers import Stack, mosquitto_pub, wait_for
+from tests.helpers import Stack, mosquitto_pub, statements_sent, wait_for
 
 
 def test_message_views_are_rendered_with_the_public_models_fields_in_order() -> None:
     """api/reads.py hands the views to orjson as they are: their fields are the response models' fields."""
     assert [f.name for f in dataclasses.fields(MessageView)] == list(MessagePublic.model_fields)
     assert [f.name for f in dataclasses.fields(RelationView)] == list(RelationPublic.model_fields)
-
-
-@contextmanager
-def _statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements ``engine`` sends while the block runs."""
-    sent: list[str] = []
-
-    def count(*args: Any) -> None:
-        sent.append(args[2])
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def test_a_page_without_reactions_or_relations_asks_one_query_for_its_messages(engine: Engine, users: Users) -> None:
@@ -60,10 +42,10 @@ def test_a_page_without_reactions_or_relations_asks_one_query_for_its_messages(e
         save_batch(
             session, [Incoming(f"dm/{bob}/{alice}", orjson.dumps({"id": f"m{n}", "body": "hi"})) for n in range(5)]
         )
-    with _statements(engine) as sent:
+    with statements_sent(engine) as sent:
         page = orjson.loads(reads.history_page(reading, alice, conversation, None, None, 50))
     assert len(sent) == 1 and [m["seq"] for m in page["messages"]] == [5, 4, 3, 2, 1]
-    with _statements(engine) as sent:
+    with statements_sent(engine) as sent:
         synced = orjson.loads(reads.dumps(reads.sync_page(reading, alice, since, 100).content))
     assert len(sent) == 2 and len(synced["messages"]) == 5
     reaction = {"kind": "reaction", "sender": alice, "id": "m3"}
@@ -78,7 +60,7 @@ def test_a_page_without_reactions_or_relations_asks_one_query_for_its_messages(e
             ],
         )
     assert all(isinstance(o, Stored) for o in outcomes), outcomes
-    with _statements(engine) as sent:
+    with statements_sent(engine) as sent:
         page = orjson.loads(reads.history_page(reading, alice, conversation, 5, None, 50))
     assert len(sent) == 2
     assert [(m["seq"], m["reactions"]) for m in page["messages"]] == [(4, {"👍": [bob]}), (3, {}), (2, {}), (1, {})]
@@ -109,7 +91,7 @@ def test_sync_reads_each_conversation_by_its_index_and_pages_as_before(engine: E
     receipts: list[tuple[str, str]] = []
     cursor = since
     while True:
-        with _statements(engine) as sent:
+        with statements_sent(engine) as sent:
             page = reads.sync_page(reading, alice, cursor, 2)
         streams = [text for text in sent if ".stream_pos >" in text]  # the messages' and receipts' statements
         assert streams and all(("JOIN LATERAL" in text) == (engine.dialect.name == "postgresql") for text in streams)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from broker.login_batch import LoginBatcher, Verified
 from switchboard import accounts, tokens
@@ -19,6 +18,7 @@ from switchboard.logins import LoginThrottle, Throttled
 from switchboard.schema import Role
 from switchboard.settings import LoginSettings
 from tests.conftest import Users
+from tests.helpers import statements_sent
 
 
 def _token(engine: Engine, user: str) -> str:
@@ -48,20 +48,14 @@ def test_concurrent_logins_share_one_throttle_read_and_one_query_per_kind(engine
         (owner, password, "10.9.9.9"),  # throttled: refused without a look at the password
         *((other, other_token, f"10.1.0.{n}") for n in range(40)),
     ]
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(" ".join(statement.split()).lower())
 
     async def check_all() -> list[Verified | BaseException | None]:
         batcher = LoginBatcher(engine, throttle)
         return await asyncio.gather(*(batcher.check(*login) for login in logins), return_exceptions=True)
 
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements_sent(engine) as sent:
         results = asyncio.run(check_all())
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    statements = [" ".join(statement.split()).lower() for statement in sent]
 
     by_token, other_token_result, by_password, wrong, disabled, unknown, throttled, *rest = results
     assert isinstance(by_token, Verified) and by_token.identity.name == owner and by_token.identity.role is Role.USER

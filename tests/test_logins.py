@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 from sqlmodel import Session, col, select
 
 from switchboard.db import make_engine, upgrade
@@ -22,7 +21,15 @@ from switchboard.logins import LoginThrottle, Throttled
 from switchboard.settings import LoginSettings
 from switchboard.tables import LoginFailure, Role
 from tests.conftest import Users, create_database, drop_database
-from tests.helpers import Service, Stack, run_mosquitto_pub, start_service, start_stack, switchboard_env
+from tests.helpers import (
+    Service,
+    Stack,
+    run_mosquitto_pub,
+    start_service,
+    start_stack,
+    statements_sent,
+    switchboard_env,
+)
 
 HOOK_SECRET = "hook-secret-" + secrets.token_hex(8)
 LIMITS = {
@@ -214,10 +221,10 @@ def test_backoff_slows_only_addresses_that_failed_and_is_capped(tmp_path: Path) 
         # a success where failures were recorded clears them; a success without any writes nothing
         assert throttle.attempt("other", "10.0.0.1", wrong) is None
         assert throttle.attempt("other", "10.0.0.1", right) == "in"
-        writes: list[str] = []
-        event.listen(engine, "before_cursor_execute", lambda *args: writes.append(args[2].split()[0].upper()))
-        assert throttle.attempt("other", "10.0.0.1", right) == "in"
-        assert throttle.attempt("target", "10.0.9.9", right) == "in"
+        with statements_sent(engine) as sent:
+            assert throttle.attempt("other", "10.0.0.1", right) == "in"
+            assert throttle.attempt("target", "10.0.9.9", right) == "in"
+        writes = [statement.split()[0].upper() for statement in sent]
         assert [verb for verb in writes if verb in ("INSERT", "UPDATE", "DELETE")] == []
     finally:
         engine.dispose()
