@@ -49,6 +49,13 @@ def _restart(url: str, tmp_path: Path) -> Stack:
     return stack
 
 
+def _committed(clients: Clients, stack: Stack) -> None:
+    """Returns once the broker's state file holds everything before: a QoS 1 PUBACK follows its commit."""
+    barrier = clients(stack.mqtt_port)
+    barrier.connect()
+    barrier.publish(new_topic(), b"x", qos=1)
+
+
 def _expiry(seconds: int) -> object:
     return props(PacketTypes.CONNECT, SessionExpiryInterval=seconds)
 
@@ -74,9 +81,7 @@ def test_session_expiry_keeps_counting_across_a_restart_MQTT_3_1_2_11(
             assert client.subscribe((topic, 1)) == [1]
             if how == "graceful":
                 client.disconnect()
-        barrier = clients(stack.mqtt_port)
-        barrier.connect()
-        barrier.publish(new_topic(), b"x", qos=1)  # its PUBACK follows the commit holding the sessions
+        _committed(clients, stack)  # the sessions too
     finally:
         _stop(stack, how)
     stack = _restart(url, tmp_path)
@@ -169,9 +174,7 @@ def test_subscription_identifier_survives_a_restart_MQTT_3_3_4_3(tmp_path: Path,
         first.connect(properties=_expiry(3600))
         assert first.subscribe((topic, 1), properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7)) == [1]
         first.disconnect()
-        barrier = clients(stack.mqtt_port)
-        barrier.connect()
-        barrier.publish(new_topic(), b"x", qos=1)  # its PUBACK follows the commit holding the subscription
+        _committed(clients, stack)  # the subscription too
     finally:
         _stop(stack, "kill -9")
     stack = _restart(url, tmp_path)
@@ -243,9 +246,7 @@ def test_delayed_will_survives_a_restart_MQTT_3_1_2_8_and_3_1_3_9(tmp_path: Path
             client.connect(properties=_expiry(60))
             client.drop()
         time.sleep(0.5)  # the drops reach the broker
-        barrier = clients(stack.mqtt_port)
-        barrier.connect()
-        barrier.publish(new_topic(), b"x", qos=1)  # its PUBACK follows the commit holding the wills
+        _committed(clients, stack)  # the wills too
     finally:
         _stop(stack, "kill -9")
     stack = _restart(url, tmp_path)
@@ -293,9 +294,7 @@ def test_wills_of_clients_connected_when_the_broker_dies_are_published_after_res
             client.client.loop_stop()  # connected until the broker dies; never reconnects by itself
         wait_for(old.is_connected, timeout=20, what="the 3.1.1 client's CONNACK")
         old.loop_stop()
-        barrier = clients(stack.mqtt_port)
-        barrier.connect()
-        barrier.publish(new_topic(), b"x", qos=1)  # its PUBACK follows the commit holding the wills
+        _committed(clients, stack)  # the wills too
     finally:
         _stop(stack, how)
     stack = _restart(url, tmp_path)

@@ -46,6 +46,20 @@ def _unsend(sender: str, target: str) -> dict[str, str]:
     return {"kind": "unsend", "sender": sender, "id": target}
 
 
+def _live_unsend(
+    receiver: MosquittoSub, other_device: PahoClient, topic: str, sender: str, target: str
+) -> dict[str, Any]:
+    """The unsend of ``sender``'s message ``target``, as ``receiver`` got it live on ``topic`` right after the
+    message itself, and as the sender's other device got it too: the same bytes."""
+    seen = receiver.wait_messages(2)
+    assert [t for t, _ in seen] == [topic, topic]
+    live: dict[str, Any] = json.loads(seen[1][1])
+    assert live == {"id": live["id"], "body": "", "relates_to": _unsend(sender, target)}
+    wait_for(lambda: len(_payloads(other_device, topic)) == 2, what=f"{sender}'s other device gets the unsend")
+    assert _payloads(other_device, topic)[1] == live
+    return live
+
+
 def test_a_dm_unsent_through_rest_reaches_the_recipient_and_the_senders_other_device_live(
     stack: Stack, users: Users
 ) -> None:
@@ -61,12 +75,7 @@ def test_a_dm_unsent_through_rest_reaches_the_recipient_and_the_senders_other_de
             wait_for(lambda: len(_history(http, conversation)) == 1, what="m1 stored")
             assert http.delete(f"/v1/messages/{conversation}/1").status_code == 204
             assert http.delete(f"/v1/messages/{conversation}/1").status_code == 204  # again: nothing more to say
-            seen = recipient.wait_messages(2)
-            assert [t for t, _ in seen] == [topic, topic]
-            live = json.loads(seen[1][1])
-            assert live == {"id": live["id"], "body": "", "relates_to": _unsend(alice[0], "m1")}
-            wait_for(lambda: len(_payloads(other_device, topic)) == 2, what="alice's other device gets the unsend")
-            assert _payloads(other_device, topic)[1] == live
+            live = _live_unsend(recipient, other_device, topic, alice[0], "m1")
             # The bridge got it too, and took it for the unsend it stored: its ack names seq 2.
             ack = wait_for(
                 lambda: next((a for a in _payloads(other_device, f"ack/{alice[0]}") if a["id"] == live["id"]), None),
@@ -104,12 +113,7 @@ def test_a_group_message_unsent_by_an_admin_reaches_the_members_live_under_its_s
         with stack.http(*carol) as http, stack.http(*admin) as admin_http:
             wait_for(lambda: len(_history(http, conversation)) == 1, what="b1 stored")
             assert admin_http.delete(f"/v1/messages/{conversation}/1").status_code == 204
-            seen = member.wait_messages(2)
-            assert [t for t, _ in seen] == [topic, topic]
-            live = json.loads(seen[1][1])
-            assert live == {"id": live["id"], "body": "", "relates_to": _unsend(bob[0], "b1")}
-            wait_for(lambda: len(_payloads(other_device, topic)) == 2, what="bob's other device gets the unsend")
-            assert _payloads(other_device, topic)[1] == live
+            live = _live_unsend(member, other_device, topic, bob[0], "b1")
             wait_for(
                 lambda: any(a["id"] == live["id"] for a in _payloads(other_device, f"ack/{bob[0]}")),
                 what="the bridge took the unsend for the stored one",
