@@ -52,9 +52,29 @@ def _admin() -> psycopg.Connection:
         )
 
 
+def _require_drop_force(admin: psycopg.Connection) -> None:
+    """Stop the run unless the admin role may drop a database WITH (FORCE) while autovacuum works in it.
+
+    Postgres 15 ends an autovacuum worker (a process of no role) for a role that is not a superuser only if it is
+    a member of pg_signal_backend; otherwise the drop fails now and then, at whichever teardown meets a worker.
+    """
+    row = admin.execute(
+        "SELECT rolsuper OR pg_has_role(current_user, 'pg_signal_backend', 'USAGE') FROM pg_roles"
+        " WHERE rolname = current_user"
+    ).fetchone()
+    if not (row and row[0]):
+        pytest.exit(
+            f"the role {admin.info.user!r} of TEST_PG_ADMIN_DSN cannot drop test databases WITH (FORCE) while "
+            f'autovacuum works in them; as a superuser run GRANT pg_signal_backend TO "{admin.info.user}" '
+            "(scripts/test does it)",
+            returncode=3,
+        )
+
+
 def create_database(name: str) -> str:
     """Create a database and return its SQLAlchemy URL."""
     with _admin() as admin:
+        _require_drop_force(admin)
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         info = admin.info
         host, port, user = info.host, info.port, info.user
