@@ -27,7 +27,6 @@ from fastapi import HTTPException, status
 from sqlalchemy import Connection, Engine, Select, bindparam, exists, func, select, true
 
 from switchboard import accounts, message_views, streams
-from switchboard.message_views import MessageView
 from switchboard.schema import group_members, stream_positions, users
 from switchboard.tables import DirectoryChange, DirectoryEvent, Group, Message, Receipt
 from switchboard.topics import Conversation, Kind, parse_conversation
@@ -42,12 +41,6 @@ MESSAGE_COLUMNS = (*message_views.COLUMNS, messages.c.stream_pos)
 CURSOR_VERSION = "v1"
 MEMBERSHIP_CHANGES: dict[str, str] = {DirectoryChange.MEMBER_ADDED: "added", DirectoryChange.MEMBER_REMOVED: "removed"}
 JSON_OPTIONS = orjson.OPT_UTC_Z  # "...Z" for UTC, as pydantic writes it
-
-
-def messages_json(connection: Connection, rows: list[Any]) -> list[MessageView]:
-    """Message rows (MESSAGE_COLUMNS) as clients see them, for orjson: one more query when some have
-    reactions, another when relations are among them."""
-    return message_views.views_of_rows(connection, rows)
 
 
 def dumps(content: dict[str, Any]) -> bytes:
@@ -83,7 +76,7 @@ def history_page(
                 rows = list(connection.execute(history_statement(before is not None, forward, None), values).all())
         more = len(rows) > limit
         rows = rows[:limit]
-        shown = messages_json(connection, rows)
+        shown = message_views.views_of_rows(connection, rows)
     return dumps(
         {
             "conversation": parsed.id,
@@ -200,10 +193,18 @@ def sync_page(engine: Engine, user: str, since: str | None, limit: int, *, inter
         # A stream whose head is the cursor has nothing to give (what commits after the heads were read is
         # left for the next sync, as it would be by the head the cursor advances to): no query for it.
         found_messages = (
-            _messages_after(connection, user, cursor.messages, limit + 1) if now.messages > cursor.messages else []
+            _conversation_rows_after(
+                connection, MESSAGES_AFTER, MESSAGES_AFTER_BY_CONVERSATION, user, cursor.messages, limit + 1
+            )
+            if now.messages > cursor.messages
+            else []
         )
         found_receipts = (
-            _receipts_after(connection, user, cursor.receipts, limit + 1) if now.receipts > cursor.receipts else []
+            _conversation_rows_after(
+                connection, RECEIPTS_AFTER, RECEIPTS_AFTER_BY_CONVERSATION, user, cursor.receipts, limit + 1
+            )
+            if now.receipts > cursor.receipts
+            else []
         )
         found_events = (
             _membership_events(connection, user, cursor.directory, limit + 1)
@@ -215,7 +216,7 @@ def sync_page(engine: Engine, user: str, since: str | None, limit: int, *, inter
         if interest:
             conversations = frozenset(connection.execute(READABLE, {"user": user}).scalars())
             my_groups = frozenset(connection.execute(MY_GROUPS, {"user": user}).scalars())
-        shown = messages_json(connection, found_messages[:limit])
+        shown = message_views.views_of_rows(connection, found_messages[:limit])
     following = Cursor(
         _advanced(cursor.messages, now.messages, [r.stream_pos for r in found_messages], limit),
         _advanced(cursor.receipts, now.receipts, [r.stream_pos for r in found_receipts], limit),
@@ -353,13 +354,12 @@ MEMBERSHIP_EVENTS = (
 )
 
 
-def _messages_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
-    statement = MESSAGES_AFTER_BY_CONVERSATION if connection.dialect.name == "postgresql" else MESSAGES_AFTER
-    return list(connection.execute(statement, {"user": user, "after": after, "limit": limit}).all())
-
-
-def _receipts_after(connection: Connection, user: str, after: int, limit: int) -> list[Any]:
-    statement = RECEIPTS_AFTER_BY_CONVERSATION if connection.dialect.name == "postgresql" else RECEIPTS_AFTER
+def _conversation_rows_after(
+    connection: Connection, plain: Select[Any], by_conversation: Select[Any], user: str, after: int, limit: int
+) -> list[Any]:
+    """A stream's rows in ``user``'s conversations past ``after``: ``by_conversation`` on Postgres, ``plain``
+    elsewhere (see :func:`_after_by_conversation`)."""
+    statement = by_conversation if connection.dialect.name == "postgresql" else plain
     return list(connection.execute(statement, {"user": user, "after": after, "limit": limit}).all())
 
 
