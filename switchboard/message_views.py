@@ -14,6 +14,7 @@ name, one for the reactions to the messages :data:`REACTED` marks (every message
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,9 +67,8 @@ REACTED = (
     )
     .label("reacted")
 )
-#: The columns :func:`views_of_rows` reads from each row, in this order: a Core select of them (any further
-#: columns after) is the fast way in.
-COLUMNS = (
+#: What a view shows of a stored message, in the order :func:`views_of_rows` reads it.
+_STORED: tuple[Any, ...] = (
     col(Message.conversation_id),
     col(Message.seq),
     col(Message.sender),
@@ -80,31 +80,17 @@ COLUMNS = (
     col(Message.relates_to_seq),
     col(Message.edited_at),
     col(Message.unsent_at),
-    REACTED,
 )
+#: The columns :func:`views_of_rows` reads from each row, in this order: a Core select of them (any further
+#: columns after) is the fast way in.
+COLUMNS = (*_STORED, REACTED)
 WIDTH = len(COLUMNS)
+_stored_of = operator.attrgetter(*(column.key for column in _STORED))  # a Message's _STORED, as a tuple
 
 
 def views(session: Session | Connection, messages: Sequence[Message]) -> list[MessageView]:
     """Stored messages (``Message`` objects) as clients see them, in the same order."""
-    rows = [
-        (
-            m.conversation_id,
-            m.seq,
-            m.sender,
-            m.client_msg_id,
-            m.body,
-            m.stored_at,
-            m.attachments,
-            m.relates_kind,
-            m.relates_to_seq,
-            m.edited_at,
-            m.unsent_at,
-            True,  # not known: ask
-        )
-        for m in messages
-    ]
-    return views_of_rows(session, rows)
+    return views_of_rows(session, [(*_stored_of(m), True) for m in messages])  # reacted: not known, so ask
 
 
 def views_of_rows(session: Session | Connection, rows: Sequence[Sequence[Any]]) -> list[MessageView]:
