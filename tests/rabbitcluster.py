@@ -15,15 +15,12 @@ import secrets
 import shutil
 import signal
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
-import paho.mqtt.client as mqtt
-
-from tests.helpers import free_port, wait_for
+from tests.helpers import PahoClient, free_port, wait_for
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 PLUGINS = ("rabbitmq_mqtt", "rabbitmq_auth_backend_http")
@@ -158,20 +155,15 @@ class RabbitCluster:
         under load that took more than a minute, and a test's first client on that node timed out."""
 
         def accepted() -> bool:
-            connected = threading.Event()
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{secrets.token_hex(3)}")
-            client.username_pw_set(self.service_user, self.service_password)
-            client.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or connected.set()
+            probe = PahoClient(
+                node.mqtt_port, f"probe-{secrets.token_hex(3)}", self.service_user, self.service_password, clean=True
+            )
             try:
-                client.connect("127.0.0.1", node.mqtt_port)
-            except OSError:
+                return probe.connect(timeout=10) == "Success"
+            except (OSError, AssertionError):  # the port refused, or no CONNACK within 10 s
                 return False
-            client.loop_start()
-            try:
-                return connected.wait(10)
             finally:
-                client.disconnect()
-                client.loop_stop()
+                probe.close()
 
         wait_for(
             accepted,
