@@ -41,15 +41,13 @@ from pathlib import Path
 import httpx
 import psutil
 import psycopg
-from psycopg import sql
-from sqlalchemy.dialects import postgresql
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from api import reads  # noqa: E402
 from bench.api_storm import cpu_seconds, start_api  # noqa: E402
-from bench.database import BenchDatabase, settle  # noqa: E402
+from bench.database import BenchDatabase, explain, settle  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 from switchboard.topics import Kind  # noqa: E402
@@ -156,9 +154,8 @@ async def verify_tokens(base: str, tokens: dict[str, str]) -> None:
             answer.raise_for_status()
 
 
-def plans(dsn: str, user: str, conversation: str, behind: int) -> list[tuple[str, str]]:
+def plans(url: str, user: str, conversation: str, behind: int) -> list[tuple[str, str]]:
     """The plan nodes Postgres picks for the API's own history and sync statements (what index serves them)."""
-    dialect = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
     a, b = conversation.split(":")[1:]
     queries = {
         "history page": (
@@ -168,12 +165,14 @@ def plans(dsn: str, user: str, conversation: str, behind: int) -> list[tuple[str
         "sync messages": (reads.MESSAGES_AFTER_BY_CONVERSATION, {"user": user, "after": behind, "limit": 101}),
     }
     found = []
-    with psycopg.connect(dsn) as connection:
-        for name, (statement, values) in queries.items():
-            compiled = statement.compile(dialect=dialect)
-            query = sql.SQL("EXPLAIN ") + sql.SQL(str(compiled))  # type: ignore[arg-type]
-            rows = connection.execute(query, {**compiled.params, **values}).fetchall()
-            found.append((name, " / ".join(r[0].strip().split("  (")[0] for r in rows if "Scan" in r[0])))
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            for name, (statement, values) in queries.items():
+                plan = explain(connection, statement, values)
+                found.append((name, " / ".join(line.strip().split("  (")[0] for line in plan if "Scan" in line)))
+    finally:
+        engine.dispose()
     return found
 
 
@@ -276,7 +275,7 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.2f}")
         big_target = targets[-1]
         a, b = big_target.pairs[0]
-        for query, nodes in plans(big_target.database.dsn, a, f"dm:{a}:{b}", big_target.head - big_target.head // 10):
+        for query, nodes in plans(big_target.database.url, a, f"dm:{a}:{b}", big_target.head - big_target.head // 10):
             print(f"plan, {query}: {nodes}")
     finally:
         for target in targets:

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from api import reads  # noqa: E402
-from bench.database import BenchDatabase, settle  # noqa: E402
+from bench.database import BenchDatabase, explain, settle  # noqa: E402
 from switchboard import accounts  # noqa: E402
 from switchboard.db import make_engine, upgrade  # noqa: E402
 
@@ -110,9 +110,7 @@ def main() -> None:
                         started = time.perf_counter()
                         connection.execute(statement, parameters(after)).all()
                         times.append(time.perf_counter() - started)
-                    compiled = statement.compile(dialect=engine.dialect)
-                    values = {**compiled.params, **parameters(after)}
-                    plan = connection.exec_driver_sql(f"EXPLAIN (ANALYZE) {compiled}", values).scalars().all()
+                    plan = explain(connection, statement, parameters(after), analyze=True)
                     executed = next(line for line in plan if line.startswith("Execution Time"))
                     postgres = float(executed.split()[2])
                     print(f"{label:18} {name:24} {statistics.median(times[1:]) * 1000:7.2f}ms {postgres:7.2f}ms")

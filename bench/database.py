@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import Connection
+from sqlalchemy.sql import Executable
 
 ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "host=/var/run/postgresql dbname=postgres")
 
@@ -42,3 +45,13 @@ def settle(connection: psycopg.Connection[object]) -> None:
     connection.commit()
     connection.autocommit = True
     connection.execute("VACUUM ANALYZE")
+
+
+def explain(
+    connection: Connection, statement: Executable, values: dict[str, Any], *, analyze: bool = False
+) -> list[str]:
+    """The plan Postgres picks for one of the API's own statements with ``values`` bound (EXPLAIN, or EXPLAIN
+    ANALYZE: run too), a line per row."""
+    compiled = statement.compile(dialect=connection.dialect)
+    query = f"EXPLAIN {'(ANALYZE) ' if analyze else ''}{compiled}"
+    return list(connection.exec_driver_sql(query, {**compiled.params, **values}).scalars())
