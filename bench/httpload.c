@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -82,6 +83,7 @@ static void connect_one(Conn *c) {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a)) die("connect"); /* blocking: once, before timing */
+    if (fcntl(c->fd, F_SETFL, O_NONBLOCK)) die("fcntl"); /* a read past the answer returns EAGAIN, never waits */
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -99,7 +101,7 @@ static int send_next(Conn *c) {
     c->sent = 0;
     while (c->sent < r->len) { /* a request is a few hundred bytes: the socket buffer takes it */
         ssize_t n = write(c->fd, r->p + c->sent, r->len - c->sent);
-        if (n < 0) { if (errno == EINTR) continue; die("write"); }
+        if (n < 0) { if (errno == EINTR || errno == EAGAIN) continue; die("write"); }
         c->sent += n;
     }
     return 1;
